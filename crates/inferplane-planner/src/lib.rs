@@ -1,0 +1,3 @@
+//! # inferplane-planner
+//!
+//! The advisory parallelism planner (placeholder until the planner issue lands).
