@@ -119,11 +119,7 @@ impl Layout {
 
 impl fmt::Display for Layout {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "tp{}-pp{}-dp{}-ep{}",
-            self.tp, self.pp, self.dp, self.ep
-        )
+        write!(f, "tp{}-pp{}-dp{}-ep{}", self.tp, self.pp, self.dp, self.ep)
     }
 }
 
@@ -156,7 +152,8 @@ impl Price {
     ) -> f64 {
         match *self {
             Price::PerGpuHour(per_hour) => {
-                per_hour * f64::from(gpus.max(1)) * busy_secs.max(0.0) / 3600.0
+                per_hour * f64::from(gpus.max(1)) * busy_secs.max(0.0)
+                    / 3600.0
                     / concurrency.max(1.0)
             }
             Price::PerMillionTokens { input, output } => {

@@ -1,1 +1,31 @@
 //! # inferplane-sim
+//!
+//! A simulated LLM engine that stands in for a vLLM server, so the whole control plane
+//! runs, is tested and is benchmarked without a GPU.
+//!
+//! - [`engine`]: the pure engine model over virtual time (continuous batching, chunked
+//!   prefill, KV-cache budget with recompute preemption, prefix cache) driven by an
+//!   [`profile::EngineProfile`] step-time model.
+//! - [`kv`]: the block budget and prefix cache.
+//! - [`tokens`]: the stand-in tokenizer, prompt block hashes and deterministic pseudo-text.
+//! - [`server`]: the vLLM-compatible HTTP face ([`SimServer`]), with [`driver`] (the task
+//!   that runs the engine in scaled real time), [`respond`] (JSON and SSE answers),
+//!   [`openai`] (wire shapes and errors), [`metrics`] (vLLM metric names), [`faults`] and
+//!   [`listener`] (scripted faults).
+
+pub mod driver;
+pub mod engine;
+pub mod faults;
+pub mod kv;
+pub mod listener;
+pub mod metrics;
+pub mod openai;
+pub mod profile;
+pub mod respond;
+pub mod server;
+pub mod tokens;
+
+pub use engine::{AddError, Engine, EngineStats, Event, FinishReason, SeqId, SeqInput, StepInfo};
+pub use faults::FaultConfig;
+pub use profile::{BLOCK_SIZE, EngineProfile};
+pub use server::{SimConfig, SimServer, StartError};

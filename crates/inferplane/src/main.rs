@@ -1,6 +1,11 @@
-//! The `inferplane` binary: thin CLI over the library crates.
+//! The `inferplane` binary: a thin CLI over the library crates.
+//!
+//! Subcommands: `sim` (simulated engines), `demo` (the whole system on simulated engines),
+//! `plan` (parallelism planner).
 
+mod demo_cmd;
 mod plan_cmd;
+mod sim_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -14,13 +19,32 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the system end to end on built-in simulated engines and print a summary.
+    Demo(demo_cmd::DemoArgs),
+    /// Run simulated vLLM-compatible engines (no GPU needed).
+    Sim(sim_cmd::SimArgs),
     /// Rank TP/PP/DP/EP/hybrid layouts for a model on a cluster and print launch commands.
     Plan(plan_cmd::PlanArgs),
 }
 
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("INFERPLANE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    init_tracing();
     match cli.command {
         Command::Plan(args) => plan_cmd::run(args),
+        Command::Sim(args) => runtime()?.block_on(sim_cmd::run(args)),
+        Command::Demo(args) => runtime()?.block_on(demo_cmd::run(args)),
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }

@@ -1,0 +1,536 @@
+//! The simulated engine: continuous batching over virtual time, the way vLLM schedules.
+//!
+//! Each [`Engine::step`] plans one forward pass starting at `now`: running sequences first
+//! (decode one token, or the next chunk of a prefill), then waiting sequences are admitted
+//! while `max_num_seqs`, the `max_num_batched_tokens` budget and the KV cache allow. When a
+//! running sequence needs a block and none is free, the newest running sequence is
+//! preempted: its blocks are freed and it goes back to the head of the queue to be
+//! recomputed (prompt plus the tokens generated so far), as vLLM's recompute preemption
+//! does. Prompt blocks already in the prefix cache are not prefilled again.
+//!
+//! The engine is pure: no clock, no I/O, no randomness but a seeded hash.
+
+use crate::kv::KvCache;
+use crate::profile::{BLOCK_SIZE, EngineProfile};
+use inferplane_core::Time;
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+/// A sequence's id inside one engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SeqId(pub u64);
+
+/// What a caller submits: token counts and the prompt's block hashes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeqInput {
+    /// Prompt length in tokens (at least 1).
+    pub prompt_tokens: u32,
+    /// Chained hashes of the prompt's full blocks, in order (see `tokens::block_hashes`).
+    pub block_hashes: Vec<u64>,
+    /// Most tokens to generate (at least 1).
+    pub max_tokens: u32,
+    /// A hash of the request's content; with a stop seed it decides the output length.
+    pub content_hash: u64,
+}
+
+/// Why a sequence stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// Reached `max_tokens`.
+    Length,
+    /// Stopped early (seeded stop).
+    Stop,
+}
+
+impl FinishReason {
+    /// The OpenAI `finish_reason` string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Length => "length",
+            FinishReason::Stop => "stop",
+        }
+    }
+}
+
+/// Something that happened at the end of a step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Event {
+    /// The sequence produced its `index`-th output token (0-based).
+    Token {
+        /// Which sequence.
+        id: SeqId,
+        /// 0-based index of the token in the output.
+        index: u32,
+    },
+    /// The sequence finished; its last `Token` event came just before.
+    Finished {
+        /// Which sequence.
+        id: SeqId,
+        /// Why it stopped.
+        reason: FinishReason,
+        /// Prompt tokens served from the prefix cache at first admission.
+        cached_tokens: u32,
+        /// Output tokens generated.
+        completion_tokens: u32,
+    },
+}
+
+/// Summary of one step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepInfo {
+    /// When the step ends (and its events happen).
+    pub end: Time,
+    /// Prompt (or recompute) tokens computed in the step.
+    pub prefill_tokens: u32,
+    /// Sequences that decoded one token.
+    pub decode_seqs: u32,
+    /// Sequences preempted while planning the step.
+    pub preempted: u32,
+}
+
+/// Why a request was refused at submission.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddError {
+    /// The prompt is empty.
+    #[error("the prompt is empty")]
+    EmptyPrompt,
+    /// `max_tokens` is zero.
+    #[error("max_tokens must be at least 1")]
+    ZeroMaxTokens,
+    /// Prompt plus output exceeds the model's context.
+    #[error(
+        "this model's maximum context length is {max_model_len} tokens, but {requested} were requested ({prompt} in the prompt, {max_tokens} for the output)"
+    )]
+    ContextTooLong {
+        /// The engine's `max_model_len`.
+        max_model_len: u32,
+        /// Prompt plus max tokens.
+        requested: u64,
+        /// Prompt tokens.
+        prompt: u32,
+        /// Requested output tokens.
+        max_tokens: u32,
+    },
+    /// Prompt plus output needs more KV blocks than the whole cache holds.
+    #[error("the request needs {needed} KV blocks but the cache holds only {total}")]
+    ExceedsKvCache {
+        /// Blocks needed.
+        needed: u64,
+        /// Blocks in the cache.
+        total: u32,
+    },
+}
+
+/// Counters an engine keeps (vLLM's `*_total` metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    /// Prompt tokens of admitted requests.
+    pub prompt_tokens: u64,
+    /// Output tokens generated.
+    pub generation_tokens: u64,
+    /// Prompt tokens looked up in the prefix cache.
+    pub prefix_cache_queries: u64,
+    /// Prompt tokens found in the prefix cache.
+    pub prefix_cache_hits: u64,
+    /// Preemptions.
+    pub preemptions: u64,
+    /// Requests that finished.
+    pub finished: u64,
+    /// Requests aborted before finishing.
+    pub aborted: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Seq {
+    input: SeqInput,
+    target: u32,
+    /// Tokens to prefill on the current admission (prompt, or prompt + generated after preemption).
+    prefill_len: u32,
+    /// Tokens of `prefill_len` computed so far.
+    prefilled: u32,
+    /// Tokens whose KV is held.
+    kv_tokens: u32,
+    generated: u32,
+    shared: Vec<u64>,
+    private: u32,
+    cached_tokens: Option<u32>,
+}
+
+impl Seq {
+    fn blocks(&self) -> u32 {
+        self.shared.len() as u32 + self.private
+    }
+    fn in_prefill(&self) -> bool {
+        self.prefilled < self.prefill_len
+    }
+}
+
+fn blocks_for(tokens: u64) -> u64 {
+    tokens.div_ceil(u64::from(BLOCK_SIZE))
+}
+
+enum Work {
+    Prefill(u32),
+    Decode,
+}
+
+/// One simulated engine instance.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    profile: EngineProfile,
+    kv: KvCache,
+    seqs: HashMap<SeqId, Seq>,
+    waiting: VecDeque<SeqId>,
+    running: Vec<SeqId>,
+    next_id: u64,
+    stop_seed: Option<u64>,
+    stats: EngineStats,
+    plan: Vec<(SeqId, u32, bool)>,
+}
+
+impl Engine {
+    /// An idle engine. With `stop_seed`, each request stops after a length drawn from
+    /// its content hash and the seed (uniform in `1..=max_tokens`); otherwise every
+    /// request generates exactly `max_tokens`.
+    pub fn new(profile: EngineProfile, stop_seed: Option<u64>) -> Self {
+        let kv = KvCache::new(profile.kv_blocks);
+        Engine {
+            profile,
+            kv,
+            seqs: HashMap::new(),
+            waiting: VecDeque::new(),
+            running: Vec::new(),
+            next_id: 0,
+            stop_seed,
+            stats: EngineStats::default(),
+            plan: Vec::new(),
+        }
+    }
+
+    /// The profile the engine runs with.
+    pub fn profile(&self) -> &EngineProfile {
+        &self.profile
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> EngineStats {
+        self.stats
+    }
+
+    /// Sequences running (admitted to the batch).
+    pub fn num_running(&self) -> usize {
+        self.running.len()
+    }
+
+    /// Sequences waiting for admission.
+    pub fn num_waiting(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// Fraction of KV blocks referenced by running sequences, 0..=1.
+    pub fn kv_usage(&self) -> f64 {
+        f64::from(self.kv.in_use()) / f64::from(self.kv.total().max(1))
+    }
+
+    /// KV blocks referenced by running sequences.
+    pub fn kv_blocks_in_use(&self) -> u32 {
+        self.kv.in_use()
+    }
+
+    /// Whether any sequence is running or waiting.
+    pub fn has_work(&self) -> bool {
+        !self.seqs.is_empty()
+    }
+
+    /// Submits a request; it waits for admission at the next step.
+    pub fn add(&mut self, input: SeqInput) -> Result<SeqId, AddError> {
+        if input.prompt_tokens == 0 {
+            return Err(AddError::EmptyPrompt);
+        }
+        if input.max_tokens == 0 {
+            return Err(AddError::ZeroMaxTokens);
+        }
+        let requested = u64::from(input.prompt_tokens) + u64::from(input.max_tokens);
+        if requested > u64::from(self.profile.max_model_len) {
+            return Err(AddError::ContextTooLong {
+                max_model_len: self.profile.max_model_len,
+                requested,
+                prompt: input.prompt_tokens,
+                max_tokens: input.max_tokens,
+            });
+        }
+        let needed = blocks_for(requested);
+        if needed > u64::from(self.kv.total()) {
+            return Err(AddError::ExceedsKvCache {
+                needed,
+                total: self.kv.total(),
+            });
+        }
+        let target = match self.stop_seed {
+            Some(seed) => {
+                let h =
+                    xxhash_rust::xxh3::xxh3_64_with_seed(&input.content_hash.to_le_bytes(), seed);
+                1 + (h % u64::from(input.max_tokens)) as u32
+            }
+            None => input.max_tokens,
+        };
+        let id = SeqId(self.next_id);
+        self.next_id += 1;
+        let prefill_len = input.prompt_tokens;
+        self.seqs.insert(
+            id,
+            Seq {
+                input,
+                target,
+                prefill_len,
+                prefilled: 0,
+                kv_tokens: 0,
+                generated: 0,
+                shared: Vec::new(),
+                private: 0,
+                cached_tokens: None,
+            },
+        );
+        self.waiting.push_back(id);
+        Ok(id)
+    }
+
+    /// Removes a request wherever it is and frees its blocks. Returns whether it existed.
+    pub fn abort(&mut self, id: SeqId) -> bool {
+        if !self.seqs.contains_key(&id) {
+            return false;
+        }
+        self.release(id);
+        self.running.retain(|s| *s != id);
+        self.waiting.retain(|s| *s != id);
+        self.seqs.remove(&id);
+        self.stats.aborted += 1;
+        true
+    }
+
+    fn release(&mut self, id: SeqId) {
+        if let Some(seq) = self.seqs.get_mut(&id) {
+            for h in seq.shared.drain(..) {
+                self.kv.release(h);
+            }
+            self.kv.free(seq.private);
+            seq.private = 0;
+            seq.kv_tokens = 0;
+        }
+    }
+
+    /// Preempts the newest running sequence; it returns to the head of the queue.
+    fn preempt_newest(&mut self) -> Option<SeqId> {
+        let victim = self.running.pop()?;
+        self.release(victim);
+        if let Some(seq) = self.seqs.get_mut(&victim) {
+            seq.prefill_len = seq.input.prompt_tokens + seq.generated;
+            seq.prefilled = 0;
+        }
+        self.waiting.push_front(victim);
+        self.stats.preemptions += 1;
+        Some(victim)
+    }
+
+    /// Plans and applies one step starting at `now`, appending what happens at its end to
+    /// `events`. Returns `None` (and does nothing) when there is no work.
+    pub fn step(&mut self, now: Time, events: &mut Vec<Event>) -> Option<StepInfo> {
+        let mut budget = self.profile.max_num_batched_tokens;
+        let mut plan = std::mem::take(&mut self.plan);
+        plan.clear();
+        let mut preempted = 0u32;
+
+        // 1. Running sequences, oldest first.
+        let mut i = 0;
+        while i < self.running.len() {
+            let id = self.running[i];
+            let Some(seq) = self.seqs.get(&id) else {
+                i += 1;
+                continue;
+            };
+            let work = if seq.in_prefill() {
+                Work::Prefill((seq.prefill_len - seq.prefilled).min(budget))
+            } else {
+                Work::Decode
+            };
+            let tokens = match work {
+                Work::Prefill(c) => c,
+                Work::Decode => 1,
+            };
+            if tokens == 0 || tokens > budget {
+                i += 1;
+                continue;
+            }
+            let need = blocks_for(u64::from(seq.kv_tokens + tokens)) as u32 - seq.blocks();
+            let mut scheduled = true;
+            while !self.kv.alloc(need) {
+                let Some(victim) = self.preempt_newest() else {
+                    scheduled = false;
+                    break;
+                };
+                preempted += 1;
+                if victim == id {
+                    scheduled = false;
+                    break;
+                }
+            }
+            if !scheduled {
+                break; // `id` itself was preempted: it was the newest, nothing follows it
+            }
+            if let Some(seq) = self.seqs.get_mut(&id) {
+                seq.private += need;
+            }
+            budget -= tokens;
+            plan.push((id, tokens, matches!(work, Work::Prefill(_))));
+            i += 1;
+        }
+
+        // 2. Admit waiting sequences (not in a step that had to preempt, as vLLM does).
+        // A step whose running set was preempted away entirely admits anyway, or it would stall.
+        while (preempted == 0 || plan.is_empty())
+            && budget > 0
+            && self.running.len() < self.profile.max_num_seqs as usize
+        {
+            let Some(&id) = self.waiting.front() else {
+                break;
+            };
+            if !self.try_admit(id, &mut budget, &mut plan) {
+                break;
+            }
+            self.waiting.pop_front();
+            self.running.push(id);
+        }
+
+        if plan.is_empty() {
+            self.plan = plan;
+            return None;
+        }
+
+        // 3. Cost of the step.
+        let mut prefill_tokens = 0u32;
+        let mut decode_seqs = 0u32;
+        let mut context = 0u64;
+        for &(id, tokens, is_prefill) in &plan {
+            if is_prefill {
+                prefill_tokens += tokens;
+            } else {
+                decode_seqs += 1;
+            }
+            if let Some(seq) = self.seqs.get(&id) {
+                context += u64::from(seq.kv_tokens + tokens);
+            }
+        }
+        let dur: Duration = self.profile.step_time(prefill_tokens, decode_seqs, context);
+        let end = now + dur;
+
+        // 4. Effects at the end of the step.
+        for &(id, tokens, is_prefill) in &plan {
+            self.apply(id, tokens, is_prefill, events);
+        }
+        self.plan = plan;
+        Some(StepInfo {
+            end,
+            prefill_tokens,
+            decode_seqs,
+            preempted,
+        })
+    }
+
+    /// Admits the head of the queue if its first chunk fits; takes prefix-cache hits.
+    fn try_admit(
+        &mut self,
+        id: SeqId,
+        budget: &mut u32,
+        plan: &mut Vec<(SeqId, u32, bool)>,
+    ) -> bool {
+        let Some(seq) = self.seqs.get(&id) else {
+            return true; // stale id: drop it from the queue
+        };
+        // Prefix-cache lookup over full prompt blocks, always leaving one token to compute.
+        let max_hit_blocks = ((seq.prefill_len - 1) / BLOCK_SIZE) as usize;
+        let hashes = &seq.input.block_hashes[..seq.input.block_hashes.len().min(max_hit_blocks)];
+        let hit = self.kv.match_prefix(hashes);
+        let hit_tokens = hit as u32 * BLOCK_SIZE;
+        let chunk = (seq.prefill_len - hit_tokens).min(*budget);
+        let need = blocks_for(u64::from(hit_tokens + chunk)) as u32 - hit as u32;
+        // Acquire the hits first so that allocating cannot evict them.
+        let hit_hashes: Vec<u64> = hashes[..hit].to_vec();
+        for &h in &hit_hashes {
+            self.kv.acquire(h);
+        }
+        if !self.kv.alloc(need) {
+            for &h in &hit_hashes {
+                self.kv.release(h);
+            }
+            return false;
+        }
+        let first_admission = seq.cached_tokens.is_none();
+        let prompt = seq.input.prompt_tokens;
+        if let Some(seq) = self.seqs.get_mut(&id) {
+            seq.shared = hit_hashes;
+            seq.private = need;
+            seq.prefilled = hit_tokens;
+            seq.kv_tokens = hit_tokens;
+            if first_admission {
+                seq.cached_tokens = Some(hit_tokens);
+            }
+        }
+        if first_admission {
+            self.stats.prompt_tokens += u64::from(prompt);
+            self.stats.prefix_cache_queries += u64::from(prompt);
+            self.stats.prefix_cache_hits += u64::from(hit_tokens);
+        }
+        *budget -= chunk;
+        plan.push((id, chunk, true));
+        true
+    }
+
+    fn apply(&mut self, id: SeqId, tokens: u32, is_prefill: bool, events: &mut Vec<Event>) {
+        let Some(seq) = self.seqs.get_mut(&id) else {
+            return;
+        };
+        seq.kv_tokens += tokens;
+        let sampled = if is_prefill {
+            seq.prefilled += tokens;
+            // Newly full prompt blocks enter the prefix cache.
+            let full = (seq.prefilled.min(seq.input.prompt_tokens) / BLOCK_SIZE) as usize;
+            while seq.shared.len() < full.min(seq.input.block_hashes.len()) {
+                let h = seq.input.block_hashes[seq.shared.len()];
+                self.kv.promote(h);
+                seq.private -= 1;
+                seq.shared.push(h);
+            }
+            !seq.in_prefill()
+        } else {
+            true
+        };
+        if !sampled {
+            return;
+        }
+        let index = seq.generated;
+        seq.generated += 1;
+        self.stats.generation_tokens += 1;
+        events.push(Event::Token { id, index });
+        if seq.generated >= seq.target {
+            let reason = if seq.target < seq.input.max_tokens {
+                FinishReason::Stop
+            } else {
+                FinishReason::Length
+            };
+            events.push(Event::Finished {
+                id,
+                reason,
+                cached_tokens: seq.cached_tokens.unwrap_or(0),
+                completion_tokens: seq.generated,
+            });
+            self.release(id);
+            self.seqs.remove(&id);
+            self.running.retain(|s| *s != id);
+            self.stats.finished += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;

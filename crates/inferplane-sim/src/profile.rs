@@ -1,0 +1,173 @@
+//! `EngineProfile`: the simulated engine's step-time model and capacity limits, with presets.
+//!
+//! One engine step costs
+//! `decode_step_base + prefill_tokens * prefill_per_token + decode_seqs * per_seq
+//!  + context_tokens * per_kv_token`:
+//! the base is reading the weights once (memory bound), prefill is compute bound per
+//! token, and decode grows with the batch and with the KV cache it must read.
+//! The presets are roofline estimates (weights bytes / (0.8 x HBM bandwidth), 2 x params
+//! FLOPs per prefill token at 50% of dense peak); see `inferplane plan` for derivations.
+
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// KV-cache block size in tokens (vLLM's default).
+pub const BLOCK_SIZE: u32 = 16;
+
+/// Step-time model and limits of one simulated engine instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineProfile {
+    /// A short name, shown in logs and `/v1/models`.
+    pub name: String,
+    /// Seconds of compute per prompt token in prefill.
+    pub prefill_secs_per_token: f64,
+    /// Seconds of a step's fixed cost (weights read, per-layer overheads).
+    pub decode_step_base_secs: f64,
+    /// Seconds added per running sequence in a step.
+    pub decode_secs_per_seq: f64,
+    /// Seconds added per context token held by the batch (KV read).
+    pub decode_secs_per_kv_token: f64,
+    /// KV-cache capacity in blocks of [`BLOCK_SIZE`] tokens.
+    pub kv_blocks: u32,
+    /// Most sequences running at once (vLLM `max_num_seqs`).
+    pub max_num_seqs: u32,
+    /// Most tokens computed in one step (vLLM `max_num_batched_tokens`, chunked prefill).
+    pub max_num_batched_tokens: u32,
+    /// Longest prompt + output accepted (vLLM `max_model_len`).
+    pub max_model_len: u32,
+}
+
+/// Error for an unknown preset name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown engine profile {0:?}; known presets: {known}", known = EngineProfile::PRESETS.join(", "))]
+pub struct UnknownProfile(pub String);
+
+impl EngineProfile {
+    /// Names of the built-in presets.
+    pub const PRESETS: [&'static str; 6] = [
+        "zero",
+        "tiny",
+        "llama-3.1-8b-a10g",
+        "llama-3.1-8b-h100",
+        "llama-3.1-70b-h100-tp4",
+        "qwen3-30b-a3b-h100",
+    ];
+
+    /// A built-in preset by name.
+    pub fn preset(name: &str) -> Result<Self, UnknownProfile> {
+        let p = |prefill_us: f64, base_ms: f64, seq_us: f64, kv_ns: f64, kv_blocks: u32| {
+            EngineProfile {
+                name: name.to_string(),
+                prefill_secs_per_token: prefill_us * 1e-6,
+                decode_step_base_secs: base_ms * 1e-3,
+                decode_secs_per_seq: seq_us * 1e-6,
+                decode_secs_per_kv_token: kv_ns * 1e-9,
+                kv_blocks,
+                max_num_seqs: 256,
+                max_num_batched_tokens: 8192,
+                max_model_len: 32_768,
+            }
+        };
+        Ok(match name {
+            // No cost at all: every step takes zero time. For measuring the gateway itself.
+            "zero" => EngineProfile {
+                max_num_seqs: 4096,
+                max_num_batched_tokens: 1 << 20,
+                max_model_len: 131_072,
+                ..p(0.0, 0.0, 0.0, 0.0, 1 << 22)
+            },
+            // Small and quick, for tests: 2 ms steps, a modest KV cache.
+            "tiny" => EngineProfile {
+                max_num_seqs: 64,
+                max_num_batched_tokens: 4096,
+                max_model_len: 8192,
+                ..p(10.0, 2.0, 20.0, 0.0, 4096)
+            },
+            // 16 GB bf16 weights; A10G 600 GB/s, 125 TFLOPS; ~3.6 GB left for KV at 0.9.
+            "llama-3.1-8b-a10g" => EngineProfile {
+                max_model_len: 16_384,
+                ..p(256.0, 33.0, 60.0, 270.0, 1_700)
+            },
+            // 16 GB bf16 weights; H100 SXM 3.35 TB/s, 989 TFLOPS; 128 KiB KV per token.
+            "llama-3.1-8b-h100" => p(32.0, 6.5, 40.0, 49.0, 25_000),
+            // 141 GB bf16 over TP4 (35 GB per GPU) plus all-reduce; 320 KiB KV per token.
+            "llama-3.1-70b-h100-tp4" => p(72.0, 16.0, 60.0, 30.0, 13_000),
+            // MoE, 3B active of 30B; weights 61 GB bf16 on one H100.
+            "qwen3-30b-a3b-h100" => p(12.0, 9.0, 45.0, 37.0, 4_500),
+            _ => return Err(UnknownProfile(name.to_string())),
+        })
+    }
+
+    /// Time of one step with the given work, scaled by nothing (pure model).
+    pub fn step_time(
+        &self,
+        prefill_tokens: u32,
+        decode_seqs: u32,
+        context_tokens: u64,
+    ) -> Duration {
+        let work = prefill_tokens + decode_seqs;
+        if work == 0 {
+            return Duration::ZERO;
+        }
+        let secs = self.decode_step_base_secs
+            + f64::from(prefill_tokens) * self.prefill_secs_per_token
+            + f64::from(decode_seqs) * self.decode_secs_per_seq
+            + context_tokens as f64 * self.decode_secs_per_kv_token;
+        Duration::from_secs_f64(secs.max(0.0))
+    }
+
+    /// KV-cache capacity in tokens.
+    pub fn kv_capacity_tokens(&self) -> u64 {
+        u64::from(self.kv_blocks) * u64::from(BLOCK_SIZE)
+    }
+
+    /// Checks the limits make sense; returns what is wrong otherwise.
+    pub fn validate(&self) -> Result<(), String> {
+        let costs = [
+            self.prefill_secs_per_token,
+            self.decode_step_base_secs,
+            self.decode_secs_per_seq,
+            self.decode_secs_per_kv_token,
+        ];
+        if costs.iter().any(|c| !c.is_finite() || *c < 0.0) {
+            return Err("step costs must be finite and non-negative".into());
+        }
+        if self.kv_blocks == 0 || self.max_num_seqs == 0 || self.max_num_batched_tokens == 0 {
+            return Err(
+                "kv_blocks, max_num_seqs and max_num_batched_tokens must be at least 1".into(),
+            );
+        }
+        if self.max_model_len < 2 {
+            return Err("max_model_len must be at least 2".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_preset_is_valid_and_unknown_names_list_the_presets() {
+        for name in EngineProfile::PRESETS {
+            let p = EngineProfile::preset(name).unwrap();
+            p.validate().unwrap();
+            assert_eq!(p.name, name);
+        }
+        let err = EngineProfile::preset("gpt-9").unwrap_err().to_string();
+        assert!(err.contains("zero") && err.contains("tiny"), "{err}");
+    }
+
+    #[test]
+    fn zero_profile_costs_nothing_and_step_time_adds_its_terms() {
+        let z = EngineProfile::preset("zero").unwrap();
+        assert_eq!(z.step_time(1000, 100, 1_000_000), Duration::ZERO);
+        let t = EngineProfile::preset("tiny").unwrap();
+        assert_eq!(t.step_time(0, 0, 0), Duration::ZERO, "an idle step is free");
+        // 2 ms base + 100 * 10 us + 3 * 20 us = 3.06 ms
+        let got = t.step_time(100, 3, 500).as_secs_f64();
+        assert!((got - 0.00306).abs() < 1e-9, "{got}");
+    }
+}

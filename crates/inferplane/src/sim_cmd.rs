@@ -1,0 +1,143 @@
+//! `inferplane sim`: run one or more simulated vLLM-compatible engines on real sockets.
+
+use anyhow::{Context, bail};
+use inferplane_sim::{EngineProfile, FaultConfig, SimConfig, SimServer};
+use std::net::{IpAddr, SocketAddr};
+
+/// Arguments of `inferplane sim`.
+#[derive(Debug, clap::Args)]
+pub struct SimArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: IpAddr,
+    /// Port of the single instance (0: the OS picks one). Ignored with --base-port.
+    #[arg(long, default_value_t = 8000)]
+    pub port: u16,
+    /// How many instances to run.
+    #[arg(long, default_value_t = 1)]
+    pub count: u16,
+    /// First port when running several instances: they listen on consecutive ports.
+    #[arg(long)]
+    pub base_port: Option<u16>,
+    /// Model name the instances serve.
+    #[arg(long, default_value = "llama-3.1-8b")]
+    pub model: String,
+    /// Step-time profile preset (zero, tiny, llama-3.1-8b-a10g, llama-3.1-8b-h100, ...).
+    #[arg(long, default_value = "llama-3.1-8b-h100")]
+    pub profile: String,
+    /// Override the profile's max_num_seqs.
+    #[arg(long)]
+    pub max_num_seqs: Option<u32>,
+    /// Override the profile's KV-cache size, in blocks of 16 tokens.
+    #[arg(long)]
+    pub kv_blocks: Option<u32>,
+    /// Virtual seconds per real second (e.g. 10 runs ten times faster than real time).
+    #[arg(long, default_value_t = 1.0)]
+    pub time_scale: f64,
+    /// Stop outputs at a seeded length in 1..=max_tokens instead of always max_tokens.
+    #[arg(long)]
+    pub stop_seed: Option<u64>,
+    /// max_tokens for chat requests that give none.
+    #[arg(long, default_value_t = 256)]
+    pub default_max_tokens: u32,
+    /// Publish KV usage under vLLM V0's name vllm:gpu_cache_usage_perc.
+    #[arg(long)]
+    pub legacy_metric_names: bool,
+    /// Fault: fail the Nth completion request.
+    #[arg(long)]
+    pub fail_nth: Option<u64>,
+    /// Fault: fail every completion request.
+    #[arg(long)]
+    pub fail_all: bool,
+    /// Status code of injected failures.
+    #[arg(long, default_value_t = 500)]
+    pub fail_status: u16,
+    /// Fault: accept requests but never answer.
+    #[arg(long)]
+    pub hang_before_first_token: bool,
+    /// Fault: stall after this many tokens.
+    #[arg(long)]
+    pub hang_after_tokens: Option<u32>,
+    /// Fault: run this many times slower.
+    #[arg(long, default_value_t = 1.0)]
+    pub slowdown: f64,
+    /// Fault: report unhealthy on /health.
+    #[arg(long)]
+    pub unhealthy: bool,
+    /// Fault: refuse connections.
+    #[arg(long)]
+    pub refuse_connections: bool,
+}
+
+impl SimArgs {
+    /// The profile with overrides applied.
+    pub fn profile(&self) -> anyhow::Result<EngineProfile> {
+        let mut p = EngineProfile::preset(&self.profile)?;
+        if let Some(n) = self.max_num_seqs {
+            p.max_num_seqs = n;
+        }
+        if let Some(n) = self.kv_blocks {
+            p.kv_blocks = n;
+        }
+        Ok(p)
+    }
+
+    fn faults(&self) -> FaultConfig {
+        FaultConfig {
+            fail_nth: self.fail_nth,
+            fail_all: self.fail_all,
+            fail_status: self.fail_status,
+            hang_before_first_token: self.hang_before_first_token,
+            hang_after_tokens: self.hang_after_tokens,
+            slowdown: self.slowdown,
+            unhealthy: self.unhealthy,
+            refuse_connections: self.refuse_connections,
+        }
+    }
+}
+
+/// Runs `inferplane sim` until Ctrl-C.
+pub async fn run(args: SimArgs) -> anyhow::Result<()> {
+    if args.count == 0 {
+        bail!("--count must be at least 1");
+    }
+    let profile = args.profile()?;
+    let mut servers = Vec::new();
+    for i in 0..args.count {
+        let port = match args.base_port {
+            Some(base) => base
+                .checked_add(i)
+                .context("--base-port + --count runs past port 65535")?,
+            None if args.count == 1 => args.port,
+            None => 0,
+        };
+        let mut cfg = SimConfig::new(args.model.clone(), profile.clone());
+        cfg.instance_id = format!("sim-{i}");
+        cfg.time_scale = args.time_scale;
+        cfg.stop_seed = args.stop_seed;
+        cfg.default_max_tokens = args.default_max_tokens;
+        cfg.legacy_metric_names = args.legacy_metric_names;
+        cfg.faults = args.faults();
+        let server = SimServer::start(cfg, SocketAddr::new(args.host, port)).await?;
+        println!(
+            "sim-{i}: model {} profile {} on {}",
+            args.model,
+            profile.name,
+            server.url()
+        );
+        servers.push(server);
+    }
+    if let Some(s) = servers.first() {
+        println!(
+            "try: curl -s {}/v1/chat/completions -H 'content-type: application/json' \\\n       -d '{{\"model\":\"{}\",\"messages\":[{{\"role\":\"user\",\"content\":\"hello\"}}],\"max_tokens\":16}}'",
+            s.url(),
+            args.model
+        );
+    }
+    println!("press Ctrl-C to stop");
+    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    for s in servers {
+        s.shutdown().await;
+    }
+    Ok(())
+}
