@@ -9,8 +9,13 @@
 
 pub mod instance;
 pub mod request;
+pub mod scheduler;
 pub mod time;
 
 pub use instance::{InstanceId, InstanceSpec, Layout, Price};
 pub use request::{ParallelismKind, Priority, RequestId, RequestMeta};
+pub use scheduler::{
+    DuplicateInstance, EngineLoad, InstanceIx, InstanceState, Outcome, Placement, RejectReason,
+    Rejected, Scheduler, SchedulerConfig,
+};
 pub use time::Time;
