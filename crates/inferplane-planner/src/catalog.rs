@@ -255,7 +255,10 @@ mod tests {
             assert_eq!(find_model(name).unwrap().name, "llama-3.1-70b", "{name}");
         }
         assert_eq!(find_model("DeepSeek-R1").unwrap().name, "deepseek-v3");
-        assert_eq!(find_model("Qwen/Qwen3-30B-A3B").unwrap().name, "qwen3-30b-a3b");
+        assert_eq!(
+            find_model("Qwen/Qwen3-30B-A3B").unwrap().name,
+            "qwen3-30b-a3b"
+        );
         assert!(find_model("llama-9").is_none());
     }
 

@@ -76,22 +76,45 @@ pub fn check_layout(
     gpu: &GpuSpec,
     gpus_per_node: u32,
 ) -> Result<Vec<String>, Rejection> {
-    let (t, p, d, ep) = (layout.tp as u64, layout.pp as u64, layout.dp as u64, layout.ep as u64);
+    let (t, p, d, ep) = (
+        layout.tp as u64,
+        layout.pp as u64,
+        layout.dp as u64,
+        layout.ep as u64,
+    );
     if t == 0 || p == 0 || d == 0 || ep == 0 {
-        fail(Rule::Size, format!("all parallel sizes must be at least 1, got {layout}"))?;
-    }
-    let mut warnings = Vec::new();
-    if model.heads % t != 0 {
-        fail(Rule::Heads, format!("num_attention_heads {} is not divisible by TP {t}", model.heads))?;
-    }
-    if !model.is_mla() && model.kv_heads % t != 0 && t % model.kv_heads != 0 {
         fail(
-            Rule::KvHeads,
-            format!("num_key_value_heads {} and TP {t}: neither divides the other", model.kv_heads),
+            Rule::Size,
+            format!("all parallel sizes must be at least 1, got {layout}"),
         )?;
     }
-    if model.padded_vocab() % t != 0 {
-        fail(Rule::Vocab, format!("padded vocabulary {} is not divisible by TP {t}", model.padded_vocab()))?;
+    let mut warnings = Vec::new();
+    if !model.heads.is_multiple_of(t) {
+        fail(
+            Rule::Heads,
+            format!(
+                "num_attention_heads {} is not divisible by TP {t}",
+                model.heads
+            ),
+        )?;
+    }
+    if !model.is_mla() && !model.kv_heads.is_multiple_of(t) && t % model.kv_heads != 0 {
+        fail(
+            Rule::KvHeads,
+            format!(
+                "num_key_value_heads {} and TP {t}: neither divides the other",
+                model.kv_heads
+            ),
+        )?;
+    }
+    if !model.padded_vocab().is_multiple_of(t) {
+        fail(
+            Rule::Vocab,
+            format!(
+                "padded vocabulary {} is not divisible by TP {t}",
+                model.padded_vocab()
+            ),
+        )?;
     }
     let has_dense_mlp = model.moe.is_none_or(|m| m.first_dense_layers > 0);
     let block = match dtype {
@@ -99,11 +122,17 @@ pub fn check_layout(
         d => d.group_size().map(|g| (g, "AWQ/GPTQ group")),
     };
     if has_dense_mlp {
-        if model.intermediate % t != 0 {
-            fail(Rule::Intermediate, format!("intermediate_size {} is not divisible by TP {t}", model.intermediate))?;
+        if !model.intermediate.is_multiple_of(t) {
+            fail(
+                Rule::Intermediate,
+                format!(
+                    "intermediate_size {} is not divisible by TP {t}",
+                    model.intermediate
+                ),
+            )?;
         }
         if let Some((b, what)) = block
-            && (model.intermediate / t) % b != 0
+            && !(model.intermediate / t).is_multiple_of(b)
         {
             fail(
                 Rule::QuantBlock,
@@ -116,14 +145,26 @@ pub fn check_layout(
         }
     }
     match model.moe {
-        None if ep > 1 => fail(Rule::ExpertParallel, format!("EP {ep} needs an MoE model; {} is dense", model.name))?,
+        None if ep > 1 => fail(
+            Rule::ExpertParallel,
+            format!("EP {ep} needs an MoE model; {} is dense", model.name),
+        )?,
         None => {}
         Some(m) => {
             if ep > 1 && ep != t * d {
-                fail(Rule::ExpertParallel, format!("EP must equal TP x DP = {} (vLLM EP_SIZE = TP x DP), got {ep}", t * d))?;
+                fail(
+                    Rule::ExpertParallel,
+                    format!(
+                        "EP must equal TP x DP = {} (vLLM EP_SIZE = TP x DP), got {ep}",
+                        t * d
+                    ),
+                )?;
             }
             if ep > m.experts {
-                fail(Rule::ExpertParallel, format!("EP {ep} exceeds the {} experts", m.experts))?;
+                fail(
+                    Rule::ExpertParallel,
+                    format!("EP {ep} exceeds the {} experts", m.experts),
+                )?;
             }
             if ep > 1 && m.experts % ep != 0 {
                 warnings.push(format!(
@@ -135,7 +176,10 @@ pub fn check_layout(
             if m.expert_intermediate % moe_tp != 0 {
                 fail(
                     Rule::Intermediate,
-                    format!("moe_intermediate_size {} is not divisible by the expert TP {moe_tp}", m.expert_intermediate),
+                    format!(
+                        "moe_intermediate_size {} is not divisible by the expert TP {moe_tp}",
+                        m.expert_intermediate
+                    ),
                 )?;
             }
             if let Some((b, what)) = block
@@ -154,13 +198,22 @@ pub fn check_layout(
         }
     }
     if p > model.layers {
-        fail(Rule::PipelineLayers, format!("PP {p} exceeds the {} layers", model.layers))?;
+        fail(
+            Rule::PipelineLayers,
+            format!("PP {p} exceeds the {} layers", model.layers),
+        )?;
     }
     if engine == Engine::Sglang && d > 1 {
         if model.is_moe() {
             // With --enable-dp-attention, --tp is the world size and attn_tp = tp / dp.
             if (t * d) % d != 0 {
-                fail(Rule::SglangDpAttention, format!("SGLang DP-attention needs tp % dp == 0 (tp {}, dp {d})", t * d))?;
+                fail(
+                    Rule::SglangDpAttention,
+                    format!(
+                        "SGLang DP-attention needs tp % dp == 0 (tp {}, dp {d})",
+                        t * d
+                    ),
+                )?;
             }
         } else {
             warnings.push(format!(
@@ -170,14 +223,20 @@ pub fn check_layout(
     }
     if t > gpus_per_node as u64 {
         if t % gpus_per_node as u64 != 0 {
-            fail(Rule::Placement, format!("TP {t} across nodes must be a multiple of {gpus_per_node} GPUs per node"))?;
+            fail(
+                Rule::Placement,
+                format!("TP {t} across nodes must be a multiple of {gpus_per_node} GPUs per node"),
+            )?;
         }
         warnings.push(format!(
             "TP {t} spans nodes ({gpus_per_node} GPUs per node): all-reduce over the network; needs InfiniBand/RDMA"
         ));
     }
     if !gpu.arch.has_fp8() && matches!(dtype, WeightDtype::Fp8) {
-        warnings.push(format!("{} has no FP8 compute: FP8 weights run weight-only (Marlin) at BF16 speed", gpu.name));
+        warnings.push(format!(
+            "{} has no FP8 compute: FP8 weights run weight-only (Marlin) at BF16 speed",
+            gpu.name
+        ));
     }
     Ok(warnings)
 }
@@ -188,7 +247,14 @@ mod tests {
     use crate::catalog::find_model;
     use crate::gpu::find_gpu;
 
-    fn check(name: &str, dtype: WeightDtype, tp: u32, pp: u32, dp: u32, ep: u32) -> Result<Vec<String>, Rejection> {
+    fn check(
+        name: &str,
+        dtype: WeightDtype,
+        tp: u32,
+        pp: u32,
+        dp: u32,
+        ep: u32,
+    ) -> Result<Vec<String>, Rejection> {
         let m = find_model(name).unwrap();
         let gpu = find_gpu("h100-sxm").unwrap();
         check_layout(&m, dtype, Layout { tp, pp, dp, ep }, Engine::Vllm, &gpu, 8)
@@ -202,8 +268,15 @@ mod tests {
     fn mixtral_8x22b_rejects_tp6_and_tp3_on_kv_heads_even_though_heads_divide() {
         let r = check("mixtral-8x22b", WeightDtype::Bf16, 6, 1, 1, 1).unwrap_err();
         assert_eq!(r.rule, Rule::KvHeads);
-        assert!(r.reason.contains("num_key_value_heads 8 and TP 6"), "{}", r.reason);
-        assert_eq!(rule(check("mixtral-8x22b", WeightDtype::Bf16, 3, 1, 1, 1)), Rule::KvHeads);
+        assert!(
+            r.reason.contains("num_key_value_heads 8 and TP 6"),
+            "{}",
+            r.reason
+        );
+        assert_eq!(
+            rule(check("mixtral-8x22b", WeightDtype::Bf16, 3, 1, 1, 1)),
+            Rule::KvHeads
+        );
         assert!(check("mixtral-8x22b", WeightDtype::Bf16, 16, 1, 1, 1).is_ok());
     }
 
@@ -229,29 +302,48 @@ mod tests {
         assert!(check("qwen2.5-72b", WeightDtype::Int4, 1, 1, 1, 1).is_ok());
         let r = check("qwen2.5-72b", WeightDtype::Int4, 2, 1, 1, 1).unwrap_err();
         assert_eq!(r.rule, Rule::QuantBlock);
-        assert!(r.reason.contains("14784") && r.reason.contains("AWQ"), "{}", r.reason);
+        assert!(
+            r.reason.contains("14784") && r.reason.contains("AWQ"),
+            "{}",
+            r.reason
+        );
         assert!(check("qwen2.5-72b", WeightDtype::Bf16, 8, 1, 1, 1).is_ok());
     }
 
     #[test]
     fn deepseek_fp8_needs_ep_beyond_tp16() {
         assert!(check("deepseek-v3", WeightDtype::Fp8, 16, 1, 1, 1).is_ok());
-        assert_eq!(rule(check("deepseek-v3", WeightDtype::Fp8, 32, 1, 1, 1)), Rule::QuantBlock);
+        assert_eq!(
+            rule(check("deepseek-v3", WeightDtype::Fp8, 32, 1, 1, 1)),
+            Rule::QuantBlock
+        );
         assert!(check("deepseek-v3", WeightDtype::Fp8, 1, 1, 32, 32).is_ok());
     }
 
     #[test]
     fn expert_parallel_rules() {
-        assert_eq!(rule(check("llama-3.1-8b", WeightDtype::Bf16, 2, 1, 1, 2)), Rule::ExpertParallel);
-        assert_eq!(rule(check("mixtral-8x7b", WeightDtype::Bf16, 2, 1, 2, 2)), Rule::ExpertParallel);
-        assert_eq!(rule(check("mixtral-8x7b", WeightDtype::Bf16, 4, 1, 4, 16)), Rule::ExpertParallel);
+        assert_eq!(
+            rule(check("llama-3.1-8b", WeightDtype::Bf16, 2, 1, 1, 2)),
+            Rule::ExpertParallel
+        );
+        assert_eq!(
+            rule(check("mixtral-8x7b", WeightDtype::Bf16, 2, 1, 2, 2)),
+            Rule::ExpertParallel
+        );
+        assert_eq!(
+            rule(check("mixtral-8x7b", WeightDtype::Bf16, 4, 1, 4, 16)),
+            Rule::ExpertParallel
+        );
         let warn = check("qwen3-30b-a3b", WeightDtype::Bf16, 1, 1, 6, 6).unwrap();
         assert!(warn.iter().any(|w| w.contains("uneven")), "{warn:?}");
     }
 
     #[test]
     fn pipeline_deeper_than_layers_is_rejected() {
-        assert_eq!(rule(check("gpt-oss-20b", WeightDtype::Mxfp4, 1, 32, 1, 1)), Rule::PipelineLayers);
+        assert_eq!(
+            rule(check("gpt-oss-20b", WeightDtype::Mxfp4, 1, 32, 1, 1)),
+            Rule::PipelineLayers
+        );
         assert!(check("gpt-oss-20b", WeightDtype::Mxfp4, 1, 24, 1, 1).is_ok());
     }
 
@@ -265,7 +357,20 @@ mod tests {
     fn fp8_on_ampere_warns_weight_only() {
         let m = find_model("llama-3.1-70b").unwrap();
         let a100 = find_gpu("a100-80gb").unwrap();
-        let w = check_layout(&m, WeightDtype::Fp8, Layout { tp: 2, pp: 1, dp: 1, ep: 1 }, Engine::Vllm, &a100, 8).unwrap();
+        let w = check_layout(
+            &m,
+            WeightDtype::Fp8,
+            Layout {
+                tp: 2,
+                pp: 1,
+                dp: 1,
+                ep: 1,
+            },
+            Engine::Vllm,
+            &a100,
+            8,
+        )
+        .unwrap();
         assert!(w.iter().any(|w| w.contains("weight-only")), "{w:?}");
     }
 }

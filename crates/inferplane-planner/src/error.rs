@@ -8,7 +8,9 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
     /// The model name is not in the built-in catalogue.
-    #[error("unknown model `{name}`; known models: {known}; or pass a path to a Hugging Face config.json")]
+    #[error(
+        "unknown model `{name}`; known models: {known}; or pass a path to a Hugging Face config.json"
+    )]
     UnknownModel {
         /// The name that was asked for.
         name: String,

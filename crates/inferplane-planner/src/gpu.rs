@@ -118,18 +118,88 @@ pub fn gpu_catalog() -> Vec<GpuSpec> {
         // estimate: g5.48xlarge 100 Gb/s shared by 8 GPUs.
         gpu("a10g", 22.0, 600.0, 70.0, None, 32.0, false, 1.6, Ampere),
         // L40S: 46,068 MiB usable, 864 GB/s, 362/733 TFLOPS, no NVLink (§4); network estimate.
-        gpu("l40s", 44.5, 864.0, 362.0, Some(733.0), 32.0, false, 12.5, Ada),
+        gpu(
+            "l40s",
+            44.5,
+            864.0,
+            362.0,
+            Some(733.0),
+            32.0,
+            false,
+            12.5,
+            Ada,
+        ),
         // A100 SXM4: 1,555 / 2,039 GB/s, 312 TFLOPS, NVLink3 300 GB/s/dir, HDR 25 GB/s (§4, §2.6).
-        gpu("a100-40gb", 39.4, 1555.0, 312.0, None, 300.0, true, 25.0, Ampere),
-        gpu("a100-80gb", 79.15, 2039.0, 312.0, None, 300.0, true, 25.0, Ampere),
+        gpu(
+            "a100-40gb",
+            39.4,
+            1555.0,
+            312.0,
+            None,
+            300.0,
+            true,
+            25.0,
+            Ampere,
+        ),
+        gpu(
+            "a100-80gb",
+            79.15,
+            2039.0,
+            312.0,
+            None,
+            300.0,
+            true,
+            25.0,
+            Ampere,
+        ),
         // H100 PCIe: 2.0 TB/s, 756/1,513 TFLOPS, PCIe Gen5 64 GB/s/dir (§4, §2.6).
-        gpu("h100-pcie", 79.18, 2000.0, 756.0, Some(1513.0), 64.0, false, 25.0, Hopper),
+        gpu(
+            "h100-pcie",
+            79.18,
+            2000.0,
+            756.0,
+            Some(1513.0),
+            64.0,
+            false,
+            25.0,
+            Hopper,
+        ),
         // H100 SXM: 79.18 GiB torch-visible (llm-d), 3.35 TB/s, 989/1,979, NVLink 450, NDR 50.
-        gpu("h100-sxm", 79.18, 3350.0, 989.0, Some(1979.0), 450.0, true, 50.0, Hopper),
+        gpu(
+            "h100-sxm",
+            79.18,
+            3350.0,
+            989.0,
+            Some(1979.0),
+            450.0,
+            true,
+            50.0,
+            Hopper,
+        ),
         // H200: 139.6 GiB (research §2.4 derived), 4.8 TB/s, 989/1,979, NVLink 450, NDR 50.
-        gpu("h200", 139.6, 4800.0, 989.0, Some(1979.0), 450.0, true, 50.0, Hopper),
+        gpu(
+            "h200",
+            139.6,
+            4800.0,
+            989.0,
+            Some(1979.0),
+            450.0,
+            true,
+            50.0,
+            Hopper,
+        ),
         // B200: ~179 GiB nvidia-smi (Vultr), 8 TB/s, 2,250/4,500, NVLink5 900, XDR 100.
-        gpu("b200", 178.5, 8000.0, 2250.0, Some(4500.0), 900.0, true, 100.0, Blackwell),
+        gpu(
+            "b200",
+            178.5,
+            8000.0,
+            2250.0,
+            Some(4500.0),
+            900.0,
+            true,
+            100.0,
+            Blackwell,
+        ),
     ]
 }
 
@@ -170,7 +240,14 @@ mod tests {
     #[test]
     fn catalogue_has_the_required_gpus_and_aliases() {
         for n in [
-            "a10g", "l40s", "a100-40gb", "a100-80gb", "h100-pcie", "h100-sxm", "h200", "b200",
+            "a10g",
+            "l40s",
+            "a100-40gb",
+            "a100-80gb",
+            "h100-pcie",
+            "h100-sxm",
+            "h200",
+            "b200",
         ] {
             assert!(find_gpu(n).is_some(), "{n}");
         }

@@ -13,9 +13,7 @@ use serde_json::Value;
 use std::path::Path;
 
 fn field_u64(v: &Value, names: &[&'static str]) -> Option<u64> {
-    names
-        .iter()
-        .find_map(|n| v.get(*n).and_then(Value::as_u64))
+    names.iter().find_map(|n| v.get(*n).and_then(Value::as_u64))
 }
 
 fn need(v: &Value, name: &'static str) -> Result<u64, PlanError> {
@@ -124,8 +122,8 @@ impl ModelSpec {
                     .unwrap_or(intermediate),
                 first_dense_layers: field_u64(v, &["first_k_dense_replace"]).unwrap_or(0),
                 expert_bias: is_gpt_oss,
-                router_bias: is_gpt_oss || v.get("topk_method").and_then(Value::as_str)
-                    == Some("noaux_tc"),
+                router_bias: is_gpt_oss
+                    || v.get("topk_method").and_then(Value::as_str) == Some("noaux_tc"),
             }),
             _ => None,
         };
@@ -286,8 +284,11 @@ mod tests {
 
     #[test]
     fn missing_file_is_a_read_error_with_the_path() {
-        let err = ModelSpec::from_config_file(Path::new("/nonexistent/dir/config.json"))
-            .unwrap_err();
-        assert!(err.to_string().contains("/nonexistent/dir/config.json"), "{err}");
+        let err =
+            ModelSpec::from_config_file(Path::new("/nonexistent/dir/config.json")).unwrap_err();
+        assert!(
+            err.to_string().contains("/nonexistent/dir/config.json"),
+            "{err}"
+        );
     }
 }

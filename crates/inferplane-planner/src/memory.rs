@@ -58,7 +58,7 @@ pub struct MemoryEstimate {
     pub activation_gib: f64,
     /// Non-torch (NCCL, CUDA context) reserve, GiB.
     pub other_gib: f64,
-    /// KV pool on the tightest GPU, GiB.
+    /// KV pool on the GPU with the most weights (the smallest pool), GiB.
     pub kv_gib: f64,
     /// KV bytes per token on that GPU, all its layers at full attention.
     pub kv_bytes_per_token: u64,
@@ -117,7 +117,11 @@ fn expert_bytes(model: &ModelSpec, dtype: WeightDtype, layout: Layout) -> (f64, 
     };
     let h = model.hidden;
     let matrices = 3 * h * local_inter;
-    let biases = if m.expert_bias { 2 * local_inter + h } else { 0 };
+    let biases = if m.expert_bias {
+        2 * local_inter + h
+    } else {
+        0
+    };
     let per_expert = matrices as f64 * bytes_per + biases as f64 * 2.0;
     (per_expert * local_experts as f64, local_experts)
 }
@@ -202,11 +206,18 @@ impl Stage {
 }
 
 /// The engine's memory reserves: (budget fraction, activation GiB, other GiB).
-pub fn reserves(gpu: &GpuSpec, model: &ModelSpec, layout: Layout, opts: &EngineOptions) -> (f64, f64, f64) {
+pub fn reserves(
+    gpu: &GpuSpec,
+    model: &ModelSpec,
+    layout: Layout,
+    opts: &EngineOptions,
+) -> (f64, f64, f64) {
     let world = layout.tp.max(1) * layout.pp.max(1) * layout.dp.max(1);
     match opts.engine {
         Engine::Vllm => {
-            let util = opts.gpu_memory_utilization.unwrap_or(VLLM_DEFAULT_UTILIZATION);
+            let util = opts
+                .gpu_memory_utilization
+                .unwrap_or(VLLM_DEFAULT_UTILIZATION);
             let seqs_scale = if gpu.vllm_large_defaults() { 1.0 } else { 0.25 };
             let act = VLLM_ACTIVATION_BASE_GIB
                 + VLLM_ACTIVATION_PER_VOCAB_GIB * model.vocab as f64 * seqs_scale;
@@ -269,11 +280,19 @@ pub enum MemoryFailure {
 impl std::fmt::Display for MemoryFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            MemoryFailure::Weights { weights_gib, reserves_gib, budget_gib } => write!(
+            MemoryFailure::Weights {
+                weights_gib,
+                reserves_gib,
+                budget_gib,
+            } => write!(
                 f,
                 "weights {weights_gib:.2} GiB/GPU + reserves {reserves_gib:.2} GiB exceed the {budget_gib:.2} GiB budget"
             ),
-            MemoryFailure::Kv { kv_gib, tokens, needed } => write!(
+            MemoryFailure::Kv {
+                kv_gib,
+                tokens,
+                needed,
+            } => write!(
                 f,
                 "KV pool {kv_gib:.2} GiB/GPU holds {tokens} tokens, less than one {needed}-token sequence"
             ),
@@ -319,7 +338,11 @@ pub fn estimate(
         }
     }
     let Some((pool, tokens, _, per_tok, tight)) = tightest else {
-        return Err(MemoryFailure::Weights { weights_gib: 0.0, reserves_gib: 0.0, budget_gib: 0.0 });
+        return Err(MemoryFailure::Weights {
+            weights_gib: 0.0,
+            reserves_gib: 0.0,
+            budget_gib: 0.0,
+        });
     };
     let seqs = st
         .iter()
@@ -342,7 +365,11 @@ pub fn estimate(
     };
     let one_seq = tight.seq_kv_bytes(model, max_model_len, block) as f64;
     if one_seq > pool * GIB {
-        return Err(MemoryFailure::Kv { kv_gib: pool, tokens, needed: max_model_len });
+        return Err(MemoryFailure::Kv {
+            kv_gib: pool,
+            tokens,
+            needed: max_model_len,
+        });
     }
     let dp = layout.dp.max(1) as u64;
     Ok((
@@ -352,7 +379,7 @@ pub fn estimate(
             weights_gib: max_w,
             activation_gib: act,
             other_gib: other,
-            kv_gib: pool,
+            kv_gib: budget - max_w - act - other,
             kv_bytes_per_token: per_tok,
             kv_capacity_tokens: tokens * dp,
             max_model_len: max_model_len.min(u32::MAX as u64) as u32,

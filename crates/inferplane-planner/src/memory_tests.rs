@@ -19,17 +19,34 @@ fn llmd_opts(util: f64) -> EngineOptions {
 }
 
 fn layout(tp: u32, pp: u32) -> Layout {
-    Layout { tp, pp, dp: 1, ep: 1 }
+    Layout {
+        tp,
+        pp,
+        dp: 1,
+        ep: 1,
+    }
 }
 
-fn run(model: &ModelSpec, dtype: WeightDtype, l: Layout, util: f64, len: u32) -> Result<MemoryEstimate, MemoryFailure> {
+fn run(
+    model: &ModelSpec,
+    dtype: WeightDtype,
+    l: Layout,
+    util: f64,
+    len: u32,
+) -> Result<MemoryEstimate, MemoryFailure> {
     let gpu = find_gpu("h100-sxm").unwrap();
-    let opts = EngineOptions { max_model_len: Some(len), ..llmd_opts(util) };
+    let opts = EngineOptions {
+        max_model_len: Some(len),
+        ..llmd_opts(util)
+    };
     estimate(model, &gpu, l, &opts, dtype, len as u64).map(|(m, _)| m)
 }
 
 fn close(what: &str, got: f64, want: f64, tol: f64) {
-    assert!((got - want).abs() <= tol, "{what}: got {got:.3}, measured {want:.3} (tol {tol})");
+    assert!(
+        (got - want).abs() <= tol,
+        "{what}: got {got:.3}, measured {want:.3} (tol {tol})"
+    );
 }
 
 /// (model, dtype, tp, util, measured weights GiB, measured KV GiB)
@@ -74,15 +91,23 @@ fn layouts_that_failed_in_vllm_fail_here_for_the_same_reason() {
     // Llama-3.3-70B-FP8 TP1: 67.72 GiB weights, KV -1.44 GiB (llm-d).
     let m = find_model("llama-3.3-70b").unwrap();
     match run(&m, WeightDtype::Fp8, layout(1, 1), 0.9, 16000) {
-        Err(MemoryFailure::Weights { weights_gib, .. }) => close("70b fp8 tp1", weights_gib, 67.72, 0.1),
+        Err(MemoryFailure::Weights { weights_gib, .. }) => {
+            close("70b fp8 tp1", weights_gib, 67.72, 0.1)
+        }
         other => panic!("expected a weights failure, got {other:?}"),
     }
     // Qwen3-32B TP1 at max_model_len 32000: no KV room for one sequence.
     let q = find_model("qwen3-32b").unwrap();
-    assert!(matches!(run(&q, WeightDtype::Bf16, layout(1, 1), 0.9, 32000), Err(MemoryFailure::Kv { .. })));
+    assert!(matches!(
+        run(&q, WeightDtype::Bf16, layout(1, 1), 0.9, 32000),
+        Err(MemoryFailure::Kv { .. })
+    ));
     // DeepSeek-R1 FP8 TP1: OOM at load.
     let ds = find_model("deepseek-r1").unwrap();
-    assert!(matches!(run(&ds, WeightDtype::Fp8, layout(1, 1), 0.9, 16000), Err(MemoryFailure::Weights { .. })));
+    assert!(matches!(
+        run(&ds, WeightDtype::Fp8, layout(1, 1), 0.9, 16000),
+        Err(MemoryFailure::Weights { .. })
+    ));
 }
 
 #[test]
@@ -133,17 +158,33 @@ fn sliding_window_layers_cap_per_sequence_kv() {
     let st = stages(&m, m.native_dtype, 2, layout(1, 1));
     // 18 full layers x 2 x 8 x 64 x 2 = 36,864 B/token (research §2.3) + 18 layers capped at 128.
     let per_layer = 2 * 8 * 64 * 2;
-    assert_eq!(st[0].seq_kv_bytes(&m, 10_000, 1), 18 * per_layer * 10_000 + 18 * per_layer * 128);
+    assert_eq!(
+        st[0].seq_kv_bytes(&m, 10_000, 1),
+        18 * per_layer * 10_000 + 18 * per_layer * 128
+    );
     let mistral = find_model("mistral-7b").unwrap();
     let s = stages(&mistral, WeightDtype::Bf16, 2, layout(1, 1));
-    assert_eq!(s[0].seq_kv_bytes(&mistral, 8192, 16), s[0].seq_kv_bytes(&mistral, 4096, 16));
+    assert_eq!(
+        s[0].seq_kv_bytes(&mistral, 8192, 16),
+        s[0].seq_kv_bytes(&mistral, 4096, 16)
+    );
 }
 
 #[test]
 fn expert_parallel_holds_whole_experts_and_replicates_attention() {
     let m = find_model("deepseek-v3").unwrap();
     let tp8 = stages(&m, WeightDtype::Fp8, 2, layout(8, 1));
-    let dep8 = stages(&m, WeightDtype::Fp8, 2, Layout { tp: 1, pp: 1, dp: 8, ep: 8 });
+    let dep8 = stages(
+        &m,
+        WeightDtype::Fp8,
+        2,
+        Layout {
+            tp: 1,
+            pp: 1,
+            dp: 8,
+            ep: 8,
+        },
+    );
     // Same expert bytes (32 whole experts vs 256 eighth-experts), more attention under DEP.
     let e = |s: &[Stage]| s[0].expert_bytes_per_layer;
     assert!((e(&tp8) - e(&dep8)).abs() / e(&tp8) < 1e-3);

@@ -147,7 +147,7 @@ impl ModelSpec {
         match self.sliding.map(|s| s.pattern) {
             None => false,
             Some(SlidingPattern::All) => true,
-            Some(SlidingPattern::EveryOther) => i % 2 == 0,
+            Some(SlidingPattern::EveryOther) => i.is_multiple_of(2),
         }
     }
 
@@ -295,7 +295,11 @@ mod tests {
             let m = find_model(name).unwrap();
             let got = m.param_counts().total as f64 / 1e9;
             let err = (got - billions).abs() / billions;
-            assert!(err < 0.005, "{name}: {got:.3} B vs {billions} B ({:.2}%)", err * 100.0);
+            assert!(
+                err < 0.005,
+                "{name}: {got:.3} B vs {billions} B ({:.2}%)",
+                err * 100.0
+            );
         }
     }
 
@@ -313,7 +317,10 @@ mod tests {
             let m = find_model(name).unwrap();
             let embed = vocab_matrices * (m.vocab * m.hidden) as f64;
             let got = (m.param_counts().active_non_embedding as f64 + embed) / 1e9;
-            assert!((got - want).abs() / want < 0.01, "{name}: {got:.3} vs {want:.3}");
+            assert!(
+                (got - want).abs() / want < 0.01,
+                "{name}: {got:.3} vs {want:.3}"
+            );
         }
     }
 

@@ -3,19 +3,21 @@
 //!
 //! Decode is memory-bandwidth bound, with the calibrated model of research §2.7 [derived fit
 //! on AIConfigurator's measured vLLM rows, mean |error| 7% at concurrency <= 16, 13% at
-//! 64-128]: `TPOT = (W + B*ctx*kv)/(0.8*BW) + L*(32 us + 2*t_AR) + (B*ISL/OSL)*prefill_cost
-//! + B*0.08 ms`. Prefill is compute bound at 60% MFU (§2.7). TP all-reduce, EP all-to-all and
+//! 64-128]:
+//! `TPOT = (W + B*ctx*kv)/(0.8*BW) + L*(32 us + 2*t_AR) + (B*ISL/OSL)*prefill_cost + B*0.08 ms`.
+//!
+//! Prefill is compute bound at 60% MFU (§2.7). TP all-reduce, EP all-to-all and
 //! PP point-to-point costs come from the link speeds (§2.6). PP runs p micro-batches: a round
 //! reads every stage's weights p times but each sequence's KV once, so PP helps throughput
 //! at large batches and never helps per-token latency (§2.6, §2.7). The PP terms assume at
 //! least p sequences in flight; below that they slightly underestimate the KV read.
 
+use crate::dtype::WeightDtype;
 use crate::error::PlanError;
 use crate::gpu::GpuSpec;
 use crate::memory::{self, MemoryEstimate, Stage};
 use crate::model::ModelSpec;
 use crate::options::EngineOptions;
-use crate::dtype::WeightDtype;
 use inferplane_core::Layout;
 use serde::Serialize;
 
@@ -64,8 +66,9 @@ pub struct EngineEstimate {
     /// KV-cache capacity of the instance, in tokens (all DP ranks; sliding-window layers
     /// counted at the typical context).
     pub kv_capacity_tokens: u64,
-    /// Engine max_num_seqs: vLLM's default (1024 on >= 70 GiB non-A100 GPUs, else 256),
-    /// capped by the sequences the KV cache holds at the typical context.
+    /// Engine max_num_seqs over the instance: vLLM's default per DP rank (1024 on >= 70 GiB
+    /// non-A100 GPUs, else 256) times DP, capped by the sequences the KV cache holds at the
+    /// typical context.
     pub max_num_seqs: u32,
     /// Context length used.
     pub max_model_len: u32,
@@ -78,6 +81,17 @@ impl EngineEstimate {
             + n_seqs * self.decode_secs_per_seq
             + kv_tokens * self.decode_secs_per_kv_token
             + prefill_tokens * self.prefill_secs_per_token
+    }
+
+    /// Output tokens/s of the instance with `concurrency` running sequences (the predicted
+    /// rate the control plane uses until measured rates replace it).
+    pub fn decode_tokens_per_sec(
+        &self,
+        concurrency: f64,
+        input_tokens: f64,
+        output_tokens: f64,
+    ) -> f64 {
+        concurrency.max(1.0) / self.tpot_secs(concurrency, input_tokens, output_tokens)
     }
 
     /// Time per output token with `concurrency` running sequences in steady state: each holds
@@ -116,6 +130,7 @@ impl CostModel {
     }
 
     /// The step model for `layout`, after memory has been checked.
+    #[allow(clippy::too_many_arguments)]
     pub fn timing(
         &self,
         model: &ModelSpec,
@@ -126,7 +141,12 @@ impl CostModel {
         stages: &[Stage],
         mem: &MemoryEstimate,
     ) -> Timing {
-        let (t, p, d, ep) = (layout.tp.max(1) as u64, layout.pp.max(1) as u64, layout.dp.max(1) as u64, layout.ep.max(1) as u64);
+        let (t, p, d, ep) = (
+            layout.tp.max(1) as u64,
+            layout.pp.max(1) as u64,
+            layout.dp.max(1) as u64,
+            layout.ep.max(1) as u64,
+        );
         let gpn = opts.gpus_per_node.max(1) as u64;
         let (h, l) = (model.hidden as f64, model.layers as f64);
         let link = |group: u64| -> (f64, bool) {
@@ -141,21 +161,44 @@ impl CostModel {
         let (tp_bps, tp_nvlink) = link(t);
         let ar_lat = self.all_reduce_latency(t, tp_nvlink);
         let ar_tok = l * 2.0 * (2.0 * (t - 1) as f64 / t as f64) * h * 2.0 / tp_bps;
-        // EP all-to-all: dispatch (FP8 with FP8 weights) + BF16 combine, k copies, (EP-1)/EP leave.
+        // MoE across DP ranks (§2.6, vLLM DP semantics). With EP: all-to-all of each rank's own
+        // tokens (dispatch, FP8 with FP8 weights, + BF16 combine; k copies; (EP-1)/EP leave).
+        // Without EP, experts are TP-sharded over the TP x DP group: every rank all-gathers the
+        // group's tokens and reduce-scatters the outputs (ring factor (g-1)/g, per group token).
+        // With DP = 1 the attention all-reduce already combines expert outputs.
         let moe_layers = model.moe_layers() as f64;
-        let (a2a_tok, a2a_lat) = match model.moe {
-            Some(m) if ep > 1 => {
+        let g = t * d;
+        let (a2a_tok, group_tok, moe_lat) = match model.moe {
+            Some(m) if d > 1 && ep > 1 => {
                 let dispatch = if dtype == WeightDtype::Fp8 { 1.0 } else { 2.0 };
-                let bytes = moe_layers * m.experts_per_token as f64 * h * (dispatch + 2.0)
-                    * (ep - 1) as f64 / ep as f64;
-                (bytes / link(t * d).0, moe_layers * 2.0 * self.link_latency_secs)
+                let bytes = moe_layers
+                    * m.experts_per_token as f64
+                    * h
+                    * (dispatch + 2.0)
+                    * (ep - 1) as f64
+                    / ep as f64;
+                (
+                    bytes / link(g).0,
+                    0.0,
+                    moe_layers * 2.0 * self.link_latency_secs,
+                )
             }
-            _ => (0.0, 0.0),
+            Some(_) if d > 1 => {
+                let (bps, nv) = link(g);
+                let bytes = moe_layers * 2.0 * (g - 1) as f64 / g as f64 * h * 2.0;
+                (
+                    0.0,
+                    bytes / bps,
+                    moe_layers * 2.0 * self.all_reduce_latency(g, nv),
+                )
+            }
+            _ => (0.0, 0.0, 0.0),
         };
         // PP: hidden state + residual per boundary (§2.6).
         let p2p_tok = (p - 1) as f64 * h * 2.0 * 2.0 / link(t * p).0;
         let p2p_lat = (p - 1) as f64 * self.link_latency_secs;
         let comm_tok = ar_tok + a2a_tok + p2p_tok;
+        let a2a_lat = moe_lat;
         // MoE: experts touched by n tokens under uniform routing, 1-(1-k/E)^n (§2.7).
         let touched = model.moe.map_or(1.0, |m| {
             let n = opts.reference_concurrency.max(1) as f64;
@@ -163,11 +206,13 @@ impl CostModel {
         });
         let w_read = stages
             .iter()
-            .map(|s| s.weight_bytes - s.moe_layers as f64 * s.expert_bytes_per_layer * (1.0 - touched))
+            .map(|s| {
+                s.weight_bytes - s.moe_layers as f64 * s.expert_bytes_per_layer * (1.0 - touched)
+            })
             .fold(0.0, f64::max);
         let fixed = l * self.per_layer_overhead_secs + l * 2.0 * ar_lat + a2a_lat + p2p_lat;
         let base = p as f64 * w_read / bw + fixed;
-        let per_seq = (self.per_seq_overhead_secs + comm_tok) / d as f64;
+        let per_seq = (self.per_seq_overhead_secs + comm_tok) / d as f64 + group_tok;
         let isl = opts.typical_input_tokens.max(1) as u64;
         let ctx = isl + opts.typical_output_tokens as u64 / 2;
         let eff_kv = stages
@@ -181,14 +226,15 @@ impl CostModel {
         // FLOPs per prompt token: 2*N_active + causal attention 2*L*T*n_h*d_h (§2.7).
         let tok_flops = 2.0 * active + 2.0 * l * isl as f64 * (model.heads * model.head_dim) as f64;
         let compute_tok = tok_flops / (t as f64 * flops);
-        let latency_tok = compute_tok + comm_tok;
-        let per_prefill = latency_tok / (p * d) as f64;
+        let latency_tok = compute_tok + comm_tok + group_tok;
+        let per_prefill = (compute_tok + comm_tok) / (p * d) as f64 + group_tok / p as f64;
         let kv_capacity_tokens = if model.sliding.is_some() && eff_kv > 0.0 {
             (mem.kv_capacity_tokens as f64 * mem.kv_bytes_per_token as f64 / eff_kv) as u64
         } else {
             mem.kv_capacity_tokens
         };
-        let default_seqs: u64 = if gpu.vllm_large_defaults() { 1024 } else { 256 };
+        // vLLM applies max_num_seqs per DP rank (research §1.4, data_parallel_deployment.md).
+        let default_seqs: u64 = if gpu.vllm_large_defaults() { 1024 } else { 256 } * d;
         let kv_seqs = (kv_capacity_tokens / ctx).max(1);
         let max_num_seqs = opts
             .max_num_seqs
@@ -225,12 +271,21 @@ impl CostModel {
             model: model.name.clone(),
             reason,
         };
-        crate::constraints::check_layout(model, dtype, layout, opts.engine, gpu, opts.gpus_per_node)
-            .map_err(|r| invalid(r.reason))?;
+        crate::constraints::check_layout(
+            model,
+            dtype,
+            layout,
+            opts.engine,
+            gpu,
+            opts.gpus_per_node,
+        )
+        .map_err(|r| invalid(r.reason))?;
         let ctx = opts.typical_input_tokens as u64 + opts.typical_output_tokens as u64;
         let (mem, stages) = memory::estimate(model, gpu, layout, opts, dtype, ctx)
             .map_err(|f| invalid(f.to_string()))?;
-        Ok(self.timing(model, gpu, layout, opts, dtype, &stages, &mem).estimate)
+        Ok(self
+            .timing(model, gpu, layout, opts, dtype, &stages, &mem)
+            .estimate)
     }
 }
 
@@ -270,12 +325,21 @@ pub struct PerfEstimate {
 }
 
 /// Estimates one replica's latency and throughput under `load` for `input`/`output` tokens.
-pub fn workload_perf(timing: &Timing, load: Load, input: u32, output: u32, gpus_per_replica: u32) -> PerfEstimate {
+pub fn workload_perf(
+    timing: &Timing,
+    load: Load,
+    input: u32,
+    output: u32,
+    gpus_per_replica: u32,
+) -> PerfEstimate {
     let est = &timing.estimate;
     let (isl, osl) = (input.max(1) as f64, output.max(1) as f64);
     let ctx = isl + osl / 2.0;
     // Steady-state KV check (§2.4 [derived]): c * (ISL + OSL/2) <= KV tokens.
-    let cap = ((est.kv_capacity_tokens as f64 / ctx).floor().min(est.max_num_seqs as f64)).max(1.0);
+    let cap = ((est.kv_capacity_tokens as f64 / ctx)
+        .floor()
+        .min(est.max_num_seqs as f64))
+    .max(1.0);
     let prefill_one = isl * timing.prefill_latency_secs_per_token + timing.forward_fixed_secs;
     let at = |c: f64| -> (f64, f64, f64, f64) {
         let b = c.min(cap).max(1.0);

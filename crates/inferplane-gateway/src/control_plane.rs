@@ -1,0 +1,237 @@
+//! `ControlPlane`: the embeddable manager (the seed's `ControlPlaneManager`). It starts the
+//! dispatcher task and gives a cheap, clonable handle to submit requests, register, drain
+//! and remove instances, and read metrics. The HTTP gateway is one user of it; a Rust
+//! program can be another, doing its own I/O with the placements it gets.
+
+use crate::backend;
+use crate::config::GatewayConfig;
+use crate::dispatcher::{
+    AdminCmd, Assignment, Clock, Ctl, Dispatcher, InstanceView, MetricsView, ModelTable, Submission,
+};
+use crate::error::ApiError;
+use crate::telemetry::{PoolMetrics, Route, Telemetry};
+use inferplane_core::{InstanceId, InstanceSpec, RequestId, RequestMeta, Time};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+/// Capacity of the submission channel (callers wait when it is full).
+const SUBMIT_QUEUE: usize = 4096;
+
+/// Errors starting a control plane.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The engine HTTP client could not be built.
+    #[error("cannot build the engine HTTP client")]
+    Client(#[source] reqwest::Error),
+}
+
+struct Inner {
+    sub_tx: mpsc::Sender<Submission>,
+    ctl_tx: mpsc::UnboundedSender<Ctl>,
+    models: Arc<ModelTable>,
+    telemetry: Arc<Telemetry>,
+    config: Arc<GatewayConfig>,
+    clock: Clock,
+    http: reqwest::Client,
+    next_id: AtomicU64,
+    task: JoinHandle<()>,
+}
+
+/// A handle to a running control plane. Cheap to clone.
+#[derive(Clone)]
+pub struct ControlPlane {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for ControlPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlPlane").finish_non_exhaustive()
+    }
+}
+
+/// Removes a queued request from the queue if the waiting caller goes away.
+struct CancelOnDrop {
+    ctl: mpsc::UnboundedSender<Ctl>,
+    model: Arc<str>,
+    id: RequestId,
+    armed: bool,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = self.ctl.send(Ctl::CancelQueued {
+                model: self.model.clone(),
+                id: self.id,
+            });
+        }
+    }
+}
+
+impl ControlPlane {
+    /// Starts the dispatcher with the configured pools and instances. Must be called
+    /// inside a tokio runtime.
+    pub fn start(config: GatewayConfig) -> Result<ControlPlane, StartError> {
+        let config = Arc::new(config);
+        let http = backend::client(&config.timeouts).map_err(StartError::Client)?;
+        let (sub_tx, sub_rx) = mpsc::channel(SUBMIT_QUEUE);
+        let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
+        let models = Arc::new(ModelTable::from_pointee(HashMap::new()));
+        let telemetry = Arc::new(Telemetry::new());
+        let clock = Clock::new();
+        let dispatcher = Dispatcher::new(
+            config.clone(),
+            clock,
+            telemetry.clone(),
+            models.clone(),
+            http.clone(),
+            ctl_tx.clone(),
+        );
+        let task = tokio::spawn(dispatcher.run(sub_rx, ctl_rx));
+        let inner = Inner {
+            sub_tx,
+            ctl_tx,
+            models,
+            telemetry,
+            config,
+            clock,
+            http,
+            next_id: AtomicU64::new(1),
+            task,
+        };
+        Ok(ControlPlane {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &GatewayConfig {
+        &self.inner.config
+    }
+
+    /// The HTTP client for engines (shared connection pool).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.inner.http
+    }
+
+    /// Now, on the control plane's clock.
+    pub fn now(&self) -> Time {
+        self.inner.clock.now()
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> Clock {
+        self.inner.clock
+    }
+
+    /// A fresh request id.
+    pub fn next_request_id(&self) -> RequestId {
+        RequestId(self.inner.next_id.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// The metric handles of a model's pool; `None` if no pool serves it.
+    pub fn pool(&self, model: &str) -> Option<Arc<PoolMetrics>> {
+        self.inner.models.load().get(model).cloned()
+    }
+
+    /// Models served, sorted.
+    pub fn models(&self) -> Vec<String> {
+        let mut m: Vec<String> = self.inner.models.load().keys().cloned().collect();
+        m.sort();
+        m
+    }
+
+    /// All metric families.
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.inner.telemetry
+    }
+
+    /// Queues a request and waits for its placement (or its rejection). If the returned
+    /// future is dropped while waiting, the request leaves the queue.
+    pub async fn submit(&self, meta: RequestMeta, route: Route) -> Result<Assignment, ApiError> {
+        self.place(meta, route, None).await
+    }
+
+    /// Queues a retry at the head of the queue, avoiding the instance that failed.
+    pub async fn retry(
+        &self,
+        meta: RequestMeta,
+        route: Route,
+        failed: InstanceId,
+    ) -> Result<Assignment, ApiError> {
+        self.place(meta, route, Some(failed)).await
+    }
+
+    async fn place(
+        &self,
+        meta: RequestMeta,
+        route: Route,
+        avoid: Option<InstanceId>,
+    ) -> Result<Assignment, ApiError> {
+        let (reply, rx) = oneshot::channel();
+        let mut guard = CancelOnDrop {
+            ctl: self.inner.ctl_tx.clone(),
+            model: Arc::from(meta.model.as_str()),
+            id: meta.id,
+            armed: true,
+        };
+        self.inner
+            .sub_tx
+            .send(Submission {
+                meta,
+                route,
+                avoid,
+                reply,
+            })
+            .await
+            .map_err(|_| ApiError::shutting_down())?;
+        let res = rx.await.map_err(|_| ApiError::shutting_down());
+        guard.armed = false;
+        res?
+    }
+
+    async fn admin<R>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<R>) -> AdminCmd,
+    ) -> Result<R, ApiError> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .ctl_tx
+            .send(Ctl::Admin(make(tx)))
+            .map_err(|_| ApiError::shutting_down())?;
+        rx.await.map_err(|_| ApiError::shutting_down())
+    }
+
+    /// Registers an instance; it receives work once its first health check passes.
+    pub async fn register_instance(&self, spec: InstanceSpec) -> Result<InstanceView, ApiError> {
+        self.admin(|tx| AdminCmd::Register(spec, tx)).await?
+    }
+
+    /// Removes an instance; requests in flight there finish.
+    pub async fn remove_instance(&self, id: &InstanceId) -> Result<InstanceView, ApiError> {
+        self.admin(|tx| AdminCmd::Remove(id.clone(), tx)).await?
+    }
+
+    /// Stops sending new work to an instance; in-flight requests finish.
+    pub async fn drain_instance(&self, id: &InstanceId) -> Result<InstanceView, ApiError> {
+        self.admin(|tx| AdminCmd::Drain(id.clone(), tx)).await?
+    }
+
+    /// Every instance.
+    pub async fn instances(&self) -> Result<Vec<InstanceView>, ApiError> {
+        self.admin(AdminCmd::List).await
+    }
+
+    /// The seed's `PerformanceMetrics`: total, per pool, per instance.
+    pub async fn metrics(&self) -> Result<MetricsView, ApiError> {
+        self.admin(AdminCmd::Metrics).await
+    }
+
+    /// Stops the dispatcher. Queued requests get a shutting-down error.
+    pub fn shutdown(&self) {
+        self.inner.task.abort();
+    }
+}

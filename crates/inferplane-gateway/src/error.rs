@@ -1,0 +1,160 @@
+//! The gateway's one HTTP error type. Everything that goes wrong for a client ends up as an
+//! [`ApiError`], which becomes an OpenAI-shaped response
+//! `{"error":{"message","type","param","code"}}` at the edge, and nowhere else.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use inferplane_core::RejectReason;
+
+/// An error answered to a client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{status}: {message}")]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// What went wrong, for a person.
+    pub message: String,
+    /// OpenAI error type (`invalid_request_error`, `server_error`, ...).
+    pub kind: &'static str,
+    /// The parameter or header to blame, if any.
+    pub param: Option<String>,
+    /// A stable machine-readable code.
+    pub code: &'static str,
+}
+
+impl ApiError {
+    /// 400 for an invalid request, naming the parameter or header.
+    pub fn bad_request(message: impl Into<String>, param: Option<&str>) -> Self {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+            kind: "invalid_request_error",
+            param: param.map(str::to_string),
+            code: "invalid_request",
+        }
+    }
+
+    /// 404 for a model no pool serves.
+    pub fn unknown_model(model: &str, known: &[String]) -> Self {
+        ApiError {
+            status: StatusCode::NOT_FOUND,
+            message: format!(
+                "The model `{model}` does not exist. Models served here: {}.",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ),
+            kind: "invalid_request_error",
+            param: Some("model".into()),
+            code: "model_not_found",
+        }
+    }
+
+    /// 401 from the admin API.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            message: message.into(),
+            kind: "authentication_error",
+            param: None,
+            code: "unauthorized",
+        }
+    }
+
+    /// 403 from the admin API.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::FORBIDDEN,
+            message: message.into(),
+            kind: "permission_error",
+            param: None,
+            code: "forbidden",
+        }
+    }
+
+    /// 404 for an unknown admin object.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::NOT_FOUND,
+            message: message.into(),
+            kind: "invalid_request_error",
+            param: None,
+            code: "not_found",
+        }
+    }
+
+    /// 409 for a conflicting admin change.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::CONFLICT,
+            message: message.into(),
+            kind: "invalid_request_error",
+            param: None,
+            code: "conflict",
+        }
+    }
+
+    /// 502 when every attempt at an engine failed.
+    pub fn upstream(message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::BAD_GATEWAY,
+            message: message.into(),
+            kind: "server_error",
+            param: None,
+            code: "upstream_error",
+        }
+    }
+
+    /// 503 while shutting down.
+    pub fn shutting_down() -> Self {
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: "the gateway is shutting down".into(),
+            kind: "server_error",
+            param: None,
+            code: "shutting_down",
+        }
+    }
+
+    /// The answer for a request the scheduler would not (or no longer) queue.
+    pub fn rejected(model: &str, reason: &RejectReason) -> Self {
+        let (status, code) = match reason {
+            RejectReason::QueueFull { .. } => (StatusCode::TOO_MANY_REQUESTS, "queue_full"),
+            RejectReason::NoInstances => (StatusCode::SERVICE_UNAVAILABLE, "no_instances"),
+            RejectReason::QueueTimeout { .. } => (StatusCode::SERVICE_UNAVAILABLE, "queue_timeout"),
+            RejectReason::DeadlineMissed { .. } => (StatusCode::GATEWAY_TIMEOUT, "deadline_missed"),
+        };
+        ApiError {
+            status,
+            message: format!("model `{model}`: {reason}"),
+            kind: "server_error",
+            param: None,
+            code,
+        }
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::json!({
+            "error": {
+                "message": self.message,
+                "type": self.kind,
+                "param": self.param,
+                "code": self.code,
+            }
+        })
+    }
+
+    /// The error as one SSE event, for streams that break after their first byte.
+    pub fn sse_event(&self) -> String {
+        format!("data: {}\n\n", self.body())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(self.body())).into_response()
+    }
+}

@@ -1,0 +1,139 @@
+//! The admin API: `GET/POST /admin/instances`, `DELETE /admin/instances/{id}`,
+//! `POST /admin/instances/{id}/drain`, `GET /admin/metrics`. It requires
+//! `Authorization: Bearer <token>` when a token is configured; without one it answers only
+//! when the gateway listens on a loopback address, and says so otherwise.
+
+use super::AppState;
+use crate::config::{InstanceSection, instance_spec};
+use crate::error::ApiError;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use inferplane_core::InstanceId;
+use serde::Deserialize;
+use std::sync::Arc;
+
+/// The admin routes, behind the token check.
+pub fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/admin/instances", get(list).post(register))
+        .route("/admin/instances/{id}", delete(remove))
+        .route("/admin/instances/{id}/drain", post(drain))
+        .route("/admin/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(state, guard))
+}
+
+/// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn guard(State(s): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    match &s.cp.config().admin_token {
+        Some(token) => {
+            let given = req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "));
+            match given {
+                Some(g) if same(g.trim().as_bytes(), token.as_bytes()) => next.run(req).await,
+                Some(_) => ApiError::unauthorized("the admin token is wrong").into_response(),
+                None => ApiError::unauthorized(
+                    "the admin API needs an `Authorization: Bearer <token>` header",
+                )
+                .into_response(),
+            }
+        }
+        None if s.loopback => next.run(req).await,
+        None => ApiError::forbidden(format!(
+            "the admin API is off: no admin token is configured and the gateway listens on {}, \
+             which is not a loopback address; set [admin] token in the config or INFERPLANE_ADMIN_TOKEN",
+            s.listen
+        ))
+        .into_response(),
+    }
+}
+
+async fn list(State(s): State<Arc<AppState>>) -> Response {
+    match s.cp.instances().await {
+        Ok(v) => axum::Json(serde_json::json!({ "instances": v })).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `POST /admin/instances` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegisterBody {
+    model: String,
+    #[serde(flatten)]
+    instance: InstanceSection,
+}
+
+async fn register(State(s): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
+    let res = async {
+        let body = body.map_err(|e| ApiError::bad_request(e.body_text(), None))?;
+        let b: RegisterBody = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("invalid instance: {e}"), None))?;
+        if b.model.trim().is_empty() {
+            return Err(ApiError::bad_request(
+                "model must not be empty",
+                Some("model"),
+            ));
+        }
+        let default_inflight =
+            s.cp.config()
+                .pools
+                .iter()
+                .find(|p| p.model == b.model)
+                .map(|p| p.max_inflight)
+                .unwrap_or(64);
+        let spec =
+            instance_spec(&b.instance, &b.model, default_inflight).map_err(|(field, msg)| {
+                ApiError::bad_request(format!("{field}: {msg}"), Some(field))
+            })?;
+        s.cp.register_instance(spec).await
+    }
+    .await;
+    match res {
+        Ok(v) => (StatusCode::CREATED, axum::Json(v)).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn remove(State(s): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+    match s.cp.remove_instance(&InstanceId::new(id)).await {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn drain(State(s): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+    match s.cp.drain_instance(&InstanceId::new(id)).await {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn metrics(State(s): State<Arc<AppState>>) -> Response {
+    match s.cp.metrics().await {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn token_comparison_needs_equal_bytes() {
+        assert!(super::same(b"abc", b"abc"));
+        assert!(!super::same(b"abc", b"abd"));
+        assert!(!super::same(b"abc", b"ab"));
+    }
+}

@@ -1,0 +1,60 @@
+//! The HTTP edge: `fn app(state) -> Router` with the OpenAI routes, the admin API,
+//! `/metrics`, `/health` and the JSON error fallbacks. Tests call [`app`] directly.
+
+pub mod admin;
+pub mod openai;
+
+use crate::control_plane::ControlPlane;
+use crate::error::ApiError;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use std::sync::Arc;
+
+/// What every handler shares.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The control plane.
+    pub cp: ControlPlane,
+    /// Whether the listener is on a loopback address (admin without a token allowed).
+    pub loopback: bool,
+    /// The listener address, for error messages.
+    pub listen: String,
+}
+
+/// The gateway's router.
+pub fn app(state: Arc<AppState>) -> Router {
+    let max_body = state.cp.config().max_body_bytes;
+    Router::new()
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/completions", post(openai::completions))
+        .route("/v1/models", get(openai::models))
+        .route("/health", get(|| async { StatusCode::OK }))
+        .route("/metrics", get(prometheus))
+        .merge(admin::routes(state.clone()))
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError {
+                status: StatusCode::METHOD_NOT_ALLOWED,
+                message: "method not allowed on this route".into(),
+                kind: "invalid_request_error",
+                param: None,
+                code: "method_not_allowed",
+            }
+        })
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+async fn prometheus(axum::extract::State(s): axum::extract::State<Arc<AppState>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        s.cp.telemetry().encode(),
+    )
+        .into_response()
+}

@@ -1,0 +1,367 @@
+//! The OpenAI routes: `POST /v1/chat/completions`, `POST /v1/completions` and
+//! `GET /v1/models`. A request is parsed once, described by a `RequestMeta`, queued, placed
+//! by the dispatcher, and sent to its instance with the client's original bytes. Connect
+//! errors, 502/503/504 and timeouts before the first byte are retried on another instance
+//! with backoff; once a byte reached the client nothing is retried.
+
+use super::AppState;
+use crate::backend::{self, AttemptError, usage_of};
+use crate::dispatcher::{Assignment, AttemptResult};
+use crate::error::ApiError;
+use crate::meta::{BodyMeta, HeaderMeta, body_with_usage, headers};
+use crate::relay::{Relay, RelayParams};
+use crate::telemetry::Route;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use inferplane_core::RequestMeta;
+use rand::{Rng, SeedableRng};
+use std::sync::Arc;
+use tokio::time::Instant;
+
+/// `POST /v1/chat/completions`.
+pub async fn chat_completions(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    proxy(s, Route::chat_completions, headers, body).await
+}
+
+/// `POST /v1/completions`.
+pub async fn completions(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    proxy(s, Route::completions, headers, body).await
+}
+
+/// `GET /v1/models`: every pool's model.
+pub async fn models(State(s): State<Arc<AppState>>) -> Response {
+    let data: Vec<serde_json::Value> = s
+        .cp
+        .models()
+        .into_iter()
+        .map(|m| serde_json::json!({"id": m, "object": "model", "created": 0, "owned_by": "inferplane"}))
+        .collect();
+    axum::Json(serde_json::json!({"object": "list", "data": data})).into_response()
+}
+
+async fn proxy(
+    s: Arc<AppState>,
+    route: Route,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let arrival = Instant::now();
+    let mut request_id = None;
+    let mut resp = match handle(&s, route, &headers, body, arrival, &mut request_id).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    };
+    if let Some(id) = request_id.and_then(|id| HeaderValue::from_str(&id).ok()) {
+        resp.headers_mut().insert(headers::REQUEST_ID, id);
+    }
+    resp
+}
+
+fn new_request_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+fn invalid(s: &AppState, e: ApiError) -> ApiError {
+    s.cp.telemetry().invalid_requests.inc();
+    e
+}
+
+async fn handle(
+    s: &Arc<AppState>,
+    route: Route,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    arrival: Instant,
+    request_id: &mut Option<String>,
+) -> Result<Response, ApiError> {
+    let cfg = s.cp.config();
+    let hm = HeaderMeta::parse(headers, cfg.default_priority, new_request_id)
+        .map_err(|e| invalid(s, e))?;
+    *request_id = Some(hm.request_id.clone());
+    let body = body.map_err(|e| {
+        let status = e.status();
+        invalid(
+            s,
+            ApiError {
+                status,
+                message: format!("cannot read the request body: {}", e.body_text()),
+                code: if status == StatusCode::PAYLOAD_TOO_LARGE {
+                    "request_too_large"
+                } else {
+                    "invalid_request"
+                },
+                ..ApiError::bad_request("", None)
+            },
+        )
+    })?;
+    let bm = BodyMeta::parse(&body).map_err(|e| invalid(s, e))?;
+    if s.cp.pool(&bm.model).is_none() {
+        return Err(invalid(
+            s,
+            ApiError::unknown_model(&bm.model, &s.cp.models()),
+        ));
+    }
+    let stream = bm.stream.unwrap_or(false);
+    let forward = if stream {
+        body_with_usage(&body, &bm)?
+    } else {
+        body.clone()
+    };
+    let prompt_estimate = bm.prompt_tokens_estimate();
+    let meta = RequestMeta {
+        id: s.cp.next_request_id(),
+        model: bm.model.clone(),
+        priority: hm.priority,
+        deadline: hm.deadline,
+        ttft_target: hm.ttft_target,
+        cost_budget: hm.cost_budget,
+        max_tokens: bm.max_tokens().unwrap_or(cfg.default_max_tokens),
+        prompt_tokens: prompt_estimate,
+        session: hm.session.clone().or_else(|| bm.user.clone()),
+        prefix_hash: bm.prefix_hash(),
+        parallelism_hint: hm.parallelism_hint,
+        arrival: s.cp.clock().at(arrival),
+    };
+    let strip_usage = stream && !bm.wants_usage();
+    drop(bm);
+    let exec = Exec {
+        s,
+        route,
+        request_id: &hm.request_id,
+        body: forward,
+        stream,
+        strip_usage,
+        arrival,
+        prompt_estimate,
+    };
+    exec.run(meta).await
+}
+
+struct Exec<'a> {
+    s: &'a Arc<AppState>,
+    route: Route,
+    request_id: &'a str,
+    body: Bytes,
+    stream: bool,
+    strip_usage: bool,
+    arrival: Instant,
+    prompt_estimate: u32,
+}
+
+impl Exec<'_> {
+    async fn run(self, meta: RequestMeta) -> Result<Response, ApiError> {
+        let cp = &self.s.cp;
+        let retry = &cp.config().retry;
+        // Jitter only: seeded per request, no decision depends on it.
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(meta.id.0);
+        let mut assignment = cp.submit(meta.clone(), self.route).await?;
+        let mut attempt = 1;
+        loop {
+            let failed_instance = assignment.backend.spec.id.clone();
+            let may_retry = attempt < retry.max_attempts;
+            match self.attempt(assignment, may_retry).await {
+                Ok(resp) => return Ok(resp),
+                Err(e) if e.retryable => {
+                    tracing::warn!(request_id = self.request_id, attempt, error = %e.error, "retrying on another instance");
+                    let exp = retry
+                        .backoff_base
+                        .saturating_mul(1 << (attempt - 1).min(16));
+                    let backoff = exp.min(retry.backoff_max);
+                    let jitter = rng.random_range(0.5..=1.0);
+                    tokio::time::sleep(backoff.mul_f64(jitter)).await;
+                    attempt += 1;
+                    assignment = cp.retry(meta.clone(), self.route, failed_instance).await?;
+                }
+                Err(e) => return Ok(e.response),
+            }
+        }
+    }
+
+    /// One attempt. On failure, the attempt has been reported and `response` is what the
+    /// client gets if no retry follows.
+    async fn attempt(&self, a: Assignment, may_retry: bool) -> Result<Response, Failed> {
+        let cfg = self.s.cp.config();
+        let t = &cfg.timeouts;
+        let Assignment { backend, guard, .. } = a;
+        let instance_header = HeaderValue::from_str(backend.spec.id.as_str()).ok();
+        let deadline = Instant::now() + t.total;
+        let sent = backend::send(
+            self.s.cp.http(),
+            &backend,
+            self.route,
+            self.body.clone(),
+            self.request_id,
+            t,
+        )
+        .await;
+        let resp = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                let retryable = e.is_retryable();
+                let result = if e.is_instance_fault() {
+                    AttemptResult::Failed {
+                        retrying: retryable,
+                    }
+                } else {
+                    AttemptResult::ClientError
+                };
+                // A retry is decided by the caller; report "retrying" only if it can happen.
+                let will_retry = retryable && may_retry;
+                guard.finish(match result {
+                    AttemptResult::Failed { .. } => AttemptResult::Failed {
+                        retrying: will_retry,
+                    },
+                    other => other,
+                });
+                return Err(Failed::from_attempt(e, will_retry));
+            }
+        };
+        let status = resp.status();
+        let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();
+        let is_sse = content_type
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        let mut out = if self.stream && is_sse {
+            let params = RelayParams {
+                arrival: self.arrival,
+                strip_usage: self.strip_usage,
+                idle_timeout: t.first_byte,
+                deadline,
+                prompt_estimate: self.prompt_estimate,
+            };
+            match Relay::start(resp, guard, params).await {
+                Ok(relay) => {
+                    let mut r = Response::new(Body::from_stream(relay.into_stream()));
+                    r.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("text/event-stream"),
+                    );
+                    r.headers_mut()
+                        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+                    r
+                }
+                Err(f) => {
+                    let will_retry = may_retry;
+                    f.guard.finish(AttemptResult::Failed {
+                        retrying: will_retry,
+                    });
+                    let msg = format!("instance {}: {}", backend.spec.id, f.reason);
+                    return Err(Failed {
+                        retryable: will_retry,
+                        error: msg.clone(),
+                        response: if f.timed_out {
+                            ApiError {
+                                status: StatusCode::GATEWAY_TIMEOUT,
+                                code: "upstream_timeout",
+                                ..ApiError::upstream(msg)
+                            }
+                        } else {
+                            ApiError::upstream(msg)
+                        }
+                        .into_response(),
+                    });
+                }
+            }
+        } else {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, resp.bytes()).await {
+                Ok(Ok(bytes)) => {
+                    let usage = usage_of(&bytes).unwrap_or(backend::Usage {
+                        prompt_tokens: self.prompt_estimate,
+                        completion_tokens: 0,
+                    });
+                    let latency = self.arrival.elapsed();
+                    guard.finish(AttemptResult::Success {
+                        prompt_tokens: usage.prompt_tokens,
+                        completion_tokens: usage.completion_tokens,
+                        // The client sees its first token with the whole answer.
+                        ttft: Some(latency),
+                        latency,
+                    });
+                    let mut r = Response::new(Body::from(bytes));
+                    *r.status_mut() = status;
+                    if let Some(ct) = content_type {
+                        r.headers_mut().insert(header::CONTENT_TYPE, ct);
+                    }
+                    r
+                }
+                Ok(Err(source)) => {
+                    let will_retry = may_retry;
+                    guard.finish(AttemptResult::Failed {
+                        retrying: will_retry,
+                    });
+                    let e = AttemptError::Transport {
+                        instance: backend.spec.id.to_string(),
+                        source,
+                    };
+                    return Err(Failed::from_attempt(e, will_retry));
+                }
+                Err(_) => {
+                    guard.finish(AttemptResult::Failed { retrying: false });
+                    let e = AttemptError::TotalTimeout {
+                        instance: backend.spec.id.to_string(),
+                        timeout: t.total,
+                    };
+                    return Err(Failed::from_attempt(e, false));
+                }
+            }
+        };
+        if let Some(h) = instance_header {
+            out.headers_mut().insert(headers::INSTANCE, h);
+        }
+        Ok(out)
+    }
+}
+
+/// A failed attempt: whether to retry, and the client's answer otherwise.
+struct Failed {
+    retryable: bool,
+    error: String,
+    response: Response,
+}
+
+impl Failed {
+    fn from_attempt(e: AttemptError, retryable: bool) -> Self {
+        let error = e.to_string();
+        let response = match e {
+            // The engine's own error (OpenAI-shaped from vLLM and SGLang) goes to the client.
+            AttemptError::Status {
+                status,
+                body,
+                content_type,
+                ..
+            } if !body.is_empty() => {
+                let mut r = Response::new(Body::from(body));
+                *r.status_mut() = status;
+                if let Some(ct) = content_type {
+                    r.headers_mut().insert(header::CONTENT_TYPE, ct);
+                }
+                r
+            }
+            AttemptError::FirstByteTimeout { .. } | AttemptError::TotalTimeout { .. } => ApiError {
+                status: StatusCode::GATEWAY_TIMEOUT,
+                code: "upstream_timeout",
+                ..ApiError::upstream(error.clone())
+            }
+            .into_response(),
+            _ => ApiError::upstream(error.clone()).into_response(),
+        };
+        Failed {
+            retryable,
+            error,
+            response,
+        }
+    }
+}

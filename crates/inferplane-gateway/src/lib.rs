@@ -1,0 +1,36 @@
+//! # inferplane-gateway
+//!
+//! Everything with I/O: the OpenAI-compatible HTTP gateway and the embeddable control
+//! plane behind it.
+//!
+//! - [`control_plane`]: [`ControlPlane`], the library API (submit, register, drain,
+//!   remove, metrics).
+//! - [`dispatcher`]: the task that owns every pool's `core::Scheduler`, instance health and
+//!   circuit state, and request accounting.
+//! - [`http`]: the routes ([`http::app`]); [`server`]: [`Gateway`], the router on a socket
+//!   with graceful shutdown.
+//! - [`backend`] and [`relay`]: one attempt at an engine, and SSE relaying.
+//! - [`probe`], [`health`], [`scrape`]: health checks, circuit breakers, load scraping.
+//! - [`config`], [`meta`], [`error`], [`telemetry`], [`stats`]: configuration, request
+//!   metadata from headers and body, the HTTP error type, Prometheus metrics, and the
+//!   JSON `PerformanceMetrics`.
+
+pub mod backend;
+pub mod config;
+pub mod control_plane;
+pub mod dispatcher;
+pub mod error;
+pub mod health;
+pub mod http;
+pub mod meta;
+pub mod probe;
+pub mod relay;
+pub mod scrape;
+pub mod server;
+pub mod stats;
+pub mod telemetry;
+
+pub use config::{ConfigError, FileConfig, GatewayConfig};
+pub use control_plane::ControlPlane;
+pub use error::ApiError;
+pub use server::{Gateway, GatewayError};

@@ -1,0 +1,363 @@
+//! Request metadata from the HTTP edge: the `x-*` headers (priority, SLOs, cost budget,
+//! session, parallelism hint, request id) with defaults so unmodified OpenAI clients work,
+//! and the few body fields the control plane reads (model, stream, max tokens, user, a
+//! prompt-size estimate and a prefix hash). Invalid header values are a 400 that names the
+//! header and says why.
+
+use crate::error::ApiError;
+use axum::http::HeaderMap;
+use inferplane_core::{ParallelismKind, Priority};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::time::Duration;
+
+/// Header names.
+pub mod headers {
+    /// Request id, generated when absent and echoed back.
+    pub const REQUEST_ID: &str = "x-request-id";
+    /// `critical`, `high`, `normal` or `low`.
+    pub const PRIORITY: &str = "x-priority";
+    /// End-to-end deadline in milliseconds.
+    pub const SLO_MS: &str = "x-slo-ms";
+    /// Time-to-first-token target in milliseconds.
+    pub const SLO_TTFT_MS: &str = "x-slo-ttft-ms";
+    /// Cost budget in US dollars.
+    pub const COST_BUDGET: &str = "x-cost-budget";
+    /// Session key for affinity routing (falls back to the body's `user`).
+    pub const SESSION_ID: &str = "x-session-id";
+    /// Preferred layout: `tp`, `pp`, `dp`, `ep` or `hybrid`.
+    pub const PARALLELISM_HINT: &str = "x-parallelism-hint";
+    /// Which instance served the request (response header).
+    pub const INSTANCE: &str = "x-inferplane-instance";
+}
+
+/// What the headers say.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeaderMeta {
+    /// The request id (given or generated).
+    pub request_id: String,
+    /// Priority class.
+    pub priority: Priority,
+    /// End-to-end deadline.
+    pub deadline: Option<Duration>,
+    /// TTFT target.
+    pub ttft_target: Option<Duration>,
+    /// Cost budget in dollars.
+    pub cost_budget: Option<f64>,
+    /// Session key.
+    pub session: Option<String>,
+    /// Layout hint.
+    pub parallelism_hint: Option<ParallelismKind>,
+}
+
+fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError> {
+    match h.get(name) {
+        None => Ok(None),
+        Some(v) => v.to_str().map(|s| Some(s.trim())).map_err(|_| {
+            ApiError::bad_request(format!("header {name} is not valid ASCII text"), Some(name))
+        }),
+    }
+}
+
+fn millis(h: &HeaderMap, name: &str) -> Result<Option<Duration>, ApiError> {
+    let Some(v) = header_str(h, name)? else {
+        return Ok(None);
+    };
+    match v.parse::<u64>() {
+        Ok(0) => Err(ApiError::bad_request(
+            format!("header {name} must be a positive number of milliseconds, got 0"),
+            Some(name),
+        )),
+        Ok(ms) => Ok(Some(Duration::from_millis(ms))),
+        Err(_) => Err(ApiError::bad_request(
+            format!("header {name} must be a whole number of milliseconds, got {v:?}"),
+            Some(name),
+        )),
+    }
+}
+
+impl HeaderMeta {
+    /// Reads the headers; `new_id` makes an id when `x-request-id` is absent.
+    pub fn parse(
+        h: &HeaderMap,
+        default_priority: Priority,
+        new_id: impl FnOnce() -> String,
+    ) -> Result<Self, ApiError> {
+        let request_id = match header_str(h, headers::REQUEST_ID)? {
+            Some(id) if !id.is_empty() && id.len() <= 256 => id.to_string(),
+            Some(_) => {
+                return Err(ApiError::bad_request(
+                    "header x-request-id must be 1 to 256 characters",
+                    Some(headers::REQUEST_ID),
+                ));
+            }
+            None => new_id(),
+        };
+        let priority = match header_str(h, headers::PRIORITY)? {
+            Some(p) => p.parse::<Priority>().map_err(|e| {
+                ApiError::bad_request(format!("header x-priority: {e}"), Some(headers::PRIORITY))
+            })?,
+            None => default_priority,
+        };
+        let cost_budget = match header_str(h, headers::COST_BUDGET)? {
+            Some(v) => match v.parse::<f64>() {
+                Ok(b) if b.is_finite() && b > 0.0 => Some(b),
+                _ => {
+                    return Err(ApiError::bad_request(
+                        format!(
+                            "header x-cost-budget must be a positive number of US dollars, got {v:?}"
+                        ),
+                        Some(headers::COST_BUDGET),
+                    ));
+                }
+            },
+            None => None,
+        };
+        let session = match header_str(h, headers::SESSION_ID)? {
+            Some("") => {
+                return Err(ApiError::bad_request(
+                    "header x-session-id must not be empty",
+                    Some(headers::SESSION_ID),
+                ));
+            }
+            Some(s) => Some(s.to_string()),
+            None => None,
+        };
+        let parallelism_hint = match header_str(h, headers::PARALLELISM_HINT)? {
+            Some(v) => Some(v.parse::<ParallelismKind>().map_err(|e| {
+                ApiError::bad_request(
+                    format!("header x-parallelism-hint: {e}"),
+                    Some(headers::PARALLELISM_HINT),
+                )
+            })?),
+            None => None,
+        };
+        Ok(HeaderMeta {
+            request_id,
+            priority,
+            deadline: millis(h, headers::SLO_MS)?,
+            ttft_target: millis(h, headers::SLO_TTFT_MS)?,
+            cost_budget,
+            session,
+            parallelism_hint,
+        })
+    }
+}
+
+/// The body fields the control plane reads. Everything else is forwarded untouched.
+#[derive(Debug, Deserialize)]
+pub struct BodyMeta<'a> {
+    /// Model name.
+    pub model: String,
+    /// Streaming?
+    #[serde(default)]
+    pub stream: Option<bool>,
+    /// `stream_options`, kept raw.
+    #[serde(default, borrow)]
+    pub stream_options: Option<&'a RawValue>,
+    /// Output limit (older name).
+    #[serde(default)]
+    pub max_tokens: Option<u32>,
+    /// Output limit (newer name).
+    #[serde(default)]
+    pub max_completion_tokens: Option<u32>,
+    /// End-user id: the session key when `x-session-id` is absent.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Chat messages, kept raw (sized and hashed, not interpreted).
+    #[serde(default, borrow)]
+    pub messages: Option<&'a RawValue>,
+    /// Completions prompt, kept raw.
+    #[serde(default, borrow)]
+    pub prompt: Option<&'a RawValue>,
+}
+
+/// Bytes of prompt JSON hashed for prefix locality (about 256 tokens of text).
+pub const PREFIX_BYTES: usize = 1024;
+
+impl BodyMeta<'_> {
+    /// Parses the fields; a bad body is a 400 that says what is wrong.
+    pub fn parse(body: &[u8]) -> Result<BodyMeta<'_>, ApiError> {
+        serde_json::from_slice(body).map_err(|e| {
+            let msg = e.to_string();
+            let param = msg
+                .strip_prefix("missing field `")
+                .and_then(|r| r.split('`').next())
+                .map(str::to_string);
+            ApiError {
+                param,
+                ..ApiError::bad_request(format!("invalid request body: {msg}"), None)
+            }
+        })
+    }
+
+    /// The prompt's raw JSON (messages or prompt).
+    pub fn prompt_json(&self) -> &str {
+        self.messages
+            .or(self.prompt)
+            .map(RawValue::get)
+            .unwrap_or("")
+    }
+
+    /// Estimated prompt tokens: about four bytes of text per token.
+    pub fn prompt_tokens_estimate(&self) -> u32 {
+        u32::try_from(self.prompt_json().len().div_ceil(4)).unwrap_or(u32::MAX)
+    }
+
+    /// A hash of the prompt's first [`PREFIX_BYTES`] bytes, for locality routing.
+    pub fn prefix_hash(&self) -> Option<u64> {
+        let p = self.prompt_json().as_bytes();
+        (!p.is_empty()).then(|| xxhash_rust::xxh3::xxh3_64(&p[..p.len().min(PREFIX_BYTES)]))
+    }
+
+    /// The requested output limit.
+    pub fn max_tokens(&self) -> Option<u32> {
+        self.max_completion_tokens.or(self.max_tokens)
+    }
+
+    /// Whether the client asked for a final usage chunk.
+    pub fn wants_usage(&self) -> bool {
+        self.stream_options
+            .and_then(|raw| serde_json::from_str::<serde_json::Value>(raw.get()).ok())
+            .and_then(|v| v.get("include_usage").and_then(serde_json::Value::as_bool))
+            .unwrap_or(false)
+    }
+}
+
+/// The body to forward for a stream: the original bytes, with
+/// `"stream_options":{"include_usage":true}` added when the client did not set
+/// `stream_options` (so the gateway can count tokens). A client that set its own
+/// `stream_options` without usage gets them merged (the one re-serialising path).
+pub fn body_with_usage(body: &bytes::Bytes, meta: &BodyMeta<'_>) -> Result<bytes::Bytes, ApiError> {
+    if meta.wants_usage() {
+        return Ok(body.clone());
+    }
+    if meta.stream_options.is_none() {
+        let text = body.as_ref();
+        let Some(open) = text.iter().position(|b| *b == b'{') else {
+            return Ok(body.clone());
+        };
+        let mut out = Vec::with_capacity(body.len() + 40);
+        out.extend_from_slice(&text[..=open]);
+        out.extend_from_slice(br#""stream_options":{"include_usage":true},"#);
+        out.extend_from_slice(&text[open + 1..]);
+        return Ok(bytes::Bytes::from(out));
+    }
+    let mut v: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}"), None))?;
+    if let Some(opts) = v.get_mut("stream_options").and_then(|o| o.as_object_mut()) {
+        opts.insert("include_usage".into(), serde_json::Value::Bool(true));
+    }
+    Ok(bytes::Bytes::from(v.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn h(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (k, v) in pairs {
+            m.insert(*k, HeaderValue::from_str(v).unwrap());
+        }
+        m
+    }
+
+    #[test]
+    fn defaults_make_unmodified_clients_work() {
+        let m = HeaderMeta::parse(&HeaderMap::new(), Priority::Normal, || "gen-1".into()).unwrap();
+        assert_eq!(m.request_id, "gen-1");
+        assert_eq!(m.priority, Priority::Normal);
+        assert_eq!(
+            (m.deadline, m.ttft_target, m.cost_budget),
+            (None, None, None)
+        );
+    }
+
+    #[test]
+    fn every_header_is_read() {
+        let m = HeaderMeta::parse(
+            &h(&[
+                ("x-request-id", "abc"),
+                ("x-priority", "High"),
+                ("x-slo-ms", "2500"),
+                ("x-slo-ttft-ms", "300"),
+                ("x-cost-budget", "0.01"),
+                ("x-session-id", "user-7"),
+                ("x-parallelism-hint", "tp"),
+            ]),
+            Priority::Normal,
+            || unreachable!(),
+        )
+        .unwrap();
+        assert_eq!(m.request_id, "abc");
+        assert_eq!(m.priority, Priority::High);
+        assert_eq!(m.deadline, Some(Duration::from_millis(2500)));
+        assert_eq!(m.ttft_target, Some(Duration::from_millis(300)));
+        assert_eq!(m.cost_budget, Some(0.01));
+        assert_eq!(m.session.as_deref(), Some("user-7"));
+        assert_eq!(m.parallelism_hint, Some(ParallelismKind::Tp));
+    }
+
+    #[test]
+    fn invalid_headers_are_400s_that_name_the_header_and_why() {
+        for (name, value, needle) in [
+            ("x-priority", "urgent", "critical, high, normal, low"),
+            ("x-slo-ms", "soon", "whole number of milliseconds"),
+            ("x-slo-ms", "0", "positive"),
+            ("x-slo-ttft-ms", "-5", "whole number"),
+            ("x-cost-budget", "free", "positive number of US dollars"),
+            ("x-cost-budget", "-1", "positive"),
+            ("x-parallelism-hint", "tensor", "tp, pp, dp, ep, hybrid"),
+            ("x-session-id", "", "must not be empty"),
+        ] {
+            let err = HeaderMeta::parse(&h(&[(name, value)]), Priority::Normal, || "x".into())
+                .unwrap_err();
+            assert_eq!(err.status, 400);
+            assert_eq!(err.param.as_deref(), Some(name));
+            assert!(
+                err.message.contains(name) || name == "x-session-id",
+                "{err:?}"
+            );
+            assert!(
+                err.message.contains(needle),
+                "{name}={value}: {}",
+                err.message
+            );
+        }
+    }
+
+    #[test]
+    fn body_fields_parse_once_and_usage_is_requested_on_streams() {
+        let body = bytes::Bytes::from_static(
+            br#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hello"}],"user":"u1","max_tokens":5}"#,
+        );
+        let meta = BodyMeta::parse(&body).unwrap();
+        assert_eq!(meta.model, "m");
+        assert_eq!(meta.max_tokens(), Some(5));
+        assert!(meta.prompt_tokens_estimate() > 5);
+        assert!(meta.prefix_hash().is_some());
+        assert!(!meta.wants_usage());
+        let fwd = body_with_usage(&body, &meta).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&fwd).unwrap();
+        assert_eq!(v["stream_options"]["include_usage"], true);
+        assert_eq!(v["messages"][0]["content"], "hello", "rest untouched");
+
+        let own = bytes::Bytes::from_static(br#"{"model":"m","stream":true,"stream_options":{"continuous_usage_stats":false},"prompt":"x"}"#);
+        let meta = BodyMeta::parse(&own).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_slice(&body_with_usage(&own, &meta).unwrap()).unwrap();
+        assert_eq!(v["stream_options"]["include_usage"], true);
+        assert_eq!(v["stream_options"]["continuous_usage_stats"], false);
+
+        let err = BodyMeta::parse(b"{\"stream\":true}").unwrap_err();
+        assert_eq!(err.param.as_deref(), Some("model"));
+        assert!(
+            BodyMeta::parse(b"not json")
+                .unwrap_err()
+                .message
+                .contains("invalid request body")
+        );
+    }
+}

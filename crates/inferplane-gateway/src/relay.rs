@@ -1,0 +1,276 @@
+//! Relaying an engine's server-sent-event stream to the client event by event, with no
+//! buffering beyond the event being read: the first content event gives TTFT, the `usage`
+//! chunk (asked for by the gateway) gives token counts and is dropped when the client did
+//! not ask for it, and a stream that breaks midway ends with an OpenAI-style error event.
+//! The attempt's guard reports the outcome when the stream ends or the client leaves.
+
+use crate::dispatcher::{AttemptGuard, AttemptResult};
+use crate::error::ApiError;
+use bytes::{Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::time::Duration;
+use tokio::time::Instant;
+
+type Upstream = Pin<Box<dyn Stream<Item = Result<Bytes, reqwest::Error>> + Send>>;
+
+/// What the relay needs to know about the request.
+#[derive(Debug, Clone, Copy)]
+pub struct RelayParams {
+    /// When the request arrived at the gateway.
+    pub arrival: Instant,
+    /// Drop the usage-only chunk (the client did not ask for it).
+    pub strip_usage: bool,
+    /// Longest silence between two upstream chunks.
+    pub idle_timeout: Duration,
+    /// The whole request's deadline.
+    pub deadline: Instant,
+    /// The gateway's prompt estimate, used if the engine reports no usage.
+    pub prompt_estimate: u32,
+}
+
+/// A relay in progress.
+pub struct Relay {
+    upstream: Upstream,
+    buf: BytesMut,
+    ready: VecDeque<Bytes>,
+    params: RelayParams,
+    ttft: Option<Duration>,
+    usage: Option<crate::backend::Usage>,
+    content_events: u32,
+    guard: Option<AttemptGuard>,
+    finished: bool,
+}
+
+/// Why the relay could not start (nothing reached the client: retryable).
+#[derive(Debug)]
+pub struct StartFailure {
+    /// The guard, still unfinished, returned to the caller.
+    pub guard: AttemptGuard,
+    /// What happened.
+    pub reason: String,
+    /// Whether it was the first-byte timeout.
+    pub timed_out: bool,
+}
+
+fn find_event_end(buf: &[u8]) -> Option<(usize, usize)> {
+    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|p| (p, 2));
+    let crlf = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| (p, 4));
+    match (lf, crlf) {
+        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The event's `data:` payload (first data line).
+fn data_of(event: &[u8]) -> Option<&[u8]> {
+    event
+        .split(|b| *b == b'\n')
+        .find_map(|line| line.strip_prefix(b"data:"))
+        .map(|d| d.trim_ascii())
+}
+
+/// Whether a chunk carries generated text: a non-empty `content` or `text` string.
+fn has_content(data: &[u8]) -> bool {
+    for key in [&b"\"content\":"[..], &b"\"text\":"[..]] {
+        let mut rest = data;
+        while let Some(pos) = rest.windows(key.len()).position(|w| w == key) {
+            let after = rest[pos + key.len()..].trim_ascii_start();
+            if after.len() >= 2 && after[0] == b'"' && after[1] != b'"' {
+                return true;
+            }
+            rest = &rest[pos + key.len()..];
+        }
+    }
+    false
+}
+
+#[derive(serde::Deserialize)]
+struct UsageChunk {
+    #[serde(default)]
+    choices: Vec<serde::de::IgnoredAny>,
+    #[serde(default)]
+    usage: Option<crate::backend::Usage>,
+}
+
+impl Relay {
+    /// Waits for the first upstream chunk (within the idle timeout) so that a hang before
+    /// the first event can still be retried elsewhere; then the relay is ready to stream.
+    pub async fn start(
+        resp: reqwest::Response,
+        guard: AttemptGuard,
+        params: RelayParams,
+    ) -> Result<Relay, StartFailure> {
+        let mut upstream: Upstream = Box::pin(resp.bytes_stream());
+        let fail = |guard, reason: String, timed_out| StartFailure {
+            guard,
+            reason,
+            timed_out,
+        };
+        let chunk = match tokio::time::timeout(params.idle_timeout, upstream.next()).await {
+            Ok(Some(Ok(chunk))) => chunk,
+            Ok(Some(Err(e))) => {
+                return Err(fail(
+                    guard,
+                    format!("stream failed before its first event: {e}"),
+                    false,
+                ));
+            }
+            Ok(None) => {
+                return Err(fail(
+                    guard,
+                    "stream ended before its first event".into(),
+                    false,
+                ));
+            }
+            Err(_) => {
+                return Err(fail(
+                    guard,
+                    format!("no stream event within {:?}", params.idle_timeout),
+                    true,
+                ));
+            }
+        };
+        let mut relay = Relay {
+            upstream,
+            buf: BytesMut::new(),
+            ready: VecDeque::new(),
+            params,
+            ttft: None,
+            usage: None,
+            content_events: 0,
+            guard: Some(guard),
+            finished: false,
+        };
+        relay.feed(&chunk);
+        Ok(relay)
+    }
+
+    fn feed(&mut self, chunk: &[u8]) {
+        self.buf.extend_from_slice(chunk);
+        while let Some((end, sep)) = find_event_end(&self.buf) {
+            let event = self.buf.split_to(end + sep).freeze();
+            self.inspect(event);
+        }
+    }
+
+    fn inspect(&mut self, event: Bytes) {
+        let Some(data) = data_of(&event) else {
+            self.ready.push_back(event);
+            return;
+        };
+        if data == b"[DONE]" {
+            self.ready.push_back(event);
+            return;
+        }
+        if has_content(data) {
+            self.content_events += 1;
+            if self.ttft.is_none() {
+                self.ttft = Some(self.params.arrival.elapsed());
+            }
+        }
+        if data.windows(7).any(|w| w == b"\"usage\"")
+            && let Ok(c) = serde_json::from_slice::<UsageChunk>(data)
+        {
+            if c.usage.is_some() {
+                self.usage = c.usage;
+            }
+            if self.params.strip_usage && c.choices.is_empty() && c.usage.is_some() {
+                return;
+            }
+        }
+        self.ready.push_back(event);
+    }
+
+    fn finish(&mut self, result: AttemptResult) {
+        self.finished = true;
+        if let Some(g) = self.guard.take() {
+            g.finish(result);
+        }
+    }
+
+    fn success(&self) -> AttemptResult {
+        let usage = self.usage.unwrap_or(crate::backend::Usage {
+            prompt_tokens: self.params.prompt_estimate,
+            completion_tokens: self.content_events,
+        });
+        AttemptResult::Success {
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            ttft: self.ttft,
+            latency: self.params.arrival.elapsed(),
+        }
+    }
+
+    async fn next_bytes(&mut self) -> Option<Bytes> {
+        loop {
+            if let Some(ev) = self.ready.pop_front() {
+                return Some(ev);
+            }
+            if self.finished {
+                return None;
+            }
+            let until = (Instant::now() + self.params.idle_timeout).min(self.params.deadline);
+            match tokio::time::timeout_at(until, self.upstream.next()).await {
+                Ok(Some(Ok(chunk))) => self.feed(&chunk),
+                Ok(None) => {
+                    if !self.buf.is_empty() {
+                        let rest = self.buf.split().freeze();
+                        self.inspect(rest);
+                    }
+                    let result = self.success();
+                    self.finish(result);
+                }
+                Ok(Some(Err(e))) => self.broken(format!("the engine's stream broke: {e}")),
+                Err(_) => self.broken("the engine's stream stalled past its timeout".into()),
+            }
+        }
+    }
+
+    fn broken(&mut self, why: String) {
+        tracing::warn!(reason = %why, "stream broken after first byte");
+        self.buf.clear();
+        let err = ApiError::upstream(why);
+        self.ready.push_back(Bytes::from(err.sse_event()));
+        self.finish(AttemptResult::StreamBroken);
+    }
+
+    /// The client-facing body stream.
+    pub fn into_stream(self) -> impl Stream<Item = Result<Bytes, std::convert::Infallible>> + Send {
+        futures_util::stream::unfold(self, |mut relay| async move {
+            relay.next_bytes().await.map(|b| (Ok(b), relay))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_detection_skips_empty_role_chunks() {
+        assert!(!has_content(
+            br#"{"choices":[{"delta":{"role":"assistant","content":""}}]}"#
+        ));
+        assert!(has_content(br#"{"choices":[{"delta":{"content":"hi"}}]}"#));
+        assert!(has_content(br#"{"choices":[{"text": "x"}]}"#));
+        assert!(!has_content(
+            br#"{"choices":[],"usage":{"prompt_tokens":1}}"#
+        ));
+    }
+
+    #[test]
+    fn events_split_on_blank_lines_of_either_style() {
+        assert_eq!(find_event_end(b"data: a\n\ndata: b"), Some((7, 2)));
+        assert_eq!(find_event_end(b"data: a\r\n\r\n"), Some((7, 4)));
+        assert_eq!(find_event_end(b"data: a\n"), None);
+        assert_eq!(
+            data_of(b"event: x\ndata: {\"a\":1}\n\n"),
+            Some(&b"{\"a\":1}"[..])
+        );
+    }
+}

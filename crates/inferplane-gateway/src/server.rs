@@ -1,0 +1,141 @@
+//! `Gateway`: the control plane behind the HTTP edge on a real socket, with graceful
+//! shutdown (stop accepting, let in-flight streams finish within the grace period, exit).
+
+use crate::config::GatewayConfig;
+use crate::control_plane::{ControlPlane, StartError};
+use crate::http::{AppState, app};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Errors starting the gateway.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The control plane could not start.
+    #[error(transparent)]
+    Start(#[from] StartError),
+    /// The listener could not bind.
+    #[error("cannot listen on {addr}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A running gateway.
+#[derive(Debug)]
+pub struct Gateway {
+    addr: SocketAddr,
+    cp: ControlPlane,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+    grace: std::time::Duration,
+}
+
+impl Gateway {
+    /// Binds the configured address (port 0: the OS picks), starts the control plane and
+    /// serves.
+    pub async fn start(config: GatewayConfig) -> Result<Gateway, GatewayError> {
+        let listen = config.listen;
+        let grace = config.shutdown_grace;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|source| GatewayError::Bind {
+                addr: listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| GatewayError::Bind {
+            addr: listen,
+            source,
+        })?;
+        let cp = ControlPlane::start(config)?;
+        let state = Arc::new(AppState {
+            cp: cp.clone(),
+            loopback: addr.ip().is_loopback(),
+            listen: addr.to_string(),
+        });
+        let (stop, stopped) = oneshot::channel::<()>();
+        let router = app(state);
+        let task = tokio::spawn(async move {
+            let serve = axum::serve(listener, router).with_graceful_shutdown(async {
+                let _ = stopped.await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "gateway server failed");
+            }
+        });
+        tracing::info!(%addr, "gateway listening");
+        Ok(Gateway {
+            addr,
+            cp,
+            stop: Some(stop),
+            task,
+            grace,
+        })
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Base URL, e.g. `http://127.0.0.1:8080`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The control plane behind it.
+    pub fn control_plane(&self) -> &ControlPlane {
+        &self.cp
+    }
+
+    /// Stops accepting connections, lets in-flight requests finish within the grace
+    /// period, then stops the control plane. Returns whether everything finished in time.
+    pub async fn shutdown(mut self) -> bool {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let finished = tokio::time::timeout(self.grace, &mut self.task)
+            .await
+            .is_ok();
+        if !finished {
+            tracing::warn!(grace = ?self.grace, "in-flight requests did not finish within the grace period");
+            self.task.abort();
+        }
+        self.cp.shutdown();
+        finished
+    }
+
+    /// Serves until SIGINT or SIGTERM, then shuts down gracefully.
+    pub async fn run_until_signal(self) -> bool {
+        wait_for_signal().await;
+        tracing::info!("shutting down: no new connections, draining in-flight requests");
+        self.shutdown().await
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

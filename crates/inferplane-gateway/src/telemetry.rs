@@ -1,0 +1,450 @@
+//! The gateway's Prometheus metrics. Handles are resolved once per pool and once per
+//! instance (never per request), and every label value comes from an enum.
+//!
+//! Names: `inferplane_requests_total{model,route,status}`, `inferplane_requests_inflight`,
+//! `inferplane_queue_depth`, `inferplane_ttft_seconds`, `inferplane_e2e_latency_seconds`,
+//! `inferplane_queue_wait_seconds`, `inferplane_prompt_tokens_total`,
+//! `inferplane_completion_tokens_total`, `inferplane_retries_total`,
+//! `inferplane_cost_usd_total`, `inferplane_slo_violations_total`, and per instance
+//! `inferplane_instance_healthy`, `inferplane_instance_circuit_state` (0 closed, 1 half-open,
+//! 2 open), `inferplane_instance_inflight`, `inferplane_instance_engine_running`,
+//! `..._engine_waiting`, `..._engine_kv_usage` (NaN while unknown),
+//! `inferplane_instance_requests_total{outcome}`.
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+/// Which OpenAI route a request came in on.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum Route {
+    /// `POST /v1/chat/completions`.
+    chat_completions,
+    /// `POST /v1/completions`.
+    completions,
+}
+
+impl Route {
+    /// The URL path on the engine.
+    pub fn path(self) -> &'static str {
+        match self {
+            Route::chat_completions => "/v1/chat/completions",
+            Route::completions => "/v1/completions",
+        }
+    }
+}
+
+/// How a request ended, as counted in `inferplane_requests_total`.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum Status {
+    /// Served completely.
+    success,
+    /// The engine answered 4xx (the client's fault).
+    client_error,
+    /// The control plane did not queue it or it left the queue (full, timeout, deadline).
+    rejected,
+    /// Every attempt failed (connect errors, 5xx, timeouts).
+    upstream_error,
+    /// A stream broke after its first byte reached the client.
+    stream_broken,
+    /// The client went away.
+    cancelled,
+}
+
+impl Status {
+    /// All values, for pre-resolving handles.
+    pub const ALL: [Status; 6] = [
+        Status::success,
+        Status::client_error,
+        Status::rejected,
+        Status::upstream_error,
+        Status::stream_broken,
+        Status::cancelled,
+    ];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Per-instance request outcome label.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum AttemptOutcome {
+    /// The instance served the attempt.
+    success,
+    /// The attempt failed at the instance (connect error, 5xx, timeout, broken stream).
+    failure,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    model: String,
+    route: Route,
+    status: Status,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModelLabel {
+    model: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InstanceLabels {
+    model: String,
+    instance: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InstanceOutcomeLabels {
+    model: String,
+    instance: String,
+    outcome: AttemptOutcome,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+type FloatCounter = Counter<f64, AtomicU64>;
+
+fn latency_histogram() -> Histogram {
+    Histogram::new([
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+    ])
+}
+
+/// All metric families of one gateway.
+#[derive(Debug)]
+pub struct Telemetry {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    inflight: Family<ModelLabel, Gauge>,
+    queue_depth: Family<ModelLabel, Gauge>,
+    ttft: Family<ModelLabel, Histogram, fn() -> Histogram>,
+    e2e: Family<ModelLabel, Histogram, fn() -> Histogram>,
+    queue_wait: Family<ModelLabel, Histogram, fn() -> Histogram>,
+    prompt_tokens: Family<ModelLabel, Counter>,
+    completion_tokens: Family<ModelLabel, Counter>,
+    retries: Family<ModelLabel, Counter>,
+    cost: Family<ModelLabel, FloatCounter>,
+    slo_violations: Family<ModelLabel, Counter>,
+    inst_healthy: Family<InstanceLabels, Gauge>,
+    inst_circuit: Family<InstanceLabels, Gauge>,
+    inst_inflight: Family<InstanceLabels, Gauge>,
+    inst_running: Family<InstanceLabels, FloatGauge>,
+    inst_waiting: Family<InstanceLabels, FloatGauge>,
+    inst_kv: Family<InstanceLabels, FloatGauge>,
+    inst_requests: Family<InstanceOutcomeLabels, Counter>,
+    /// Requests refused before a model was known (bad body, bad headers).
+    pub invalid_requests: Counter,
+}
+
+/// Handles for one pool (model).
+#[derive(Debug, Clone)]
+pub struct PoolMetrics {
+    requests: [[Counter; 6]; 2],
+    /// Requests placed and not finished.
+    pub inflight: Gauge,
+    /// Requests waiting in the gateway's queue.
+    pub queue_depth: Gauge,
+    /// Time to first token, seconds.
+    pub ttft: Histogram,
+    /// End-to-end latency, seconds.
+    pub e2e: Histogram,
+    /// Time spent in the gateway's queue, seconds.
+    pub queue_wait: Histogram,
+    /// Prompt tokens served.
+    pub prompt_tokens: Counter,
+    /// Completion tokens served.
+    pub completion_tokens: Counter,
+    /// Retries on another instance.
+    pub retries: Counter,
+    /// Estimated cost in US dollars.
+    pub cost: FloatCounter,
+    /// Requests that missed their SLO.
+    pub slo_violations: Counter,
+}
+
+impl PoolMetrics {
+    /// Counts a finished request.
+    pub fn request(&self, route: Route, status: Status) {
+        self.requests[route as usize][status.index()].inc();
+    }
+}
+
+/// Handles for one instance.
+#[derive(Debug, Clone)]
+pub struct InstanceMetrics {
+    /// 1 when ready for traffic (healthy and circuit not open).
+    pub healthy: Gauge,
+    /// Circuit state: 0 closed, 1 half-open, 2 open.
+    pub circuit: Gauge,
+    /// Requests in flight at this instance.
+    pub inflight: Gauge,
+    /// Engine-reported running requests (NaN while unknown).
+    pub engine_running: FloatGauge,
+    /// Engine-reported waiting requests (NaN while unknown).
+    pub engine_waiting: FloatGauge,
+    /// Engine-reported KV usage (NaN while unknown).
+    pub engine_kv: FloatGauge,
+    /// Attempts served.
+    pub success: Counter,
+    /// Attempts failed.
+    pub failure: Counter,
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Telemetry {
+    /// Registers every family.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let hist: fn() -> Histogram = latency_histogram;
+        let t = Telemetry {
+            requests: Family::default(),
+            inflight: Family::default(),
+            queue_depth: Family::default(),
+            ttft: Family::new_with_constructor(hist),
+            e2e: Family::new_with_constructor(hist),
+            queue_wait: Family::new_with_constructor(hist),
+            prompt_tokens: Family::default(),
+            completion_tokens: Family::default(),
+            retries: Family::default(),
+            cost: Family::default(),
+            slo_violations: Family::default(),
+            inst_healthy: Family::default(),
+            inst_circuit: Family::default(),
+            inst_inflight: Family::default(),
+            inst_running: Family::default(),
+            inst_waiting: Family::default(),
+            inst_kv: Family::default(),
+            inst_requests: Family::default(),
+            invalid_requests: Counter::default(),
+            registry: Registry::default(),
+        };
+        let r = &mut registry;
+        r.register(
+            "inferplane_requests",
+            "Requests by model, route and how they ended",
+            t.requests.clone(),
+        );
+        r.register(
+            "inferplane_requests_inflight",
+            "Requests placed on an instance and not finished",
+            t.inflight.clone(),
+        );
+        r.register(
+            "inferplane_queue_depth",
+            "Requests waiting in the gateway's queue",
+            t.queue_depth.clone(),
+        );
+        r.register(
+            "inferplane_ttft_seconds",
+            "Time to first token seen by the gateway",
+            t.ttft.clone(),
+        );
+        r.register(
+            "inferplane_e2e_latency_seconds",
+            "End-to-end latency seen by the gateway",
+            t.e2e.clone(),
+        );
+        r.register(
+            "inferplane_queue_wait_seconds",
+            "Time spent in the gateway's queue",
+            t.queue_wait.clone(),
+        );
+        r.register(
+            "inferplane_prompt_tokens",
+            "Prompt tokens served",
+            t.prompt_tokens.clone(),
+        );
+        r.register(
+            "inferplane_completion_tokens",
+            "Completion tokens served",
+            t.completion_tokens.clone(),
+        );
+        r.register(
+            "inferplane_retries",
+            "Attempts retried on another instance",
+            t.retries.clone(),
+        );
+        r.register(
+            "inferplane_cost_usd",
+            "Estimated cost of served requests, US dollars",
+            t.cost.clone(),
+        );
+        r.register(
+            "inferplane_slo_violations",
+            "Requests that missed their SLO",
+            t.slo_violations.clone(),
+        );
+        r.register(
+            "inferplane_instance_healthy",
+            "1 when the instance may receive traffic",
+            t.inst_healthy.clone(),
+        );
+        r.register(
+            "inferplane_instance_circuit_state",
+            "Circuit breaker: 0 closed, 1 half-open, 2 open",
+            t.inst_circuit.clone(),
+        );
+        r.register(
+            "inferplane_instance_inflight",
+            "Requests in flight at the instance",
+            t.inst_inflight.clone(),
+        );
+        r.register(
+            "inferplane_instance_engine_running",
+            "Engine-reported running requests (NaN: unknown)",
+            t.inst_running.clone(),
+        );
+        r.register(
+            "inferplane_instance_engine_waiting",
+            "Engine-reported waiting requests (NaN: unknown)",
+            t.inst_waiting.clone(),
+        );
+        r.register(
+            "inferplane_instance_engine_kv_usage",
+            "Engine-reported KV-cache usage 0..1 (NaN: unknown)",
+            t.inst_kv.clone(),
+        );
+        r.register(
+            "inferplane_instance_requests",
+            "Attempts per instance by outcome",
+            t.inst_requests.clone(),
+        );
+        r.register(
+            "inferplane_invalid_requests",
+            "Requests refused before reaching a pool (bad body or headers)",
+            t.invalid_requests.clone(),
+        );
+        Telemetry { registry, ..t }
+    }
+
+    /// Resolves the handles of one pool.
+    pub fn pool(&self, model: &str) -> PoolMetrics {
+        let m = ModelLabel {
+            model: model.to_string(),
+        };
+        let req = |route: Route| {
+            Status::ALL.map(|status| {
+                self.requests
+                    .get_or_create(&RequestLabels {
+                        model: model.to_string(),
+                        route,
+                        status,
+                    })
+                    .clone()
+            })
+        };
+        PoolMetrics {
+            requests: [req(Route::chat_completions), req(Route::completions)],
+            inflight: self.inflight.get_or_create(&m).clone(),
+            queue_depth: self.queue_depth.get_or_create(&m).clone(),
+            ttft: self.ttft.get_or_create(&m).clone(),
+            e2e: self.e2e.get_or_create(&m).clone(),
+            queue_wait: self.queue_wait.get_or_create(&m).clone(),
+            prompt_tokens: self.prompt_tokens.get_or_create(&m).clone(),
+            completion_tokens: self.completion_tokens.get_or_create(&m).clone(),
+            retries: self.retries.get_or_create(&m).clone(),
+            cost: self.cost.get_or_create(&m).clone(),
+            slo_violations: self.slo_violations.get_or_create(&m).clone(),
+        }
+    }
+
+    /// Resolves the handles of one instance; unknown engine figures start as NaN.
+    pub fn instance(&self, model: &str, instance: &str) -> InstanceMetrics {
+        let l = InstanceLabels {
+            model: model.to_string(),
+            instance: instance.to_string(),
+        };
+        let outcome = |outcome| {
+            self.inst_requests
+                .get_or_create(&InstanceOutcomeLabels {
+                    model: model.to_string(),
+                    instance: instance.to_string(),
+                    outcome,
+                })
+                .clone()
+        };
+        let m = InstanceMetrics {
+            healthy: self.inst_healthy.get_or_create(&l).clone(),
+            circuit: self.inst_circuit.get_or_create(&l).clone(),
+            inflight: self.inst_inflight.get_or_create(&l).clone(),
+            engine_running: self.inst_running.get_or_create(&l).clone(),
+            engine_waiting: self.inst_waiting.get_or_create(&l).clone(),
+            engine_kv: self.inst_kv.get_or_create(&l).clone(),
+            success: outcome(AttemptOutcome::success),
+            failure: outcome(AttemptOutcome::failure),
+        };
+        m.engine_running.set(f64::NAN);
+        m.engine_waiting.set(f64::NAN);
+        m.engine_kv.set(f64::NAN);
+        m
+    }
+
+    /// Forgets a removed instance's series.
+    pub fn remove_instance(&self, model: &str, instance: &str) {
+        let l = InstanceLabels {
+            model: model.to_string(),
+            instance: instance.to_string(),
+        };
+        for f in [&self.inst_healthy, &self.inst_circuit, &self.inst_inflight] {
+            f.remove(&l);
+        }
+        for f in [&self.inst_running, &self.inst_waiting, &self.inst_kv] {
+            f.remove(&l);
+        }
+        for outcome in [AttemptOutcome::success, AttemptOutcome::failure] {
+            self.inst_requests.remove(&InstanceOutcomeLabels {
+                model: model.to_string(),
+                instance: instance.to_string(),
+                outcome,
+            });
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_and_instance_handles_write_the_labelled_series() {
+        let t = Telemetry::new();
+        let p = t.pool("m");
+        p.request(Route::chat_completions, Status::success);
+        p.request(Route::completions, Status::rejected);
+        p.ttft.observe(0.05);
+        let i = t.instance("m", "a");
+        i.healthy.set(1);
+        let text = t.encode();
+        for needle in [
+            "inferplane_requests_total{model=\"m\",route=\"chat_completions\",status=\"success\"} 1",
+            "inferplane_requests_total{model=\"m\",route=\"completions\",status=\"rejected\"} 1",
+            "inferplane_ttft_seconds_count{model=\"m\"} 1",
+            "inferplane_instance_healthy{model=\"m\",instance=\"a\"} 1",
+            "inferplane_instance_engine_kv_usage{model=\"m\",instance=\"a\"} NaN",
+        ] {
+            assert!(text.contains(needle), "missing {needle}\n{text}");
+        }
+        t.remove_instance("m", "a");
+        assert!(!t.encode().contains("instance=\"a\""));
+    }
+}

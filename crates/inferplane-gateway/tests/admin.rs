@@ -1,0 +1,117 @@
+//! The admin API: register, list, drain and remove instances at run time; JSON metrics.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+#[tokio::test]
+async fn instances_can_be_registered_drained_and_removed_at_run_time() {
+    let a = sim("a", MODEL).await;
+    let b = sim("b", MODEL).await;
+    let mut f = fast_config();
+    add_pool(&mut f, MODEL, &[("a", &a)], 4);
+    let gw = gateway(f, 1).await;
+    let http = reqwest::Client::new();
+    let admin = format!("{}/admin/instances", gw.url());
+
+    // Register b with a layout and a price.
+    let resp = http
+        .post(&admin)
+        .json(&json!({"id": "b", "model": MODEL, "url": b.url(), "max_inflight": 2, "layout": {"tp": 2}, "price": {"per_gpu_hour": 3.6}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!((v["id"].as_str(), v["max_inflight"].as_u64()), (Some("b"), Some(2)));
+    wait_ready(&gw, 2).await;
+
+    // Invalid registrations name the field.
+    let resp = http.post(&admin).json(&json!({"model": MODEL, "url": "ftp://x"})).send().await.unwrap();
+    assert_eq!(resp.status(), 400);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["param"], "url");
+    let resp = http.post(&admin).json(&json!({"id": "b", "model": MODEL, "url": b.url()})).send().await.unwrap();
+    assert_eq!(resp.status(), 409);
+
+    // Drain a while a long request runs there: it finishes, nothing new goes to a.
+    let long = {
+        let (http, url) = (http.clone(), gw.url());
+        tokio::spawn(async move {
+            let r = http
+                .post(format!("{url}/v1/chat/completions"))
+                .json(&chat(MODEL, 150, false))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.headers()["x-inferplane-instance"].to_str().unwrap().to_string())
+        })
+    };
+    wait_instance(&gw, "a", |v| v.inflight == 1).await;
+    let resp = http.post(format!("{admin}/a/drain")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["draining"], true);
+    for _ in 0..4 {
+        let (status, inst, _) = post_chat(&http, &gw, &chat(MODEL, 1, false)).await;
+        assert_eq!((status, inst.as_deref()), (200, Some("b")));
+    }
+    assert_eq!(long.await.unwrap(), (200, "a".to_string()), "in-flight work on a drained instance finishes");
+
+    // The JSON metrics name both instances; cost is estimated from b's price.
+    let m: Value = http.get(format!("{}/admin/metrics", gw.url())).send().await.unwrap().json().await.unwrap();
+    assert_eq!(m["total"]["completed"], 5);
+    assert_eq!(m["instances"]["b"]["completed"], 4);
+    assert!(m["instances"]["b"]["cost_usd"].as_f64().unwrap() > 0.0);
+    assert!(m["total"]["latency_ms"]["p99"].as_f64().unwrap() > 0.0);
+
+    // Remove a; b keeps serving; removing twice is a 404.
+    assert_eq!(http.delete(format!("{admin}/a")).send().await.unwrap().status(), 200);
+    assert_eq!(http.delete(format!("{admin}/a")).send().await.unwrap().status(), 404);
+    let v: Value = http.get(&admin).send().await.unwrap().json().await.unwrap();
+    assert_eq!(v["instances"].as_array().unwrap().len(), 1);
+    assert_eq!(post_chat(&http, &gw, &chat(MODEL, 1, false)).await.0, 200);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn requests_wait_in_the_gateway_queue_when_every_instance_is_full() {
+    let a = sim("a", MODEL).await;
+    let mut f = fast_config();
+    add_pool(&mut f, MODEL, &[("a", &a)], 1);
+    let gw = gateway(f, 1).await;
+    let http = reqwest::Client::new();
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (http, url) = (http.clone(), gw.url());
+        tasks.push(tokio::spawn(async move {
+            http.post(format!("{url}/v1/chat/completions"))
+                .json(&chat(MODEL, 30, false))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }));
+    }
+    // While one runs, the others are queued in the gateway, not in the engine.
+    let mut saw_queue = false;
+    for _ in 0..200 {
+        let m = gw.control_plane().metrics().await.unwrap();
+        assert!(m.total.active <= 1, "max_inflight 1 is never exceeded");
+        if m.total.queued > 0 {
+            saw_queue = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert!(saw_queue);
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    gw.shutdown().await;
+}
