@@ -27,15 +27,28 @@ async fn instances_can_be_registered_drained_and_removed_at_run_time() {
         .unwrap();
     assert_eq!(resp.status(), 201);
     let v: Value = resp.json().await.unwrap();
-    assert_eq!((v["id"].as_str(), v["max_inflight"].as_u64()), (Some("b"), Some(2)));
+    assert_eq!(
+        (v["id"].as_str(), v["max_inflight"].as_u64()),
+        (Some("b"), Some(2))
+    );
     wait_ready(&gw, 2).await;
 
     // Invalid registrations name the field.
-    let resp = http.post(&admin).json(&json!({"model": MODEL, "url": "ftp://x"})).send().await.unwrap();
+    let resp = http
+        .post(&admin)
+        .json(&json!({"model": MODEL, "url": "ftp://x"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 400);
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["error"]["param"], "url");
-    let resp = http.post(&admin).json(&json!({"id": "b", "model": MODEL, "url": b.url()})).send().await.unwrap();
+    let resp = http
+        .post(&admin)
+        .json(&json!({"id": "b", "model": MODEL, "url": b.url()}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 409);
 
     // Drain a while a long request runs there: it finishes, nothing new goes to a.
@@ -48,7 +61,13 @@ async fn instances_can_be_registered_drained_and_removed_at_run_time() {
                 .send()
                 .await
                 .unwrap();
-            (r.status().as_u16(), r.headers()["x-inferplane-instance"].to_str().unwrap().to_string())
+            (
+                r.status().as_u16(),
+                r.headers()["x-inferplane-instance"]
+                    .to_str()
+                    .unwrap()
+                    .to_string(),
+            )
         })
     };
     wait_instance(&gw, "a", |v| v.inflight == 1).await;
@@ -60,18 +79,43 @@ async fn instances_can_be_registered_drained_and_removed_at_run_time() {
         let (status, inst, _) = post_chat(&http, &gw, &chat(MODEL, 1, false)).await;
         assert_eq!((status, inst.as_deref()), (200, Some("b")));
     }
-    assert_eq!(long.await.unwrap(), (200, "a".to_string()), "in-flight work on a drained instance finishes");
+    assert_eq!(
+        long.await.unwrap(),
+        (200, "a".to_string()),
+        "in-flight work on a drained instance finishes"
+    );
 
     // The JSON metrics name both instances; cost is estimated from b's price.
-    let m: Value = http.get(format!("{}/admin/metrics", gw.url())).send().await.unwrap().json().await.unwrap();
+    let m: Value = http
+        .get(format!("{}/admin/metrics", gw.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(m["total"]["completed"], 5);
     assert_eq!(m["instances"]["b"]["completed"], 4);
     assert!(m["instances"]["b"]["cost_usd"].as_f64().unwrap() > 0.0);
     assert!(m["total"]["latency_ms"]["p99"].as_f64().unwrap() > 0.0);
 
     // Remove a; b keeps serving; removing twice is a 404.
-    assert_eq!(http.delete(format!("{admin}/a")).send().await.unwrap().status(), 200);
-    assert_eq!(http.delete(format!("{admin}/a")).send().await.unwrap().status(), 404);
+    assert_eq!(
+        http.delete(format!("{admin}/a"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        http.delete(format!("{admin}/a"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
     let v: Value = http.get(&admin).send().await.unwrap().json().await.unwrap();
     assert_eq!(v["instances"].as_array().unwrap().len(), 1);
     assert_eq!(post_chat(&http, &gw, &chat(MODEL, 1, false)).await.0, 200);

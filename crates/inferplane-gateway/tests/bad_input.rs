@@ -8,6 +8,9 @@ mod common;
 use common::*;
 use serde_json::{Value, json};
 
+/// (headers, body, expected status, message fragment, blamed param)
+type Case<'a> = (&'a [(&'a str, &'a str)], String, u16, &'a str, Option<&'a str>);
+
 async fn post_raw(url: &str, headers: &[(&str, &str)], body: String) -> (u16, Value) {
     let mut req = reqwest::Client::new()
         .post(url)
@@ -29,16 +32,65 @@ async fn malformed_oversized_badly_headed_and_unknown_model_requests_are_clear_4
     let gw = gateway(f, 1).await;
     let url = format!("{}/v1/chat/completions", gw.url());
     let ok = chat(MODEL, 1, false).to_string();
-    let cases: Vec<(&[(&str, &str)], String, u16, &str, Option<&str>)> = vec![
+    let cases: Vec<Case> = vec![
         (&[], "{oops".into(), 400, "invalid request body", None),
-        (&[], json!({"messages": []}).to_string(), 400, "missing field `model`", Some("model")),
-        (&[], json!({"model": MODEL, "max_tokens": "many"}).to_string(), 400, "invalid type", None),
-        (&[], json!({"model": "nope", "messages": []}).to_string(), 404, "`nope` does not exist", Some("model")),
-        (&[], json!({"model": MODEL, "messages": [{"role": "user", "content": "x".repeat(4000)}]}).to_string(), 413, "", None),
-        (&[("x-priority", "urgent")], ok.clone(), 400, "x-priority", Some("x-priority")),
-        (&[("x-slo-ms", "fast")], ok.clone(), 400, "x-slo-ms", Some("x-slo-ms")),
-        (&[("x-cost-budget", "-2")], ok.clone(), 400, "x-cost-budget", Some("x-cost-budget")),
-        (&[("x-parallelism-hint", "wide")], ok.clone(), 400, "x-parallelism-hint", Some("x-parallelism-hint")),
+        (
+            &[],
+            json!({"messages": []}).to_string(),
+            400,
+            "missing field `model`",
+            Some("model"),
+        ),
+        (
+            &[],
+            json!({"model": MODEL, "max_tokens": "many"}).to_string(),
+            400,
+            "invalid type",
+            None,
+        ),
+        (
+            &[],
+            json!({"model": "nope", "messages": []}).to_string(),
+            404,
+            "`nope` does not exist",
+            Some("model"),
+        ),
+        (
+            &[],
+            json!({"model": MODEL, "messages": [{"role": "user", "content": "x".repeat(4000)}]})
+                .to_string(),
+            413,
+            "",
+            None,
+        ),
+        (
+            &[("x-priority", "urgent")],
+            ok.clone(),
+            400,
+            "x-priority",
+            Some("x-priority"),
+        ),
+        (
+            &[("x-slo-ms", "fast")],
+            ok.clone(),
+            400,
+            "x-slo-ms",
+            Some("x-slo-ms"),
+        ),
+        (
+            &[("x-cost-budget", "-2")],
+            ok.clone(),
+            400,
+            "x-cost-budget",
+            Some("x-cost-budget"),
+        ),
+        (
+            &[("x-parallelism-hint", "wide")],
+            ok.clone(),
+            400,
+            "x-parallelism-hint",
+            Some("x-parallelism-hint"),
+        ),
     ];
     for (headers, body, status, needle, param) in cases {
         let (got, v) = post_raw(&url, headers, body.clone()).await;
@@ -55,11 +107,25 @@ async fn malformed_oversized_badly_headed_and_unknown_model_requests_are_clear_4
     assert_eq!(resp.status(), 405);
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["error"]["code"], "method_not_allowed");
-    let resp = http.get(format!("{}/v1/nothing", gw.url())).send().await.unwrap();
+    let resp = http
+        .get(format!("{}/v1/nothing", gw.url()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 404);
     // None of it reached an instance, and the gateway still serves.
-    let text = http.get(format!("{}/metrics", gw.url())).send().await.unwrap().text().await.unwrap();
-    assert!(text.contains("inferplane_invalid_requests_total 9"), "{text}");
+    let text = http
+        .get(format!("{}/metrics", gw.url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("inferplane_invalid_requests_total 9"),
+        "{text}"
+    );
     assert_eq!(post_chat(&http, &gw, &chat(MODEL, 1, false)).await.0, 200);
     gw.shutdown().await;
 }
@@ -100,6 +166,9 @@ async fn admin_api_without_a_token_is_off_on_a_non_loopback_listener_and_says_wh
     assert_eq!(resp.status(), 403);
     let v: Value = resp.json().await.unwrap();
     let msg = v["error"]["message"].as_str().unwrap();
-    assert!(msg.contains("not a loopback address") && msg.contains("INFERPLANE_ADMIN_TOKEN"), "{msg}");
+    assert!(
+        msg.contains("not a loopback address") && msg.contains("INFERPLANE_ADMIN_TOKEN"),
+        "{msg}"
+    );
     gw.shutdown().await;
 }

@@ -30,8 +30,18 @@ async fn a_retried_request_succeeds_elsewhere_and_the_client_sees_one_clean_resp
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["usage"]["completion_tokens"], 3);
     }
-    let text = http.get(format!("{}/metrics", gw.url())).send().await.unwrap().text().await.unwrap();
-    assert!(text.contains("inferplane_retries_total{model=\"sim-model\"} 5"), "{text}");
+    let text = http
+        .get(format!("{}/metrics", gw.url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("inferplane_retries_total{model=\"sim-model\"} 5"),
+        "{text}"
+    );
     assert!(text.contains("status=\"success\"} 5"), "{text}");
     // Streams are retried the same way before their first byte.
     let (status, inst, body) = post_chat(&http, &gw, &chat(MODEL, 3, true)).await;
@@ -55,7 +65,10 @@ async fn a_failing_instance_is_ejected_by_its_circuit_and_traffic_moves() {
         if status == 500 {
             failures += 1;
             let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-            assert_eq!(v["error"]["code"], "injected_fault", "the engine's error is passed through");
+            assert_eq!(
+                v["error"]["code"], "injected_fault",
+                "the engine's error is passed through"
+            );
         }
     }
     assert_eq!(failures, 3, "the breaker opens after 3 consecutive 5xx");
@@ -147,7 +160,14 @@ async fn a_stream_broken_midway_ends_with_an_error_event_and_is_counted() {
     assert!(last.starts_with("data: {\"error\""), "{body}");
     assert!(last.contains("stalled"), "{last}");
     assert!(!body.contains("[DONE]"));
-    let text = http.get(format!("{}/metrics", gw.url())).send().await.unwrap().text().await.unwrap();
+    let text = http
+        .get(format!("{}/metrics", gw.url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(text.contains("status=\"stream_broken\"} 1"), "{text}");
     gw.shutdown().await;
 }

@@ -28,9 +28,16 @@ async fn shutdown_lets_an_in_flight_stream_finish_and_refuses_new_connections() 
     while let Some(chunk) = body.next().await {
         text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
     }
-    assert_eq!(text.matches("\"content\"").count(), 100, "every token arrived");
+    assert_eq!(
+        text.matches("\"content\"").count(),
+        100,
+        "every token arrived"
+    );
     assert!(text.ends_with("data: [DONE]\n\n"));
     assert!(shutdown.await.unwrap(), "finished within the grace period");
-    let after = reqwest::Client::new().get(format!("{url}/health")).send().await;
+    let after = reqwest::Client::new()
+        .get(format!("{url}/health"))
+        .send()
+        .await;
     assert!(after.is_err(), "no new connections after shutdown");
 }

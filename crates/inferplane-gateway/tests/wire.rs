@@ -51,17 +51,32 @@ async fn async_openai_through_the_gateway_streaming_and_not() {
     let resp = client.chat().create(chat_req(6, false)).await.unwrap();
     assert_eq!(resp.usage.unwrap().completion_tokens, 6);
     assert_eq!(
-        resp.choices[0].message.content.as_ref().unwrap().split_whitespace().count(),
+        resp.choices[0]
+            .message
+            .content
+            .as_ref()
+            .unwrap()
+            .split_whitespace()
+            .count(),
         6
     );
 
-    let mut stream = client.chat().create_stream(chat_req(9, true)).await.unwrap();
+    let mut stream = client
+        .chat()
+        .create_stream(chat_req(9, true))
+        .await
+        .unwrap();
     let (mut words, mut usage) = (0, None);
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.unwrap();
         usage = usage.or(chunk.usage);
         for c in chunk.choices {
-            words += c.delta.content.unwrap_or_default().split_whitespace().count();
+            words += c
+                .delta
+                .content
+                .unwrap_or_default()
+                .split_whitespace()
+                .count();
         }
     }
     assert_eq!(words, 9);
@@ -168,7 +183,14 @@ async fn prometheus_metrics_count_requests_by_model_route_and_status() {
     let http = reqwest::Client::new();
     post_chat(&http, &gw, &chat(MODEL, 3, true)).await;
     post_chat(&http, &gw, &chat(MODEL, 3, false)).await;
-    let text = http.get(format!("{}/metrics", gw.url())).send().await.unwrap().text().await.unwrap();
+    let text = http
+        .get(format!("{}/metrics", gw.url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     for needle in [
         "inferplane_requests_total{model=\"sim-model\",route=\"chat_completions\",status=\"success\"} 2",
         "inferplane_completion_tokens_total{model=\"sim-model\"} 6",

@@ -27,5 +27,5 @@ pub mod tokens;
 
 pub use engine::{AddError, Engine, EngineStats, Event, FinishReason, SeqId, SeqInput, StepInfo};
 pub use faults::FaultConfig;
-pub use profile::{BLOCK_SIZE, EngineProfile};
+pub use profile::{BLOCK_SIZE, EngineProfile, FromPlannerError};
 pub use server::{SimConfig, SimServer, StartError};

@@ -38,6 +38,20 @@ pub struct EngineProfile {
     pub max_model_len: u32,
 }
 
+/// Why a profile could not be built from the planner.
+#[derive(Debug, thiserror::Error)]
+pub enum FromPlannerError {
+    /// The model is not in the planner's catalogue.
+    #[error("unknown model {0:?}; see `inferplane plan --help` for the catalogue")]
+    UnknownModel(String),
+    /// The GPU is not in the planner's catalogue.
+    #[error("unknown GPU {0:?}; see `inferplane plan --help` for the catalogue")]
+    UnknownGpu(String),
+    /// The layout does not fit or is invalid.
+    #[error(transparent)]
+    Plan(#[from] inferplane_planner::PlanError),
+}
+
 /// Error for an unknown preset name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown engine profile {0:?}; known presets: {known}", known = EngineProfile::PRESETS.join(", "))]
@@ -99,6 +113,41 @@ impl EngineProfile {
         })
     }
 
+    /// A profile from the planner's cost model for `model` on `gpu` with `layout`, so the
+    /// simulator and `inferplane plan` agree on step times and KV capacity.
+    pub fn from_planner(
+        model: &str,
+        gpu: &str,
+        layout: inferplane_core::Layout,
+        opts: &inferplane_planner::EngineOptions,
+    ) -> Result<Self, FromPlannerError> {
+        let spec = inferplane_planner::find_model(model)
+            .ok_or_else(|| FromPlannerError::UnknownModel(model.to_string()))?;
+        let gpu_spec = inferplane_planner::find_gpu(gpu)
+            .ok_or_else(|| FromPlannerError::UnknownGpu(gpu.to_string()))?;
+        let e = inferplane_planner::CostModel::default()
+            .engine_estimate(&spec, &gpu_spec, layout, opts)?;
+        Ok(Self::from_estimate(format!("{model}@{gpu}x{layout}"), &e))
+    }
+
+    /// A profile from a planner estimate.
+    pub fn from_estimate(name: String, e: &inferplane_planner::EngineEstimate) -> Self {
+        let kv_blocks =
+            (e.kv_capacity_tokens / u64::from(BLOCK_SIZE)).clamp(1, u64::from(u32::MAX));
+        EngineProfile {
+            name,
+            prefill_secs_per_token: e.prefill_secs_per_token,
+            decode_step_base_secs: e.decode_step_base_secs,
+            decode_secs_per_seq: e.decode_secs_per_seq,
+            decode_secs_per_kv_token: e.decode_secs_per_kv_token,
+            kv_blocks: kv_blocks as u32,
+            max_num_seqs: e.max_num_seqs.max(1),
+            // vLLM's default chunked-prefill budget.
+            max_num_batched_tokens: 8192,
+            max_model_len: e.max_model_len.max(2),
+        }
+    }
+
     /// Time of one step with the given work, scaled by nothing (pure model).
     pub fn step_time(
         &self,
@@ -158,6 +207,49 @@ mod tests {
         }
         let err = EngineProfile::preset("gpt-9").unwrap_err().to_string();
         assert!(err.contains("zero") && err.contains("tiny"), "{err}");
+    }
+
+    #[test]
+    fn planner_profiles_agree_with_the_cost_model_and_refuse_what_does_not_fit() {
+        use inferplane_core::Layout;
+        let opts = inferplane_planner::EngineOptions::default();
+        let tp1 =
+            EngineProfile::from_planner("llama-3.1-8b", "h100-sxm", Layout::SINGLE, &opts).unwrap();
+        let tp2 = EngineProfile::from_planner(
+            "llama-3.1-8b",
+            "h100-sxm",
+            Layout {
+                tp: 2,
+                ..Layout::SINGLE
+            },
+            &opts,
+        )
+        .unwrap();
+        tp1.validate().unwrap();
+        let est = inferplane_planner::CostModel::default()
+            .engine_estimate(
+                &inferplane_planner::find_model("llama-3.1-8b").unwrap(),
+                &inferplane_planner::find_gpu("h100-sxm").unwrap(),
+                Layout::SINGLE,
+                &opts,
+            )
+            .unwrap();
+        // One decode step of 8 sequences holding 8k context tokens, as the planner computes it.
+        let want = est.step_secs(8.0, 8192.0, 0.0);
+        let got = tp1.step_time(0, 8, 8192).as_secs_f64();
+        assert!((got - want).abs() < 1e-9, "{got} vs {want}");
+        assert!(tp2.kv_blocks > tp1.kv_blocks, "TP2 has more memory for KV");
+        assert!(
+            tp2.decode_step_base_secs < tp1.decode_step_base_secs,
+            "and reads weights faster"
+        );
+        assert!(
+            EngineProfile::from_planner("llama-3.1-70b", "a10g", Layout::SINGLE, &opts).is_err()
+        );
+        assert!(matches!(
+            EngineProfile::from_planner("gpt-9", "h100-sxm", Layout::SINGLE, &opts),
+            Err(FromPlannerError::UnknownModel(_))
+        ));
     }
 
     #[test]

@@ -1,103 +1,447 @@
-//! `inferplane demo`: the system on built-in simulated engines.
+//! `inferplane demo`: the whole system on built-in simulated engines.
 //!
-//! Until the gateway lands, the demo starts four simulated engines of different speeds,
-//! streams a small mixed workload straight to them (round robin), and prints per-instance
-//! TTFT and latency. The gateway issue replaces the round robin with the real data path.
+//! Starts four simulated instances of one model on loopback (two H100 TP1, one H100 TP2,
+//! one A10G; step times and KV capacity from the planner's cost model), the gateway in
+//! front of them, and an open-loop mixed workload (priorities, SLOs, sessions, shared
+//! system prompts, streaming and not) for `--duration`, with a progress line; then prints
+//! per-instance share, TTFT and latency percentiles, SLO attainment and tokens/s.
 
 use anyhow::Context;
 use futures_util::StreamExt;
+use inferplane_core::Layout;
+use inferplane_gateway::config::{FileConfig, InstanceSection, PoolSection};
+use inferplane_gateway::{Gateway, GatewayConfig};
 use inferplane_sim::{EngineProfile, SimConfig, SimServer};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use std::io::Write;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+/// The model the demo serves.
+const MODEL: &str = "llama-3.1-8b";
 
 /// Arguments of `inferplane demo`.
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
-    /// Requests to send.
-    #[arg(long, default_value_t = 48)]
-    pub requests: usize,
+    /// How long to send load, e.g. 20s.
+    #[arg(long, default_value = "20s", value_parser = humantime_duration)]
+    pub duration: Duration,
+    /// Mean arrival rate, requests per second (Poisson).
+    #[arg(long, default_value_t = 24.0)]
+    pub rate: f64,
+    /// Workload seed.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Keep the gateway and engines running after the summary, for trying it by hand.
+    #[arg(long)]
+    pub serve: bool,
+    /// Gateway port with --serve (0: any free port).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
 }
 
+fn humantime_duration(s: &str) -> Result<Duration, String> {
+    let secs = s
+        .trim_end_matches('s')
+        .parse::<f64>()
+        .map_err(|_| format!("{s:?} is not a duration like 20s"))?;
+    if !(secs.is_finite() && secs > 0.0 && secs <= 3600.0) {
+        return Err("duration must be between 0 and 3600 seconds".into());
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+struct Node {
+    id: &'static str,
+    gpu: &'static str,
+    layout: Layout,
+    max_inflight: u32,
+    price: f64,
+}
+
+const NODES: [Node; 4] = [
+    Node {
+        id: "h100-tp1-a",
+        gpu: "h100-sxm",
+        layout: Layout::SINGLE,
+        max_inflight: 48,
+        price: 2.49,
+    },
+    Node {
+        id: "h100-tp1-b",
+        gpu: "h100-sxm",
+        layout: Layout::SINGLE,
+        max_inflight: 48,
+        price: 2.49,
+    },
+    Node {
+        id: "h100-tp2",
+        gpu: "h100-sxm",
+        layout: Layout {
+            tp: 2,
+            pp: 1,
+            dp: 1,
+            ep: 1,
+        },
+        max_inflight: 96,
+        price: 2.49,
+    },
+    Node {
+        id: "a10g",
+        gpu: "a10g",
+        layout: Layout::SINGLE,
+        max_inflight: 8,
+        price: 1.01,
+    },
+];
+
+/// One request's client-side measurements.
 struct Sample {
-    instance: usize,
-    ttft: Duration,
-    total: Duration,
-    tokens: usize,
+    ok: bool,
+    ttft: Option<Duration>,
+    e2e: Duration,
+}
+
+async fn start_engines() -> anyhow::Result<Vec<SimServer>> {
+    let mut out = Vec::new();
+    for n in &NODES {
+        let profile = EngineProfile::from_planner(
+            MODEL,
+            n.gpu,
+            n.layout,
+            &inferplane_planner::EngineOptions::default(),
+        )
+        .or_else(|_| EngineProfile::preset("llama-3.1-8b-a10g"))
+        .with_context(|| format!("profile for {}", n.id))?;
+        let mut cfg = SimConfig::new(MODEL, profile);
+        cfg.instance_id = n.id.to_string();
+        out.push(SimServer::start(cfg, SocketAddr::from(([127, 0, 0, 1], 0))).await?);
+    }
+    Ok(out)
+}
+
+fn gateway_config(engines: &[SimServer], port: u16) -> anyhow::Result<GatewayConfig> {
+    let mut f = FileConfig::default();
+    f.server.listen = format!("127.0.0.1:{port}");
+    f.server.shutdown_grace = Duration::from_secs(5);
+    f.health.interval = Duration::from_millis(500);
+    f.scrape.interval = Duration::from_millis(250);
+    let mut pool: PoolSection =
+        toml::from_str(&format!("model = \"{MODEL}\"\nqueue_timeout = \"20s\""))?;
+    for (n, e) in NODES.iter().zip(engines) {
+        pool.instances.push(InstanceSection {
+            id: Some(n.id.to_string()),
+            url: e.url(),
+            max_inflight: Some(n.max_inflight),
+            layout: n.layout,
+            gpu: Some(n.gpu.to_string()),
+            price: Some(inferplane_core::Price::PerGpuHour(n.price)),
+        });
+    }
+    f.pools.push(pool);
+    Ok(f.validate()?)
+}
+
+/// One request of the mix, as (headers, body).
+fn request(
+    rng: &mut SmallRng,
+    n: u64,
+    prompts: &[String],
+) -> (Vec<(&'static str, String)>, serde_json::Value, bool) {
+    let mut headers = Vec::new();
+    let p: f64 = rng.random();
+    let priority = if p < 0.1 {
+        "high"
+    } else if p < 0.25 {
+        "low"
+    } else {
+        "normal"
+    };
+    headers.push(("x-priority", priority.to_string()));
+    if rng.random_bool(0.5) {
+        headers.push(("x-slo-ms", "8000".to_string()));
+        headers.push(("x-slo-ttft-ms", "1500".to_string()));
+    }
+    let session = rng.random_range(0..40u64);
+    headers.push(("x-session-id", format!("user-{session}")));
+    let system = &prompts[(session % prompts.len() as u64) as usize];
+    let question = "explain how continuous batching shares a GPU between requests "
+        .repeat(rng.random_range(1..12));
+    let stream = rng.random_bool(0.7);
+    let body = serde_json::json!({
+        "model": MODEL,
+        "messages": [
+            {"role": "system", "content": system},
+            {"role": "user", "content": format!("question {n}: {question}")},
+        ],
+        "max_tokens": rng.random_range(16..200u32),
+        "stream": stream,
+    });
+    (headers, body, stream)
+}
+
+async fn send(
+    http: reqwest::Client,
+    url: String,
+    headers: Vec<(&'static str, String)>,
+    body: serde_json::Value,
+    stream: bool,
+) -> Sample {
+    let t0 = Instant::now();
+    let mut req = http.post(url).json(&body);
+    for (k, v) in headers {
+        req = req.header(k, v);
+    }
+    let Ok(resp) = req.send().await else {
+        return Sample {
+            ok: false,
+            ttft: None,
+            e2e: t0.elapsed(),
+        };
+    };
+    if !resp.status().is_success() {
+        let _ = resp.bytes().await;
+        return Sample {
+            ok: false,
+            ttft: None,
+            e2e: t0.elapsed(),
+        };
+    }
+    if !stream {
+        let ok = resp.bytes().await.is_ok();
+        let e2e = t0.elapsed();
+        return Sample {
+            ok,
+            ttft: Some(e2e),
+            e2e,
+        };
+    }
+    let mut body = resp.bytes_stream();
+    let mut ttft = None;
+    let mut ok = true;
+    while let Some(chunk) = body.next().await {
+        match chunk {
+            Ok(c) => {
+                if ttft.is_none() && c.windows(10).any(|w| w == b"\"content\":") {
+                    ttft = Some(t0.elapsed());
+                }
+                if c.windows(9).any(|w| w == b"{\"error\":") {
+                    ok = false;
+                }
+            }
+            Err(_) => ok = false,
+        }
+    }
+    Sample {
+        ok,
+        ttft,
+        e2e: t0.elapsed(),
+    }
+}
+
+fn pct(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
 /// Runs the demo.
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    let presets = ["llama-3.1-8b-h100", "llama-3.1-8b-h100", "llama-3.1-8b-a10g", "tiny"];
-    let mut servers = Vec::new();
-    for (i, p) in presets.iter().enumerate() {
-        let mut cfg = SimConfig::new("llama-3.1-8b", EngineProfile::preset(p)?);
-        cfg.instance_id = format!("sim-{i}");
-        let s = SimServer::start(cfg, SocketAddr::from(([127, 0, 0, 1], 0))).await?;
-        println!("started sim-{i} ({p}) on {}", s.url());
-        servers.push(s);
+    let engines = start_engines().await?;
+    let gw = Gateway::start(gateway_config(
+        &engines,
+        if args.serve { args.port } else { 0 },
+    )?)
+    .await?;
+    println!(
+        "inferplane demo: 4 simulated engines serving {MODEL} behind the gateway at {}",
+        gw.url()
+    );
+    for (n, e) in NODES.iter().zip(&engines) {
+        println!(
+            "  {:<11} {:>9} {:<14} max_inflight {:>3}  ${:.2}/GPU-h  {}",
+            n.id,
+            n.gpu,
+            n.layout.to_string(),
+            n.max_inflight,
+            n.price,
+            e.url()
+        );
     }
-    let client = reqwest::Client::new();
-    let started = Instant::now();
+    // Wait (bounded) for the first health checks.
+    for _ in 0..100 {
+        if gw
+            .control_plane()
+            .instances()
+            .await?
+            .iter()
+            .all(|i| i.ready)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let prompts: Vec<String> = (0..4)
+        .map(|i| format!("You are assistant #{i} of team {i}. ").repeat(40))
+        .collect();
+    let url = format!("{}/v1/chat/completions", gw.url());
+    let http = reqwest::Client::new();
+    let mut rng = SmallRng::seed_from_u64(args.seed);
+    let sent = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
     let mut tasks = Vec::new();
-    for r in 0..args.requests {
-        let instance = r % servers.len();
-        let url = format!("{}/v1/chat/completions", servers[instance].url());
-        let client = client.clone();
+    let mut next = Duration::ZERO;
+    let mut last_print = Duration::ZERO;
+    println!(
+        "\nsending an open-loop mix at {:.0} req/s for {:?} (priorities, SLOs, 40 sessions, 4 shared system prompts, 70% streaming)",
+        args.rate, args.duration
+    );
+    while next < args.duration {
+        tokio::time::sleep_until(tokio::time::Instant::from_std(start + next)).await;
+        let n = sent.fetch_add(1, Ordering::Relaxed);
+        let (headers, body, stream) = request(&mut rng, n, &prompts);
+        let (http, url, d, f) = (http.clone(), url.clone(), done.clone(), failed.clone());
         tasks.push(tokio::spawn(async move {
-            let body = serde_json::json!({
-                "model": "llama-3.1-8b",
-                "messages": [{"role": "user", "content": format!("request {r}: {}", "tell me about gpus ".repeat(r % 7 * 20 + 5))}],
-                "max_tokens": 32 + (r % 5) * 16,
-                "stream": true,
-            });
-            let t0 = Instant::now();
-            let resp = client.post(url).json(&body).send().await?.error_for_status()?;
-            let mut stream = resp.bytes_stream();
-            let mut ttft = None;
-            let mut tokens = 0;
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk?;
-                let text = String::from_utf8_lossy(&chunk);
-                let n = text.matches("\"content\"").count();
-                if n > 0 && ttft.is_none() {
-                    ttft = Some(t0.elapsed());
-                }
-                tokens += n;
+            let s = send(http, url, headers, body, stream).await;
+            d.fetch_add(1, Ordering::Relaxed);
+            if !s.ok {
+                f.fetch_add(1, Ordering::Relaxed);
             }
-            anyhow::Ok(Sample {
-                instance,
-                ttft: ttft.unwrap_or_default(),
-                total: t0.elapsed(),
-                tokens,
-            })
+            s
         }));
-        tokio::time::sleep(Duration::from_millis(25)).await;
+        // Exponential inter-arrival times: a Poisson process.
+        let u: f64 = rng.random_range(f64::EPSILON..1.0);
+        next += Duration::from_secs_f64(-u.ln() / args.rate.max(0.1));
+        let el = start.elapsed();
+        if el - last_print >= Duration::from_millis(500) {
+            last_print = el;
+            let (s, d, f) = (
+                sent.load(Ordering::Relaxed),
+                done.load(Ordering::Relaxed),
+                failed.load(Ordering::Relaxed),
+            );
+            print!(
+                "\r  {:>5.1}s  sent {s:>5}  done {d:>5}  in flight {:>4}  failed {f:>3}   ",
+                el.as_secs_f64(),
+                s - d
+            );
+            let _ = std::io::stdout().flush();
+        }
     }
     let mut samples = Vec::new();
     for t in tasks {
-        samples.push(t.await.context("request task")??);
+        samples.push(t.await?);
     }
-    let wall = started.elapsed();
-    println!("\n{} requests in {:.2}s, round robin straight to the engines (the gateway replaces this)\n", samples.len(), wall.as_secs_f64());
-    println!("{:<8} {:>5} {:>12} {:>12} {:>10}", "instance", "reqs", "ttft p50 ms", "e2e p50 ms", "tokens/s");
-    for (i, p) in presets.iter().enumerate() {
-        let mine: Vec<&Sample> = samples.iter().filter(|s| s.instance == i).collect();
-        let mut ttft: Vec<f64> = mine.iter().map(|s| s.ttft.as_secs_f64() * 1e3).collect();
-        let mut e2e: Vec<f64> = mine.iter().map(|s| s.total.as_secs_f64() * 1e3).collect();
-        ttft.sort_by(f64::total_cmp);
-        e2e.sort_by(f64::total_cmp);
-        let tokens: usize = mine.iter().map(|s| s.tokens).sum();
-        let p50 = |v: &[f64]| v.get(v.len() / 2).copied().unwrap_or(0.0);
+    let wall = start.elapsed();
+    println!(
+        "\r  {:>5.1}s  sent {:>5}  done {:>5}  failed {:>3}                    ",
+        wall.as_secs_f64(),
+        samples.len(),
+        samples.len(),
+        samples.iter().filter(|s| !s.ok).count()
+    );
+
+    let m = gw.control_plane().metrics().await?;
+    println!("\nper instance (measured at the gateway)");
+    println!(
+        "  {:<11} {:>6} {:>6} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9}",
+        "instance",
+        "reqs",
+        "share",
+        "ttft p50",
+        "ttft p99",
+        "e2e p50",
+        "e2e p99",
+        "tok/s",
+        "cost $"
+    );
+    for n in &NODES {
+        if let Some(s) = m.instances.get(n.id) {
+            println!(
+                "  {:<11} {:>6} {:>5.1}% {:>8.0}ms {:>8.0}ms {:>8.0}ms {:>8.0}ms {:>9.0} {:>9.4}",
+                n.id,
+                s.completed,
+                100.0 * s.completed as f64 / m.total.completed.max(1) as f64,
+                s.ttft_ms.p50,
+                s.ttft_ms.p99,
+                s.latency_ms.p50,
+                s.latency_ms.p99,
+                s.completion_tokens as f64 / wall.as_secs_f64(),
+                s.cost_usd
+            );
+        }
+    }
+    let mut ttft: Vec<f64> = samples
+        .iter()
+        .filter_map(|s| s.ttft)
+        .map(|d| d.as_secs_f64() * 1e3)
+        .collect();
+    let mut e2e: Vec<f64> = samples
+        .iter()
+        .filter(|s| s.ok)
+        .map(|s| s.e2e.as_secs_f64() * 1e3)
+        .collect();
+    ttft.sort_by(f64::total_cmp);
+    e2e.sort_by(f64::total_cmp);
+    let t = &m.total;
+    println!("\noverall (measured by the client)");
+    println!(
+        "  requests {}  completed {}  failed {}  rejected {}",
+        samples.len(),
+        t.completed,
+        t.failed,
+        t.rejected
+    );
+    println!(
+        "  TTFT ms   p50 {:>7.0}  p95 {:>7.0}  p99 {:>7.0}",
+        pct(&ttft, 0.5),
+        pct(&ttft, 0.95),
+        pct(&ttft, 0.99)
+    );
+    println!(
+        "  e2e  ms   p50 {:>7.0}  p95 {:>7.0}  p99 {:>7.0}",
+        pct(&e2e, 0.5),
+        pct(&e2e, 0.95),
+        pct(&e2e, 0.99)
+    );
+    println!(
+        "  SLO attainment {}  ({} of {} requests with an SLO met it)",
+        t.slo_compliance_rate
+            .map(|r| format!("{:.1}%", r * 100.0))
+            .unwrap_or_else(|| "n/a".into()),
+        t.slo_tracked - t.slo_violations,
+        t.slo_tracked
+    );
+    println!(
+        "  throughput {:.1} req/s, {:.0} completion tokens/s, estimated cost ${:.4}",
+        t.completed as f64 / wall.as_secs_f64(),
+        t.completion_tokens as f64 / wall.as_secs_f64(),
+        t.cost_usd
+    );
+
+    let curl = format!(
+        "curl -s {}/v1/chat/completions -H 'content-type: application/json' -H 'x-priority: high' \\\n    -d '{{\"model\":\"{MODEL}\",\"messages\":[{{\"role\":\"user\",\"content\":\"hello\"}}],\"max_tokens\":16}}'",
+        gw.url()
+    );
+    if args.serve {
         println!(
-            "sim-{i:<4} {:>5} {:>12.1} {:>12.1} {:>10.0}   ({p})",
-            mine.len(),
-            p50(&ttft),
-            p50(&e2e),
-            tokens as f64 / wall.as_secs_f64()
+            "\nstill serving; try:\n  {curl}\n  curl -s {}/admin/metrics\n  curl -s {}/metrics\npress Ctrl-C to stop",
+            gw.url(),
+            gw.url()
         );
+        gw.run_until_signal().await;
+    } else {
+        println!("\nto try it by hand, run `inferplane demo --serve` and then:\n  {curl}");
+        gw.shutdown().await;
     }
-    for s in servers {
-        s.shutdown().await;
+    for e in engines {
+        e.shutdown().await;
     }
     Ok(())
 }

@@ -1,10 +1,11 @@
 //! The `inferplane` binary: a thin CLI over the library crates.
 //!
-//! Subcommands: `sim` (simulated engines), `demo` (the whole system on simulated engines),
-//! `plan` (parallelism planner).
+//! Subcommands: `serve` (the gateway), `demo` (the whole system on simulated engines),
+//! `sim` (simulated engines), `plan` (parallelism planner).
 
 mod demo_cmd;
 mod plan_cmd;
+mod serve_cmd;
 mod sim_cmd;
 
 use clap::{Parser, Subcommand};
@@ -21,6 +22,8 @@ struct Cli {
 enum Command {
     /// Run the system end to end on built-in simulated engines and print a summary.
     Demo(demo_cmd::DemoArgs),
+    /// Run the OpenAI-compatible gateway in front of engine instances.
+    Serve(serve_cmd::ServeArgs),
     /// Run simulated vLLM-compatible engines (no GPU needed).
     Sim(sim_cmd::SimArgs),
     /// Rank TP/PP/DP/EP/hybrid layouts for a model on a cluster and print launch commands.
@@ -30,7 +33,15 @@ enum Command {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("INFERPLANE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+    // INFERPLANE_LOG_FORMAT=json gives one JSON object per line, for log pipelines.
+    if std::env::var("INFERPLANE_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        let _ = tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .try_init();
+    } else {
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -38,6 +49,7 @@ fn main() -> anyhow::Result<()> {
     init_tracing();
     match cli.command {
         Command::Plan(args) => plan_cmd::run(args),
+        Command::Serve(args) => runtime()?.block_on(serve_cmd::run(args)),
         Command::Sim(args) => runtime()?.block_on(sim_cmd::run(args)),
         Command::Demo(args) => runtime()?.block_on(demo_cmd::run(args)),
     }

@@ -25,6 +25,22 @@ pub struct SimArgs {
     /// Step-time profile preset (zero, tiny, llama-3.1-8b-a10g, llama-3.1-8b-h100, ...).
     #[arg(long, default_value = "llama-3.1-8b-h100")]
     pub profile: String,
+    /// Build the profile from the planner's cost model for --model on this GPU
+    /// (e.g. h100-sxm) instead of a preset; --model must then be a catalogue model.
+    #[arg(long)]
+    pub gpu: Option<String>,
+    /// Tensor-parallel size (with --gpu).
+    #[arg(long, default_value_t = 1)]
+    pub tp: u32,
+    /// Pipeline-parallel size (with --gpu).
+    #[arg(long, default_value_t = 1)]
+    pub pp: u32,
+    /// Data-parallel size (with --gpu).
+    #[arg(long, default_value_t = 1)]
+    pub dp: u32,
+    /// Expert-parallel size (with --gpu).
+    #[arg(long, default_value_t = 1)]
+    pub ep: u32,
     /// Override the profile's max_num_seqs.
     #[arg(long)]
     pub max_num_seqs: Option<u32>,
@@ -72,7 +88,23 @@ pub struct SimArgs {
 impl SimArgs {
     /// The profile with overrides applied.
     pub fn profile(&self) -> anyhow::Result<EngineProfile> {
-        let mut p = EngineProfile::preset(&self.profile)?;
+        let mut p = match &self.gpu {
+            Some(gpu) => {
+                let layout = inferplane_core::Layout {
+                    tp: self.tp,
+                    pp: self.pp,
+                    dp: self.dp,
+                    ep: self.ep,
+                };
+                EngineProfile::from_planner(
+                    &self.model,
+                    gpu,
+                    layout,
+                    &inferplane_planner::EngineOptions::default(),
+                )?
+            }
+            None => EngineProfile::preset(&self.profile)?,
+        };
         if let Some(n) = self.max_num_seqs {
             p.max_num_seqs = n;
         }
@@ -135,7 +167,9 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
         );
     }
     println!("press Ctrl-C to stop");
-    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
     for s in servers {
         s.shutdown().await;
     }

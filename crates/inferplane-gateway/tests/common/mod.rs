@@ -48,23 +48,32 @@ pub fn fast_config() -> FileConfig {
 }
 
 /// Adds a pool of `servers` (ids from the simulators' names) to `f`.
-pub fn add_pool(f: &mut FileConfig, model: &str, servers: &[(&str, &SimServer)], max_inflight: u32) {
+pub fn add_pool(
+    f: &mut FileConfig,
+    model: &str,
+    servers: &[(&str, &SimServer)],
+    max_inflight: u32,
+) {
     let mut pool: PoolSection = toml_pool(model, max_inflight);
     for (id, s) in servers {
-        pool.instances.push(inferplane_gateway::config::InstanceSection {
-            id: Some(id.to_string()),
-            url: s.url(),
-            max_inflight: None,
-            layout: Default::default(),
-            gpu: None,
-            price: None,
-        });
+        pool.instances
+            .push(inferplane_gateway::config::InstanceSection {
+                id: Some(id.to_string()),
+                url: s.url(),
+                max_inflight: None,
+                layout: Default::default(),
+                gpu: None,
+                price: None,
+            });
     }
     f.pools.push(pool);
 }
 
 fn toml_pool(model: &str, max_inflight: u32) -> PoolSection {
-    toml::from_str(&format!("model = \"{model}\"\nmax_inflight = {max_inflight}\nqueue_timeout = \"10s\"")).unwrap()
+    toml::from_str(&format!(
+        "model = \"{model}\"\nmax_inflight = {max_inflight}\nqueue_timeout = \"10s\""
+    ))
+    .unwrap()
 }
 
 /// Starts a gateway and waits until `ready` instances are healthy.
@@ -95,7 +104,11 @@ pub async fn wait_ready(gw: &Gateway, n: usize) {
 }
 
 /// Waits (bounded) until `pred` holds for instance `id`'s admin view.
-pub async fn wait_instance(gw: &Gateway, id: &str, pred: impl Fn(&inferplane_gateway::dispatcher::InstanceView) -> bool) {
+pub async fn wait_instance(
+    gw: &Gateway,
+    id: &str,
+    pred: impl Fn(&inferplane_gateway::dispatcher::InstanceView) -> bool,
+) {
     for _ in 0..500 {
         let views = gw.control_plane().instances().await.unwrap();
         if views.iter().any(|v| v.spec.id.as_str() == id && pred(v)) {
@@ -112,7 +125,11 @@ pub fn chat(model: &str, max_tokens: u32, stream: bool) -> serde_json::Value {
 }
 
 /// Posts a chat request and returns (status, serving instance, body text).
-pub async fn post_chat(http: &reqwest::Client, gw: &Gateway, body: &serde_json::Value) -> (u16, Option<String>, String) {
+pub async fn post_chat(
+    http: &reqwest::Client,
+    gw: &Gateway,
+    body: &serde_json::Value,
+) -> (u16, Option<String>, String) {
     let resp = http
         .post(format!("{}/v1/chat/completions", gw.url()))
         .json(body)
