@@ -207,3 +207,35 @@ async fn requests_for_an_instance_that_never_comes_up_wait_until_their_deadline(
     assert_eq!(v["error"]["code"], "deadline_missed");
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn scraped_engine_load_is_shown_and_becomes_unknown_when_stale() {
+    let a = sim("a", MODEL).await;
+    let mut f = fast_config();
+    add_pool(&mut f, MODEL, &[("a", &a)], 4);
+    let gw = gateway(f, 1).await;
+    wait_instance(&gw, "a", |v| {
+        v.engine_running == Some(0.0) && v.engine_kv_usage == Some(0.0)
+    })
+    .await;
+    // The engine stops answering: after `stale_after` its load is unknown, not zero.
+    a.faults().set(FaultConfig {
+        refuse_connections: true,
+        ..FaultConfig::default()
+    });
+    wait_instance(&gw, "a", |v| {
+        v.engine_running.is_none() && v.engine_kv_usage.is_none()
+    })
+    .await;
+    let text = reqwest::get(format!("{}/metrics", gw.url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("inferplane_instance_engine_running{model=\"sim-model\",instance=\"a\"} NaN"),
+        "{text}"
+    );
+    gw.shutdown().await;
+}

@@ -203,3 +203,24 @@ async fn prometheus_metrics_count_requests_by_model_route_and_status() {
     }
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_dashboard_page_is_served_and_reads_the_admin_api() {
+    let a = sim("a", MODEL).await;
+    let mut f = fast_config();
+    add_pool(&mut f, MODEL, &[("a", &a)], 4);
+    let gw = gateway(f, 1).await;
+    let resp = reqwest::get(format!("{}/dashboard", gw.url()))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let html = resp.text().await.unwrap();
+    assert!(html.contains("/admin/metrics") && html.contains("/admin/instances"));
+    gw.shutdown().await;
+}

@@ -1,5 +1,5 @@
 //! The HTTP edge: `fn app(state) -> Router` with the OpenAI routes, the admin API,
-//! `/metrics`, `/health` and the JSON error fallbacks. Tests call [`app`] directly.
+//! `/metrics`, `/health`, the `/dashboard` page and the JSON error fallbacks. Tests call [`app`] directly.
 
 pub mod admin;
 pub mod openai;
@@ -33,6 +33,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/models", get(openai::models))
         .route("/health", get(|| async { StatusCode::OK }))
         .route("/metrics", get(prometheus))
+        .route("/dashboard", get(dashboard))
         .merge(admin::routes(state.clone()))
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
@@ -55,6 +56,16 @@ async fn prometheus(axum::extract::State(s): axum::extract::State<Arc<AppState>>
             "text/plain; version=0.0.4; charset=utf-8",
         )],
         s.cp.telemetry().encode(),
+    )
+        .into_response()
+}
+
+/// The live dashboard: a static page that polls the admin API (asking for the token when
+/// one is needed). It holds no data itself, so it needs no guard.
+async fn dashboard() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        include_str!("dashboard.html"),
     )
         .into_response()
 }
