@@ -7,7 +7,9 @@
 //! must not take it above `load_factor` times the mean in-flight count (rounded up). So a
 //! session moves only when its instance is unhealthy, draining, full or over the bound,
 //! and comes back when it recovers; adding or removing an instance moves only the keys
-//! of its own arcs. The ring is rebuilt when instances are added or removed.
+//! of its own arcs. The ring is rebuilt when instances are added or removed. The walk
+//! stops after [`MAX_WALK`] points (when nearly every instance is full) and then takes
+//! the least-loaded eligible instance.
 
 use super::{Allowed, PoolView, RoutingStrategy};
 use crate::request::RequestMeta;
@@ -17,6 +19,10 @@ use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
 /// The config tag.
 pub const NAME: &str = "affinity";
+
+/// Ring points visited before falling back to the least-loaded eligible instance (keeps
+/// a pick O(1) when almost every instance is full).
+pub const MAX_WALK: usize = 64;
 
 /// Settings of `affinity`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -96,6 +102,7 @@ impl RoutingStrategy for Affinity {
         let start = self.ring.partition_point(|&(h, _)| h < key_hash(req));
         let walk = (start..len)
             .chain(0..start)
+            .take(MAX_WALK)
             .map(|i| self.ring[i].1 as usize);
         let mut fallback = None;
         for ix in walk {
@@ -107,7 +114,8 @@ impl RoutingStrategy for Affinity {
             }
             fallback = fallback.or(Some(ix));
         }
-        fallback
+        // nearly everything is full or over the bound: any eligible instance will do
+        fallback.or_else(|| view.least_loaded(allowed, start))
     }
 }
 
@@ -124,7 +132,7 @@ mod tests {
 
     #[test]
     fn affinity_is_stable_while_healthy_and_spreads_sessions() {
-        let st = testkit::states(&vec![(1000, 0); 8]);
+        let st = testkit::states(&[(1000, 0); 8]);
         let view = testkit::view(&st);
         let mut a = Affinity::new(AffinityConfig::default());
         a.rebuild(&view);
@@ -146,7 +154,7 @@ mod tests {
 
     #[test]
     fn affinity_moves_only_the_sessions_of_an_unhealthy_instance_and_brings_them_back() {
-        let mut st = testkit::states(&vec![(1000, 0); 8]);
+        let mut st = testkit::states(&[(1000, 0); 8]);
         let mut a = Affinity::new(AffinityConfig::default());
         a.rebuild(&testkit::view(&st));
         let before: Vec<_> = sessions()
@@ -175,7 +183,7 @@ mod tests {
 
     #[test]
     fn affinity_spills_a_session_whose_instance_is_over_the_load_bound() {
-        let mut st = testkit::states(&vec![(1000, 2); 4]);
+        let mut st = testkit::states(&[(1000, 2); 4]);
         let mut a = Affinity::new(AffinityConfig::default());
         a.rebuild(&testkit::view(&st));
         let r = testkit::req(1, Some("hot"), None);

@@ -147,7 +147,7 @@ mod tests {
 
     #[test]
     fn locality_sends_equal_prefixes_to_the_same_instance() {
-        let mut st = testkit::states(&vec![(100, 0); 4]);
+        let mut st = testkit::states(&[(100, 0); 4]);
         let mut l = Locality::new(LocalityConfig::default());
         let mut homes = Vec::new();
         for p in 0..4u64 {
@@ -177,7 +177,7 @@ mod tests {
 
     #[test]
     fn locality_spills_a_hot_prefix_beyond_the_load_bound_without_rehoming_it() {
-        let mut st = testkit::states(&vec![(100, 0); 4]);
+        let mut st = testkit::states(&[(100, 0); 4]);
         let mut l = Locality::new(LocalityConfig::default());
         let mut placed = [0u32; 4];
         for i in 0..40 {
@@ -200,7 +200,7 @@ mod tests {
 
     #[test]
     fn locality_rehomes_a_prefix_whose_instance_went_away_and_keeps_memory_bounded() {
-        let mut st = testkit::states(&vec![(100, 0); 2]);
+        let mut st = testkit::states(&[(100, 0); 2]);
         let mut l = Locality::new(LocalityConfig {
             capacity: 8,
             load_factor: 1.25,

@@ -491,14 +491,18 @@ impl<T> Scheduler<T> {
         }
     }
 
-    /// Removes a queued request and returns its payload (O(1)); a placed one is completed
-    /// as cancelled (returns `None`).
+    /// Removes a queued request (or one rejected but not yet handed out) and returns its
+    /// payload, in O(1) for queued ones; a placed one is completed as cancelled (returns
+    /// `None`).
     pub fn cancel(&mut self, id: RequestId, now: Time) -> Option<T> {
         if let Some(&slot) = self.queued_ids.get(&id) {
             let q = self.take(slot)?;
             self.stats.cancelled += 1;
             self.maybe_compact();
             return Some(q.payload);
+        }
+        if let Some(pos) = self.pending.iter().position(|r| r.meta.id == id) {
+            return Some(self.pending.swap_remove(pos).payload);
         }
         self.complete(id, Outcome::Cancelled, now);
         None
