@@ -13,7 +13,7 @@
 //! * Dispatch: among instances with room that meet the SLO, the candidates are those whose
 //!   cost is within `tolerance` of the cheapest; the routing strategy balances among them.
 
-use super::slo_aware::{has_slo, slack_secs};
+use super::slo_aware::{Targets, has_slo};
 use super::{
     Admission, Eligibility, Entry, Live, QueueKey, SchedulingPolicy, SloAware, SloAwareConfig,
 };
@@ -136,12 +136,13 @@ impl SchedulingPolicy for CostOptimized {
     ) -> Eligibility {
         let margin = self.edf.config().margin;
         let slo = has_slo(req);
+        let targets = Targets::new(req, view.now);
         let mut cheapest = f64::INFINITY;
         let mut cheapest_any = f64::INFINITY;
         for (_, inst) in view.routable().filter(|(_, i)| i.has_room()) {
             let cost = cost_on(req, inst);
             cheapest_any = cheapest_any.min(cost);
-            if !slo || slack_secs(req, inst, view.now, margin) >= 0.0 {
+            if !slo || targets.slack(&inst.rates, margin) >= 0.0 {
                 cheapest = cheapest.min(cost);
             }
         }
@@ -176,9 +177,10 @@ fn fill_cheapest(
     slo_margin: Option<f64>,
 ) {
     out.reset(view.instances.len());
+    let targets = Targets::new(req, view.now);
     let limit = cheapest * (1.0 + tolerance) + 1e-12;
     for (ix, inst) in view.routable().filter(|(_, i)| i.has_room()) {
-        let feasible = slo_margin.is_none_or(|m| slack_secs(req, inst, view.now, m) >= 0.0);
+        let feasible = slo_margin.is_none_or(|m| targets.slack(&inst.rates, m) >= 0.0);
         if feasible && cost_on(req, inst) <= limit {
             out.insert(ix);
         }

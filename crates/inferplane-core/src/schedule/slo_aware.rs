@@ -69,23 +69,45 @@ pub fn has_slo(req: &RequestMeta) -> bool {
 /// Seconds of waiting `req` can afford on `inst` from `now` and still meet its targets
 /// (infinite without targets, negative when it misses even without waiting).
 pub fn slack_secs(req: &RequestMeta, inst: &InstanceState, now: Time, margin: f64) -> f64 {
-    slack_with(req, &inst.rates, now, margin)
+    Targets::new(req, now).slack(&inst.rates, margin)
 }
 
-fn slack_with(req: &RequestMeta, rates: &Rates, now: Time, margin: f64) -> f64 {
-    let left = |at: Option<Time>| {
-        at.map_or(f64::INFINITY, |t| {
-            if t >= now {
-                t.saturating_since(now).as_secs_f64()
-            } else {
-                -now.saturating_since(t).as_secs_f64()
-            }
-        })
-    };
-    let ttft = left(req.ttft_deadline_at()) - margin * rates.ttft_secs(req.prompt_tokens);
-    let done =
-        left(req.deadline_at()) - margin * rates.service_secs(req.prompt_tokens, req.max_tokens);
-    ttft.min(done)
+/// A request's SLO targets as seconds left from `now`, computed once per decision so the
+/// per-instance slack is a few multiplications.
+#[derive(Debug, Clone, Copy)]
+pub struct Targets {
+    ttft_left: f64,
+    done_left: f64,
+    prompt: u32,
+    output: u32,
+}
+
+impl Targets {
+    /// The targets of `req` seen at `now`.
+    pub fn new(req: &RequestMeta, now: Time) -> Self {
+        let left = |at: Option<Time>| {
+            at.map_or(f64::INFINITY, |t| {
+                if t >= now {
+                    t.saturating_since(now).as_secs_f64()
+                } else {
+                    -now.saturating_since(t).as_secs_f64()
+                }
+            })
+        };
+        Targets {
+            ttft_left: left(req.ttft_deadline_at()),
+            done_left: left(req.deadline_at()),
+            prompt: req.prompt_tokens,
+            output: req.max_tokens,
+        }
+    }
+
+    /// Seconds of waiting affordable on an instance with `rates`.
+    pub fn slack(&self, rates: &Rates, margin: f64) -> f64 {
+        let ttft = rates.ttft_secs(self.prompt);
+        let done = ttft + f64::from(self.output) * rates.decode_secs_per_token;
+        (self.ttft_left - margin * ttft).min(self.done_left - margin * done)
+    }
 }
 
 /// The SLO admission check shared by `slo_aware` and `cost_optimized`: `Ok` when some
@@ -99,11 +121,12 @@ pub fn feasible_on_admission(
         return Ok(());
     }
     let room_now = (view.queued as u64) < view.free_slots;
+    let targets = Targets::new(req, view.now);
     let mut best_room = f64::NEG_INFINITY;
     let mut best_any = f64::NEG_INFINITY;
     let mut drain_rate = 0.0;
     for (_, inst) in view.routable() {
-        let slack = slack_secs(req, inst, view.now, margin);
+        let slack = targets.slack(&inst.rates, margin);
         let service = inst.rates.service_secs(req.prompt_tokens, req.max_tokens);
         drain_rate += f64::from(inst.spec.max_inflight) / service.max(1e-9);
         best_any = best_any.max(slack);
@@ -163,17 +186,21 @@ impl SloAware {
         out: &mut CandidateSet,
     ) -> Eligibility {
         out.reset(view.instances.len());
+        let targets = Targets::new(req, view.now);
+        let margin = self.config.margin;
+        // instances with room first: usually enough, and few when the pool is busy
+        for (ix, inst) in view.routable().filter(|(_, i)| i.has_room()) {
+            if targets.slack(&inst.rates, margin) >= 0.0 {
+                out.insert(ix);
+            }
+        }
         let mut busy_ok = false;
         let mut best = f64::NEG_INFINITY;
-        for (ix, inst) in view.routable() {
-            let slack = slack_secs(req, inst, view.now, self.config.margin);
-            best = best.max(slack);
-            if slack >= 0.0 {
-                if inst.has_room() {
-                    out.insert(ix);
-                } else {
-                    busy_ok = true;
-                }
+        if out.is_empty() {
+            for (_, inst) in view.routable() {
+                let slack = targets.slack(&inst.rates, margin);
+                best = best.max(slack);
+                busy_ok |= slack >= 0.0 && !inst.has_room();
             }
         }
         if !out.is_empty() {

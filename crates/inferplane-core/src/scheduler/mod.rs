@@ -9,9 +9,11 @@
 //! when the response starts) and given back by `complete` or `cancel`, so a burst can never
 //! pile onto one instance between two load reports.
 //!
-//! This file holds the public types; `machine.rs` the queue and dispatch, `pool.rs` the
-//! instance table, runtime switching and metrics accessors.
+//! This file holds the public types; `machine.rs` admission and dispatch, `lifecycle.rs`
+//! completion, cancellation and expiry, `pool.rs` the instance table, runtime switching
+//! and metrics accessors.
 
+mod lifecycle;
 mod machine;
 mod pool;
 #[cfg(test)]
