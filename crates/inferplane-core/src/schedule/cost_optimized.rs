@@ -154,7 +154,7 @@ impl SchedulingPolicy for CostOptimized {
                         return Eligibility::Reject(reason);
                     }
                     fill_cheapest(req, view, out, cheapest_any, self.tolerance, None);
-                    Eligibility::AllBestEffort
+                    Eligibility::OnlyBestEffort
                 }
                 other => other,
             };
@@ -280,5 +280,22 @@ mod tests {
         ));
         assert!(price_spread(st.iter().flatten()));
         assert!(!price_spread(st[..1].iter().flatten()));
+    }
+
+    #[test]
+    fn cost_optimized_best_effort_still_takes_the_cheapest_instance() {
+        let st = priced(&[(4, 0, 3600.0, 1000.0), (4, 0, 7200.0, 1000.0)]);
+        let view = testkit::view(&st);
+        let mut p = CostOptimized::new(CostOptimizedConfig {
+            best_effort: true,
+            ..CostOptimizedConfig::default()
+        });
+        let mut out = CandidateSet::default();
+        // 2 s of work on either, 1 s deadline: infeasible everywhere
+        assert_eq!(
+            p.candidates(&req(Some(1000), None), &view, &mut out),
+            Eligibility::OnlyBestEffort
+        );
+        assert_eq!(out.iter().collect::<Vec<_>>(), [0]);
     }
 }

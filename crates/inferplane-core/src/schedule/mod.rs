@@ -80,6 +80,8 @@ pub enum Eligibility {
     Only,
     /// Any instance with room, although it is predicted to miss its SLO (best effort).
     AllBestEffort,
+    /// Only the candidate set, although it is predicted to miss its SLO (best effort).
+    OnlyBestEffort,
     /// No instance with room suits it now but a busy one would: it stays at the head.
     Wait,
     /// No instance can serve it as asked: reject it.

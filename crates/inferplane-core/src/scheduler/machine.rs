@@ -330,6 +330,10 @@ impl<T> Scheduler<T> {
                     Allowed::All
                 }
                 Eligibility::Only => Allowed::Only(&self.cand),
+                Eligibility::OnlyBestEffort => {
+                    best_effort = !q.best_effort;
+                    Allowed::Only(&self.cand)
+                }
                 Eligibility::Wait => break,
                 Eligibility::Reject(reason) => {
                     if !from_retry {
