@@ -5,7 +5,9 @@
 //! Flags and `INFERPLANE_*` variables are applied by the binary on top of the file
 //! (see `inferplane serve --help`) before validation.
 
-use inferplane_core::{InstanceSpec, Layout, Price, Priority};
+use inferplane_core::{
+    InstanceSpec, Layout, PolicyConfig, Price, Priority, RoutingConfig, SchedulerConfig,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -99,6 +101,9 @@ pub struct AdminSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HealthSection {
+    /// Probe each instance's `GET /health`. With `false`, the embedding program reports
+    /// health itself (`ControlPlane::report_health`); instances start unready.
+    pub active: bool,
     /// Time between checks of one instance.
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
@@ -117,6 +122,7 @@ pub struct HealthSection {
 impl Default for HealthSection {
     fn default() -> Self {
         HealthSection {
+            active: true,
             interval: Duration::from_secs(5),
             timeout: Duration::from_secs(2),
             unhealthy_after: 3,
@@ -153,6 +159,9 @@ impl Default for CircuitSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ScrapeSection {
+    /// Poll each instance's `GET /metrics`. With `false`, load is only what the gateway
+    /// counts itself, plus what the embedding program reports (`ControlPlane::report_load`).
+    pub active: bool,
     /// Time between scrapes of one instance.
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
@@ -167,6 +176,7 @@ pub struct ScrapeSection {
 impl Default for ScrapeSection {
     fn default() -> Self {
         ScrapeSection {
+            active: true,
             interval: Duration::from_secs(1),
             timeout: Duration::from_secs(1),
             stale_after: Duration::from_secs(5),
@@ -223,6 +233,20 @@ impl Default for TimeoutSection {
     }
 }
 
+/// `[scheduler]`: the scheduling policy and routing strategy of every pool that does not
+/// choose its own. TOML: `policy = { kind = "priority", aging_step = "2s" }`,
+/// `routing = { kind = "load_balanced", algorithm = { kind = "power_of_two" } }`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulerSection {
+    /// Which queued request goes next (default `adaptive`).
+    pub policy: PolicyConfig,
+    /// Which instance serves it (default `load_balanced` with `least_connections`).
+    pub routing: RoutingConfig,
+    /// Seed of the `random` strategy and `power_of_two`.
+    pub seed: u64,
+}
+
 /// One `[[pools.instances]]` entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -261,6 +285,12 @@ pub struct PoolSection {
     /// Longest a request may wait in the queue.
     #[serde(default = "default_queue_timeout", with = "humantime_serde")]
     pub queue_timeout: Duration,
+    /// This pool's scheduling policy (default: `[scheduler] policy`).
+    #[serde(default)]
+    pub policy: Option<PolicyConfig>,
+    /// This pool's routing strategy (default: `[scheduler] routing`).
+    #[serde(default)]
+    pub routing: Option<RoutingConfig>,
     /// The instances.
     #[serde(default)]
     pub instances: Vec<InstanceSection>,
@@ -301,6 +331,9 @@ pub struct FileConfig {
     /// `[timeouts]`.
     #[serde(default)]
     pub timeouts: TimeoutSection,
+    /// `[scheduler]`.
+    #[serde(default)]
+    pub scheduler: SchedulerSection,
     /// `[[pools]]`.
     #[serde(default)]
     pub pools: Vec<PoolSection>,
@@ -313,10 +346,8 @@ pub struct PoolConfig {
     pub model: String,
     /// Default per-instance in-flight limit for instances added later.
     pub max_inflight: u32,
-    /// Queue limit.
-    pub max_queue: usize,
-    /// Queue timeout.
-    pub queue_timeout: Duration,
+    /// Queue limit, queue timeout, policy, routing and seed.
+    pub scheduler: SchedulerConfig,
     /// Instances from the file.
     pub instances: Vec<InstanceSpec>,
 }
@@ -346,8 +377,36 @@ pub struct GatewayConfig {
     pub retry: RetrySection,
     /// Timeouts.
     pub timeouts: TimeoutSection,
+    /// Scheduling defaults for pools created at run time (instances registered for a
+    /// model no pool serves yet).
+    pub scheduler: SchedulerSection,
     /// Pools by model.
     pub pools: Vec<PoolConfig>,
+}
+
+impl GatewayConfig {
+    /// The scheduler configuration of `model`'s pool (the defaults for a new model).
+    pub fn scheduler_for(&self, model: &str) -> SchedulerConfig {
+        match self.pools.iter().find(|p| p.model == model) {
+            Some(p) => p.scheduler.clone(),
+            None => SchedulerConfig {
+                max_queue: default_max_queue(),
+                queue_timeout: Some(default_queue_timeout()),
+                policy: self.scheduler.policy.clone(),
+                routing: self.scheduler.routing.clone(),
+                seed: self.scheduler.seed,
+            },
+        }
+    }
+
+    /// The default in-flight limit for a new instance of `model`.
+    pub fn max_inflight_for(&self, model: &str) -> u32 {
+        self.pools
+            .iter()
+            .find(|p| p.model == model)
+            .map(|p| p.max_inflight)
+            .unwrap_or_else(default_max_inflight)
+    }
 }
 
 impl FileConfig {
@@ -386,6 +445,8 @@ impl FileConfig {
                 max_inflight: default_max_inflight(),
                 max_queue: default_max_queue(),
                 queue_timeout: default_queue_timeout(),
+                policy: None,
+                routing: None,
                 instances: vec![section],
             }),
         }
@@ -480,8 +541,19 @@ impl FileConfig {
             pools.push(PoolConfig {
                 model: pool.model.clone(),
                 max_inflight: pool.max_inflight,
-                max_queue: pool.max_queue,
-                queue_timeout: pool.queue_timeout,
+                scheduler: SchedulerConfig {
+                    max_queue: pool.max_queue,
+                    queue_timeout: Some(pool.queue_timeout),
+                    policy: pool
+                        .policy
+                        .clone()
+                        .unwrap_or_else(|| self.scheduler.policy.clone()),
+                    routing: pool
+                        .routing
+                        .clone()
+                        .unwrap_or_else(|| self.scheduler.routing.clone()),
+                    seed: self.scheduler.seed,
+                },
                 instances,
             });
         }
@@ -497,6 +569,7 @@ impl FileConfig {
             scrape: self.scrape.clone(),
             retry: self.retry.clone(),
             timeouts: self.timeouts.clone(),
+            scheduler: self.scheduler.clone(),
             pools,
         })
     }
@@ -622,12 +695,48 @@ mod tests {
         assert_eq!(c.health.interval, Duration::from_secs(2));
         assert_eq!(c.health.timeout, Duration::from_secs(2), "default kept");
         let pool = &c.pools[0];
-        assert_eq!(pool.queue_timeout, Duration::from_secs(60));
+        assert_eq!(pool.scheduler.queue_timeout, Some(Duration::from_secs(60)));
+        assert_eq!(pool.scheduler.policy, PolicyConfig::default());
         assert_eq!(pool.instances[0].id.as_str(), "10.0.0.1:8000");
         assert_eq!(pool.instances[0].url, "http://10.0.0.1:8000");
         assert_eq!(pool.instances[0].max_inflight, 8, "pool default");
         assert_eq!(pool.instances[0].layout.tp, 2);
         assert_eq!(pool.instances[1].max_inflight, 4);
+    }
+
+    #[test]
+    fn scheduling_choices_come_from_the_section_or_the_pool() {
+        let c = validate(
+            r#"
+            [scheduler]
+            policy = { kind = "priority", aging_step = "2s" }
+            routing = { kind = "load_balanced", algorithm = { kind = "power_of_two" } }
+            seed = 9
+            [[pools]]
+            model = "a"
+            [[pools]]
+            model = "b"
+            policy = { kind = "fifo" }
+            routing = { kind = "affinity" }
+            "#,
+        )
+        .unwrap();
+        assert!(matches!(
+            c.pools[0].scheduler.policy,
+            PolicyConfig::Priority(_)
+        ));
+        assert_eq!(c.pools[0].scheduler.seed, 9);
+        assert!(matches!(c.pools[1].scheduler.policy, PolicyConfig::Fifo(_)));
+        assert!(matches!(
+            c.pools[1].scheduler.routing,
+            RoutingConfig::Affinity(_)
+        ));
+        assert!(matches!(
+            c.scheduler_for("new").policy,
+            PolicyConfig::Priority(_)
+        ));
+        let err = validate("[scheduler]\npolicy = { kind = \"fastest\" }").unwrap_err();
+        assert!(err.contains("fastest"), "{err}");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use crate::config::GatewayConfig;
 use crate::dispatcher::{
     AdminCmd, Assignment, Clock, Ctl, Dispatcher, InstanceView, MetricsView, ModelTable, Submission,
 };
+use crate::dispatcher::{PolicyChange, PolicyView};
 use crate::error::ApiError;
 use crate::telemetry::{PoolMetrics, Route, Telemetry};
 use inferplane_core::{InstanceId, InstanceSpec, RequestId, RequestMeta, Time};
@@ -228,6 +229,35 @@ impl ControlPlane {
     /// The seed's `PerformanceMetrics`: total, per pool, per instance.
     pub async fn metrics(&self) -> Result<MetricsView, ApiError> {
         self.admin(AdminCmd::Metrics).await
+    }
+
+    /// Every pool's scheduling policy, routing strategy and balancing algorithm, with the
+    /// adaptive policy's current choice.
+    pub async fn policies(&self) -> Result<Vec<PolicyView>, ApiError> {
+        self.admin(AdminCmd::GetPolicy).await
+    }
+
+    /// Switches scheduling policy, routing strategy and/or balancing algorithm at run time,
+    /// for one pool or all; queued requests are kept and re-ordered.
+    pub async fn set_policy(&self, change: PolicyChange) -> Result<Vec<PolicyView>, ApiError> {
+        self.admin(|tx| AdminCmd::SetPolicy(change, tx)).await?
+    }
+
+    /// Reports an instance's health from outside (for programs that run their own checks,
+    /// with `[health] active = false`, e.g. from Kubernetes readiness).
+    pub fn report_health(&self, id: &InstanceId, healthy: bool) {
+        let _ = self.inner.ctl_tx.send(Ctl::Health {
+            instance: id.clone(),
+            ok: healthy,
+        });
+    }
+
+    /// Reports an instance's engine load from outside (with `[scrape] active = false`).
+    pub fn report_load(&self, id: &InstanceId, load: inferplane_core::EngineLoad) {
+        let _ = self.inner.ctl_tx.send(Ctl::Load {
+            instance: id.clone(),
+            load,
+        });
     }
 
     /// Stops the dispatcher. Queued requests get a shutting-down error.

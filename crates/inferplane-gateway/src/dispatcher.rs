@@ -13,8 +13,8 @@ use crate::stats::{Finished, PerformanceMetrics, Stats};
 use crate::telemetry::{InstanceMetrics, PoolMetrics, Route, Status, Telemetry};
 use arc_swap::ArcSwap;
 use inferplane_core::{
-    EngineLoad, InstanceId, InstanceSpec, Outcome, Placement, RequestId, RequestMeta, Scheduler,
-    SchedulerConfig, Time,
+    BalanceConfig, EngineLoad, InstanceId, InstanceSpec, Outcome, Placement, PolicyConfig, Rates,
+    Rejected, RequestId, RequestMeta, RoutingConfig, Scheduler, Time,
 };
 use serde::Serialize;
 use std::collections::HashMap;
@@ -204,6 +204,50 @@ pub enum AdminCmd {
     List(oneshot::Sender<Vec<InstanceView>>),
     /// Metrics snapshot.
     Metrics(oneshot::Sender<MetricsView>),
+    /// Every pool's scheduling choices.
+    GetPolicy(oneshot::Sender<Vec<PolicyView>>),
+    /// Changes scheduling choices of one pool (or all with `model: None`).
+    SetPolicy(
+        PolicyChange,
+        oneshot::Sender<Result<Vec<PolicyView>, ApiError>>,
+    ),
+}
+
+/// A run-time change of scheduling choices; absent fields stay as they are.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyChange {
+    /// The pool to change; all pools when absent.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// New scheduling policy.
+    #[serde(default)]
+    pub policy: Option<PolicyConfig>,
+    /// New routing strategy.
+    #[serde(default)]
+    pub routing: Option<RoutingConfig>,
+    /// New balancing algorithm (switches routing to `load_balanced`).
+    #[serde(default)]
+    pub balancing: Option<BalanceConfig>,
+}
+
+/// A pool's scheduling choices, as `GET /admin/policy` shows them.
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicyView {
+    /// The pool's model.
+    pub model: String,
+    /// The configured policy.
+    pub policy: PolicyConfig,
+    /// The policy ordering the queue now (the adaptive policy's current choice).
+    pub active_policy: &'static str,
+    /// Switches made by the adaptive policy.
+    pub policy_switches: u64,
+    /// The routing strategy.
+    pub routing: RoutingConfig,
+    /// The balancing algorithm, when routing is `load_balanced`.
+    pub balancing: Option<&'static str>,
+    /// Requests queued now, by priority (critical, high, normal, low).
+    pub queued_by_priority: [usize; 4],
 }
 
 /// A submission or a retry.
@@ -261,6 +305,7 @@ struct Pool {
     scheduler: Scheduler<Waiter>,
     metrics: Arc<PoolMetrics>,
     stats: Stats,
+    switches_seen: u64,
 }
 
 /// A queued request's reply channel.
@@ -303,7 +348,8 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    /// A dispatcher with the configured pools and instances (probes start on `run`).
+    /// A dispatcher with the configured pools and instances registered (their probes start
+    /// at once, so this must run inside a tokio runtime).
     pub fn new(
         config: Arc<GatewayConfig>,
         clock: Clock,
@@ -312,8 +358,8 @@ impl Dispatcher {
         http: reqwest::Client,
         ctl_tx: mpsc::UnboundedSender<Ctl>,
     ) -> Self {
-        Dispatcher {
-            config,
+        let mut d = Dispatcher {
+            config: config.clone(),
             clock,
             telemetry,
             models,
@@ -324,17 +370,16 @@ impl Dispatcher {
             inflight: HashMap::new(),
             total: Stats::default(),
             placements: Vec::new(),
+        };
+        for pool in &config.pools {
+            d.ensure_pool(&pool.model);
+            for spec in &pool.instances {
+                if let Err(e) = d.register(spec.clone()) {
+                    tracing::error!(instance = %spec.id, error = %e, "cannot register instance");
+                }
+            }
         }
-    }
-
-    fn pool_config(&self, model: &str) -> SchedulerConfig {
-        match self.config.pools.iter().find(|p| p.model == model) {
-            Some(p) => SchedulerConfig {
-                max_queue: p.max_queue,
-                queue_timeout: Some(p.queue_timeout),
-            },
-            None => SchedulerConfig::default(),
-        }
+        d
     }
 
     fn ensure_pool(&mut self, model: &str) -> Arc<str> {
@@ -346,9 +391,10 @@ impl Dispatcher {
         self.pools.insert(
             key.clone(),
             Pool {
-                scheduler: Scheduler::new(self.pool_config(model)),
+                scheduler: Scheduler::new(self.config.scheduler_for(model)),
                 metrics: metrics.clone(),
                 stats: Stats::default(),
+                switches_seen: 0,
             },
         );
         let mut table = HashMap::clone(&self.models.load());
@@ -373,6 +419,9 @@ impl Dispatcher {
         pool.scheduler
             .add_instance(spec.clone())
             .map_err(|e| ApiError::conflict(e.to_string()))?;
+        if let Some(rates) = predicted_rates(&spec) {
+            pool.scheduler.set_rates(&spec.id, rates);
+        }
         let metrics = self.telemetry.instance(&spec.model, spec.id.as_str());
         let backend = Arc::new(Backend {
             spec: spec.clone(),
@@ -462,16 +511,7 @@ impl Dispatcher {
             }
             None => {
                 if let Err(r) = pool.scheduler.submit(s.meta, waiter, now) {
-                    let r = *r;
-                    pool.metrics.request(r.payload.route, Status::rejected);
-                    let slo = r.meta.deadline.map(|_| false);
-                    pool.stats.record(Finished::Rejected { slo_met: slo });
-                    self.total.record(Finished::Rejected { slo_met: slo });
-                    let _ = r
-                        .payload
-                        .reply
-                        .send(Err(ApiError::rejected(&model, &r.reason)));
-                    return;
+                    reject(pool, &mut self.total, &model, *r);
                 }
             }
         }
@@ -533,12 +573,12 @@ impl Dispatcher {
                 break;
             }
         }
-        pool.metrics
-            .queue_depth
-            .set(pool.scheduler.queue_len() as i64);
-        pool.metrics
-            .inflight
-            .set(pool.scheduler.inflight_len() as i64);
+        let mut rejected = Vec::new();
+        pool.scheduler.take_rejected(&mut rejected);
+        for r in rejected {
+            reject(pool, &mut self.total, model, r);
+        }
+        sync_pool_metrics(model, pool);
     }
 
     fn done(&mut self, id: RequestId, instance: InstanceId, result: AttemptResult) {
@@ -687,21 +727,9 @@ impl Dispatcher {
             expired.clear();
             pool.scheduler.expire(now, &mut expired);
             for r in expired.drain(..) {
-                pool.metrics.request(r.payload.route, Status::rejected);
-                let slo = r.meta.deadline.map(|_| false);
-                pool.stats.record(Finished::Rejected { slo_met: slo });
-                self.total.record(Finished::Rejected { slo_met: slo });
-                if slo == Some(false) {
-                    pool.metrics.slo_violations.inc();
-                }
-                let _ = r
-                    .payload
-                    .reply
-                    .send(Err(ApiError::rejected(model, &r.reason)));
+                reject(pool, &mut self.total, model, r);
             }
-            pool.metrics
-                .queue_depth
-                .set(pool.scheduler.queue_len() as i64);
+            sync_pool_metrics(model, pool);
         }
         // Open breakers whose cool-down ended become half-open.
         let reopened: Vec<InstanceId> = self
@@ -839,24 +867,77 @@ impl Dispatcher {
                     instances,
                 });
             }
+            AdminCmd::GetPolicy(reply) => {
+                let _ = reply.send(self.policy_views());
+            }
+            AdminCmd::SetPolicy(change, reply) => {
+                let _ = reply.send(self.set_policy(change));
+            }
         }
     }
 
-    /// Registers the configured instances and runs until both channels close.
+    fn policy_views(&self) -> Vec<PolicyView> {
+        let mut views: Vec<PolicyView> = self
+            .pools
+            .iter()
+            .map(|(model, pool)| {
+                let s = &pool.scheduler;
+                PolicyView {
+                    model: model.to_string(),
+                    policy: s.config().policy.clone(),
+                    active_policy: s.active_policy(),
+                    policy_switches: s.policy_switches(),
+                    routing: s.config().routing.clone(),
+                    balancing: s.balancing_name(),
+                    queued_by_priority: s.queue_len_by_priority(),
+                }
+            })
+            .collect();
+        views.sort_by(|a, b| a.model.cmp(&b.model));
+        views
+    }
+
+    fn set_policy(&mut self, change: PolicyChange) -> Result<Vec<PolicyView>, ApiError> {
+        let models: Vec<Arc<str>> = match &change.model {
+            Some(m) => match self.pools.get_key_value(m.as_str()) {
+                Some((k, _)) => vec![k.clone()],
+                None => {
+                    let known: Vec<String> = self.pools.keys().map(|k| k.to_string()).collect();
+                    return Err(ApiError::unknown_model(m, &known));
+                }
+            },
+            None => self.pools.keys().cloned().collect(),
+        };
+        for model in &models {
+            if let Some(pool) = self.pools.get_mut(model) {
+                if let Some(p) = &change.policy {
+                    pool.scheduler.set_policy(p.clone());
+                }
+                if let Some(r) = &change.routing {
+                    pool.scheduler.set_routing(r.clone());
+                }
+                if let Some(b) = &change.balancing {
+                    pool.scheduler.set_balancing(b.clone());
+                }
+                tracing::info!(
+                    model = %model,
+                    policy = pool.scheduler.policy_name(),
+                    routing = pool.scheduler.routing_name(),
+                    balancing = pool.scheduler.balancing_name().unwrap_or("-"),
+                    "scheduling changed at run time"
+                );
+            }
+            self.dispatch(model);
+        }
+        Ok(self.policy_views())
+    }
+
+    /// Runs until both channels close.
     pub async fn run(
         mut self,
         mut sub_rx: mpsc::Receiver<Submission>,
         mut ctl_rx: mpsc::UnboundedReceiver<Ctl>,
     ) {
-        let config = self.config.clone();
-        for pool in &config.pools {
-            self.ensure_pool(&pool.model);
-            for spec in &pool.instances {
-                if let Err(e) = self.register(spec.clone()) {
-                    tracing::error!(instance = %spec.id, error = %e, "cannot register instance");
-                }
-            }
-        }
         let mut sub_open = true;
         loop {
             let wake = self.next_wake().map(|t| self.clock.instant(t));
@@ -878,7 +959,7 @@ impl Dispatcher {
                                     pool.metrics.request(w.route, Status::cancelled);
                                     pool.stats.record(Finished::Cancelled);
                                     self.total.record(Finished::Cancelled);
-                                    pool.metrics.queue_depth.set(pool.scheduler.queue_len() as i64);
+                                    sync_pool_metrics(&model, pool);
                                 }
                             }
                     }
@@ -898,6 +979,78 @@ impl Dispatcher {
             e.probe.abort();
         }
     }
+}
+
+/// Answers a request the scheduler refused or dropped, and accounts for it.
+fn reject(pool: &mut Pool, total: &mut Stats, model: &str, r: Rejected<Waiter>) {
+    pool.metrics.request(r.payload.route, Status::rejected);
+    pool.metrics.rejects[r.reason.index()].inc();
+    let slo = (r.meta.deadline.is_some() || r.meta.ttft_target.is_some()).then_some(false);
+    if slo.is_some() {
+        pool.metrics.slo_violations.inc();
+    }
+    pool.stats.record(Finished::Rejected { slo_met: slo });
+    total.record(Finished::Rejected { slo_met: slo });
+    tracing::debug!(model, reason = r.reason.as_str(), "request rejected");
+    let _ = r
+        .payload
+        .reply
+        .send(Err(ApiError::rejected(model, &r.reason)));
+}
+
+/// Publishes the pool's queue, in-flight, SLO and policy gauges, and logs policy switches.
+fn sync_pool_metrics(model: &str, pool: &mut Pool) {
+    let s = &pool.scheduler;
+    let m = &pool.metrics;
+    for (g, n) in m.queue_depth.iter().zip(s.queue_len_by_priority()) {
+        g.set(n as i64);
+    }
+    m.inflight.set(s.inflight_len() as i64);
+    if let Some(a) = s.stats().slo.attainment() {
+        m.slo_attainment.set(a);
+    }
+    let active = s.active_policy();
+    for (g, name) in m.active_policy.iter().zip(crate::telemetry::POLICIES) {
+        g.set(i64::from(name == active));
+    }
+    let switches = s.policy_switches();
+    if switches > pool.switches_seen {
+        let new = (switches - pool.switches_seen) as usize;
+        for sw in s
+            .policy_switch_history()
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .take(new)
+            .rev()
+        {
+            tracing::info!(model, from = sw.from, to = sw.to, pressure = sw.pressure, slo_attainment = ?sw.slo_attainment, "adaptive policy switched");
+        }
+        m.policy_switches.inc_by(switches - pool.switches_seen);
+        pool.switches_seen = switches;
+    }
+}
+
+/// Rates predicted by the planner's cost model for an instance whose GPU and model it
+/// knows; measured rates replace them as requests complete.
+pub fn predicted_rates(spec: &InstanceSpec) -> Option<Rates> {
+    let model = inferplane_planner::find_model(&spec.model)?;
+    let gpu = inferplane_planner::find_gpu(spec.gpu.as_deref()?)?;
+    let opts = inferplane_planner::EngineOptions::default();
+    let est = inferplane_planner::CostModel::default()
+        .engine_estimate(&model, &gpu, spec.layout, &opts)
+        .ok()?;
+    let conc = f64::from(spec.max_inflight.clamp(1, est.max_num_seqs.max(1)));
+    let (input, output) = (
+        f64::from(opts.typical_input_tokens),
+        f64::from(opts.typical_output_tokens),
+    );
+    Some(Rates {
+        prefill_tokens_per_sec: 1.0 / est.prefill_secs_per_token.max(1e-9),
+        decode_secs_per_token: est.tpot_secs(conc, input, output),
+        overhead_secs: est.decode_step_base_secs,
+        samples: 0,
+    })
 }
 
 fn slo_missed(f: &Finished) -> bool {

@@ -125,6 +125,12 @@ impl ApiError {
             RejectReason::NoInstances => (StatusCode::SERVICE_UNAVAILABLE, "no_instances"),
             RejectReason::QueueTimeout { .. } => (StatusCode::SERVICE_UNAVAILABLE, "queue_timeout"),
             RejectReason::DeadlineMissed { .. } => (StatusCode::GATEWAY_TIMEOUT, "deadline_missed"),
+            // Shed under overload: the client may retry later.
+            RejectReason::Shed { .. } => (StatusCode::TOO_MANY_REQUESTS, "shed"),
+            RejectReason::SloInfeasible { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "slo_infeasible")
+            }
+            RejectReason::OverBudget { .. } => (StatusCode::PAYMENT_REQUIRED, "over_budget"),
         };
         ApiError {
             status,

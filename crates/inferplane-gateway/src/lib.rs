@@ -3,8 +3,8 @@
 //! Everything with I/O: the OpenAI-compatible HTTP gateway and the embeddable control
 //! plane behind it.
 //!
-//! - [`control_plane`]: [`ControlPlane`], the library API (submit, register, drain,
-//!   remove, metrics).
+//! - [`control_plane`] and [`builder`]: [`ControlPlane`], the library API (builder, submit,
+//!   register, drain, remove, metrics, run-time policy switching).
 //! - [`dispatcher`]: the task that owns every pool's `core::Scheduler`, instance health and
 //!   circuit state, and request accounting.
 //! - [`http`]: the routes ([`http::app`]); [`server`]: [`Gateway`], the router on a socket
@@ -16,6 +16,7 @@
 //!   JSON `PerformanceMetrics`.
 
 pub mod backend;
+pub mod builder;
 pub mod config;
 pub mod control_plane;
 pub mod dispatcher;
@@ -30,6 +31,7 @@ pub mod server;
 pub mod stats;
 pub mod telemetry;
 
+pub use builder::{BuildError, ControlPlaneBuilder};
 pub use config::{ConfigError, FileConfig, GatewayConfig};
 pub use control_plane::ControlPlane;
 pub use error::ApiError;

@@ -25,13 +25,18 @@ pub fn spawn(
         let health_url = format!("{}/health", backend.spec.url);
         let metrics_url = format!("{}/metrics", backend.spec.url);
         let mut health_tick = tokio::time::interval(health.interval);
+        let active = health.active;
+        let scraping = scrape.active;
+        if !active && !scraping {
+            return;
+        }
         health_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut scrape_tick = tokio::time::interval(scrape.interval);
         scrape_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut last_good: Option<Instant> = None;
         loop {
             tokio::select! {
-                _ = health_tick.tick() => {
+                _ = health_tick.tick(), if active => {
                     let ok = matches!(
                         http.get(&health_url).timeout(health.timeout).send().await,
                         Ok(r) if r.status().is_success()
@@ -40,7 +45,7 @@ pub fn spawn(
                         return;
                     }
                 }
-                _ = scrape_tick.tick() => {
+                _ = scrape_tick.tick(), if scraping => {
                     let text = match http.get(&metrics_url).timeout(scrape.timeout).send().await {
                         Ok(r) if r.status().is_success() => r.text().await.ok(),
                         _ => None,

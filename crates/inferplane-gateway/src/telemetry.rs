@@ -96,6 +96,33 @@ struct ModelLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PriorityLabels {
+    model: String,
+    priority: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    model: String,
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PolicyLabels {
+    model: String,
+    policy: &'static str,
+}
+
+/// The scheduling policies, as label values of `inferplane_active_policy`.
+pub const POLICIES: [&str; 5] = [
+    "fifo",
+    "priority",
+    "slo_aware",
+    "cost_optimized",
+    "adaptive",
+];
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct InstanceLabels {
     model: String,
     instance: String,
@@ -123,7 +150,11 @@ pub struct Telemetry {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     inflight: Family<ModelLabel, Gauge>,
-    queue_depth: Family<ModelLabel, Gauge>,
+    queue_depth: Family<PriorityLabels, Gauge>,
+    rejects: Family<ReasonLabels, Counter>,
+    slo_attainment: Family<ModelLabel, FloatGauge>,
+    active_policy: Family<PolicyLabels, Gauge>,
+    policy_switches: Family<ModelLabel, Counter>,
     ttft: Family<ModelLabel, Histogram, fn() -> Histogram>,
     e2e: Family<ModelLabel, Histogram, fn() -> Histogram>,
     queue_wait: Family<ModelLabel, Histogram, fn() -> Histogram>,
@@ -149,8 +180,16 @@ pub struct PoolMetrics {
     requests: [[Counter; 6]; 2],
     /// Requests placed and not finished.
     pub inflight: Gauge,
-    /// Requests waiting in the gateway's queue.
-    pub queue_depth: Gauge,
+    /// Requests waiting in the gateway's queue, by priority (critical first).
+    pub queue_depth: [Gauge; 4],
+    /// Rejections by reason, indexed by `RejectReason::index()`.
+    pub rejects: [Counter; inferplane_core::RejectReason::COUNT],
+    /// SLO attainment of finished requests that had an SLO (NaN before the first).
+    pub slo_attainment: FloatGauge,
+    /// 1 for the policy that orders the queue now (the adaptive policy's current choice).
+    pub active_policy: [Gauge; 5],
+    /// Switches made by the adaptive policy.
+    pub policy_switches: Counter,
     /// Time to first token, seconds.
     pub ttft: Histogram,
     /// End-to-end latency, seconds.
@@ -212,6 +251,10 @@ impl Telemetry {
             requests: Family::default(),
             inflight: Family::default(),
             queue_depth: Family::default(),
+            rejects: Family::default(),
+            slo_attainment: Family::default(),
+            active_policy: Family::default(),
+            policy_switches: Family::default(),
             ttft: Family::new_with_constructor(hist),
             e2e: Family::new_with_constructor(hist),
             queue_wait: Family::new_with_constructor(hist),
@@ -243,8 +286,28 @@ impl Telemetry {
         );
         r.register(
             "inferplane_queue_depth",
-            "Requests waiting in the gateway's queue",
+            "Requests waiting in the gateway's queue, by priority",
             t.queue_depth.clone(),
+        );
+        r.register(
+            "inferplane_rejects",
+            "Requests refused or dropped by the scheduler, by reason",
+            t.rejects.clone(),
+        );
+        r.register(
+            "inferplane_slo_attainment",
+            "Fraction of finished requests with an SLO that met it",
+            t.slo_attainment.clone(),
+        );
+        r.register(
+            "inferplane_active_policy",
+            "1 for the scheduling policy ordering the queue now",
+            t.active_policy.clone(),
+        );
+        r.register(
+            "inferplane_policy_switches",
+            "Policy switches made by the adaptive policy",
+            t.policy_switches.clone(),
         );
         r.register(
             "inferplane_ttft_seconds",
@@ -348,7 +411,36 @@ impl Telemetry {
         PoolMetrics {
             requests: [req(Route::chat_completions), req(Route::completions)],
             inflight: self.inflight.get_or_create(&m).clone(),
-            queue_depth: self.queue_depth.get_or_create(&m).clone(),
+            queue_depth: inferplane_core::Priority::ALL.map(|p| {
+                self.queue_depth
+                    .get_or_create(&PriorityLabels {
+                        model: model.to_string(),
+                        priority: p.as_str(),
+                    })
+                    .clone()
+            }),
+            rejects: inferplane_core::RejectReason::LABELS.map(|reason| {
+                self.rejects
+                    .get_or_create(&ReasonLabels {
+                        model: model.to_string(),
+                        reason,
+                    })
+                    .clone()
+            }),
+            slo_attainment: {
+                let g = self.slo_attainment.get_or_create(&m).clone();
+                g.set(f64::NAN);
+                g
+            },
+            active_policy: POLICIES.map(|policy| {
+                self.active_policy
+                    .get_or_create(&PolicyLabels {
+                        model: model.to_string(),
+                        policy,
+                    })
+                    .clone()
+            }),
+            policy_switches: self.policy_switches.get_or_create(&m).clone(),
             ttft: self.ttft.get_or_create(&m).clone(),
             e2e: self.e2e.get_or_create(&m).clone(),
             queue_wait: self.queue_wait.get_or_create(&m).clone(),
@@ -441,6 +533,11 @@ mod tests {
             "inferplane_ttft_seconds_count{model=\"m\"} 1",
             "inferplane_instance_healthy{model=\"m\",instance=\"a\"} 1",
             "inferplane_instance_engine_kv_usage{model=\"m\",instance=\"a\"} NaN",
+            "inferplane_queue_depth{model=\"m\",priority=\"critical\"} 0",
+            "inferplane_rejects_total{model=\"m\",reason=\"shed\"} 0",
+            "inferplane_active_policy{model=\"m\",policy=\"adaptive\"} 0",
+            "inferplane_policy_switches_total{model=\"m\"} 0",
+            "inferplane_slo_attainment{model=\"m\"} NaN",
         ] {
             assert!(text.contains(needle), "missing {needle}\n{text}");
         }

@@ -1,5 +1,5 @@
 //! The admin API: `GET/POST /admin/instances`, `DELETE /admin/instances/{id}`,
-//! `POST /admin/instances/{id}/drain`, `GET /admin/metrics`. It requires
+//! `POST /admin/instances/{id}/drain`, `GET /admin/metrics`, `GET/PUT /admin/policy`. It requires
 //! `Authorization: Bearer <token>` when a token is configured; without one it answers only
 //! when the gateway listens on a loopback address, and says so otherwise.
 
@@ -25,6 +25,7 @@ pub fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/admin/instances/{id}", delete(remove))
         .route("/admin/instances/{id}/drain", post(drain))
         .route("/admin/metrics", get(metrics))
+        .route("/admin/policy", get(get_policy).put(put_policy))
         .route_layer(middleware::from_fn_with_state(state, guard))
 }
 
@@ -124,6 +125,39 @@ async fn drain(State(s): State<Arc<AppState>>, Path(id): Path<String>) -> Respon
 async fn metrics(State(s): State<Arc<AppState>>) -> Response {
     match s.cp.metrics().await {
         Ok(v) => axum::Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn get_policy(State(s): State<Arc<AppState>>) -> Response {
+    match s.cp.policies().await {
+        Ok(v) => axum::Json(serde_json::json!({ "pools": v })).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `PUT /admin/policy`: `{"model"?, "policy"?, "routing"?, "balancing"?}`, e.g.
+/// `{"policy": {"kind": "priority", "aging_step": "2s"}}` or
+/// `{"model": "m", "balancing": {"kind": "power_of_two"}}`.
+async fn put_policy(
+    State(s): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let res = async {
+        let body = body.map_err(|e| ApiError::bad_request(e.body_text(), None))?;
+        let change: crate::dispatcher::PolicyChange = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("invalid policy change: {e}"), None))?;
+        if change.policy.is_none() && change.routing.is_none() && change.balancing.is_none() {
+            return Err(ApiError::bad_request(
+                "nothing to change: give policy, routing and/or balancing",
+                None,
+            ));
+        }
+        s.cp.set_policy(change).await
+    }
+    .await;
+    match res {
+        Ok(v) => axum::Json(serde_json::json!({ "pools": v })).into_response(),
         Err(e) => e.into_response(),
     }
 }

@@ -1,0 +1,201 @@
+//! Scheduling end to end through the gateway with simulated instances: a high-priority
+//! request overtakes a queue of low-priority ones; an SLO-infeasible request is rejected
+//! early with its reason; a request over its cost budget is refused; policies switch at run
+//! time over the admin API, and the choices show in /metrics.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use std::time::Duration;
+use tokio::time::Instant;
+
+fn pool_with(
+    f: &mut inferplane_gateway::FileConfig,
+    server: &inferplane_sim::SimServer,
+    max_inflight: u32,
+    policy: &str,
+    price: Option<&str>,
+) {
+    let price = price.map(|p| format!("price = {p}\n")).unwrap_or_default();
+    f.pools.push(
+        toml::from_str(&format!(
+            "model = \"{MODEL}\"\nmax_inflight = {max_inflight}\npolicy = {policy}\n\
+             [[instances]]\nid = \"a\"\nurl = \"{}\"\n{price}",
+            server.url()
+        ))
+        .unwrap(),
+    );
+}
+
+async fn queued_low(gw: &inferplane_gateway::Gateway) -> usize {
+    gw.control_plane().policies().await.unwrap()[0].queued_by_priority[3]
+}
+
+#[tokio::test]
+async fn a_high_priority_request_overtakes_a_queue_of_low_priority_ones() {
+    let a = sim("a", MODEL).await;
+    let mut f = fast_config();
+    pool_with(&mut f, &a, 1, "{ kind = \"priority\" }", None);
+    let gw = gateway(f, 1).await;
+    let http = reqwest::Client::new();
+    let send = |priority: &'static str, max_tokens: u32| {
+        let (http, url) = (http.clone(), gw.url());
+        tokio::spawn(async move {
+            let r = http
+                .post(format!("{url}/v1/chat/completions"))
+                .header("x-priority", priority)
+                .json(&chat(MODEL, max_tokens, false))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            r.bytes().await.unwrap();
+            Instant::now()
+        })
+    };
+    // One long request holds the only slot; five low ones queue behind it.
+    let running = send("normal", 60);
+    gw_wait(|| async { gw.control_plane().metrics().await.unwrap().total.active == 1 }).await;
+    let lows: Vec<_> = (0..5).map(|_| send("low", 10)).collect();
+    gw_wait(|| async { queued_low(&gw).await == 5 }).await;
+    let high = send("high", 10);
+    let high_done = high.await.unwrap();
+    running.await.unwrap();
+    for low in lows {
+        assert!(
+            low.await.unwrap() > high_done,
+            "every low request finished after the high one"
+        );
+    }
+    gw.shutdown().await;
+}
+
+async fn gw_wait<F, Fut>(cond: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..1000 {
+        if cond().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    panic!("condition never held");
+}
+
+#[tokio::test]
+async fn an_slo_infeasible_request_is_rejected_early_with_its_reason() {
+    let a = sim("a", MODEL).await;
+    let mut f = fast_config();
+    pool_with(&mut f, &a, 4, "{ kind = \"slo_aware\" }", None);
+    let gw = gateway(f, 1).await;
+    let http = reqwest::Client::new();
+    // 2,000 output tokens cannot be generated in 50 ms on any instance.
+    let resp = http
+        .post(format!("{}/v1/chat/completions", gw.url()))
+        .header("x-slo-ms", "50")
+        .json(&chat(MODEL, 2000, false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "slo_infeasible");
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(msg.contains(MODEL), "{msg}");
+    // A feasible one is served.
+    let resp = http
+        .post(format!("{}/v1/chat/completions", gw.url()))
+        .header("x-slo-ms", "30000")
+        .json(&chat(MODEL, 4, false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let text = http
+        .get(format!("{}/metrics", gw.url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("inferplane_rejects_total{model=\"sim-model\",reason=\"slo_infeasible\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("inferplane_active_policy{model=\"sim-model\",policy=\"slo_aware\"} 1"),
+        "{text}"
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_request_over_its_cost_budget_is_refused() {
+    let a = sim("a", MODEL).await;
+    let mut f = fast_config();
+    pool_with(
+        &mut f,
+        &a,
+        4,
+        "{ kind = \"cost_optimized\" }",
+        Some("{ per_million_tokens = { input = 100.0, output = 100.0 } }"),
+    );
+    let gw = gateway(f, 1).await;
+    let http = reqwest::Client::new();
+    let post = |budget: &'static str| {
+        http.post(format!("{}/v1/chat/completions", gw.url()))
+            .header("x-cost-budget", budget)
+            .json(&chat(MODEL, 1000, false))
+            .send()
+    };
+    // About 1,000 tokens at $100 per million is $0.10: a $0.001 budget is too small.
+    let resp = post("0.001").await.unwrap();
+    assert_eq!(resp.status(), 402);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "over_budget");
+    assert_eq!(post("5").await.unwrap().status(), 200);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn policies_switch_at_run_time_over_the_admin_api() {
+    let a = sim("a", MODEL).await;
+    let mut f = fast_config();
+    add_pool(&mut f, MODEL, &[("a", &a)], 4);
+    let gw = gateway(f, 1).await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/admin/policy", gw.url());
+    let v: Value = http.get(&url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(
+        v["pools"][0]["policy"]["kind"], "adaptive",
+        "the recommended default"
+    );
+    assert_eq!(v["pools"][0]["routing"]["kind"], "load_balanced");
+    let resp = http
+        .put(&url)
+        .json(&json!({"policy": {"kind": "priority", "aging_step": "2s"}, "balancing": {"kind": "power_of_two"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["pools"][0]["policy"]["kind"], "priority");
+    assert_eq!(v["pools"][0]["active_policy"], "priority");
+    assert_eq!(v["pools"][0]["balancing"], "power_of_two");
+    for (body, status) in [
+        (json!({"policy": {"kind": "fastest"}}), 400),
+        (json!({}), 400),
+        (json!({"model": "nope", "policy": {"kind": "fifo"}}), 404),
+    ] {
+        let resp = http.put(&url).json(&body).send().await.unwrap();
+        assert_eq!(resp.status(), status, "{body}");
+    }
+    assert_eq!(post_chat(&http, &gw, &chat(MODEL, 2, false)).await.0, 200);
+    gw.shutdown().await;
+}
