@@ -1,0 +1,139 @@
+//! Tests of configuration parsing and validation.
+
+use super::*;
+
+fn validate(text: &str) -> Result<GatewayConfig, String> {
+    FileConfig::parse(text, "test.toml")
+        .map_err(|e| e.to_string())?
+        .validate()
+        .map_err(|e| e.to_string())
+}
+
+#[test]
+fn a_full_config_parses_with_durations_and_defaults() {
+    let c = validate(
+        r#"
+        [server]
+        listen = "0.0.0.0:9000"
+        [admin]
+        token = "s3cret"
+        [health]
+        interval = "2s"
+        [[pools]]
+        model = "llama"
+        max_inflight = 8
+        queue_timeout = "1m"
+        [[pools.instances]]
+        url = "http://10.0.0.1:8000/"
+        layout = { tp = 2 }
+        price = { per_gpu_hour = 2.5 }
+        [[pools.instances]]
+        id = "b"
+        url = "http://10.0.0.2:8000"
+        max_inflight = 4
+        "#,
+    )
+    .unwrap();
+    assert_eq!(c.listen.port(), 9000);
+    assert_eq!(c.health.interval, Duration::from_secs(2));
+    assert_eq!(c.health.timeout, Duration::from_secs(2), "default kept");
+    let pool = &c.pools[0];
+    assert_eq!(pool.scheduler.queue_timeout, Some(Duration::from_secs(60)));
+    assert_eq!(pool.scheduler.policy, PolicyConfig::default());
+    assert_eq!(pool.instances[0].id.as_str(), "10.0.0.1:8000");
+    assert_eq!(pool.instances[0].url, "http://10.0.0.1:8000");
+    assert_eq!(pool.instances[0].max_inflight, 8, "pool default");
+    assert_eq!(pool.instances[0].layout.tp, 2);
+    assert_eq!(pool.instances[1].max_inflight, 4);
+}
+
+#[test]
+fn scheduling_choices_come_from_the_section_or_the_pool() {
+    let c = validate(
+        r#"
+        [scheduler]
+        policy = { kind = "priority", aging_step = "2s" }
+        routing = { kind = "load_balanced", algorithm = { kind = "power_of_two" } }
+        seed = 9
+        [[pools]]
+        model = "a"
+        [[pools]]
+        model = "b"
+        policy = { kind = "fifo" }
+        routing = { kind = "affinity" }
+        "#,
+    )
+    .unwrap();
+    assert!(matches!(
+        c.pools[0].scheduler.policy,
+        PolicyConfig::Priority(_)
+    ));
+    assert_eq!(c.pools[0].scheduler.seed, 9);
+    assert!(matches!(c.pools[1].scheduler.policy, PolicyConfig::Fifo(_)));
+    assert!(matches!(
+        c.pools[1].scheduler.routing,
+        RoutingConfig::Affinity(_)
+    ));
+    assert!(matches!(
+        c.scheduler_for("new").policy,
+        PolicyConfig::Priority(_)
+    ));
+    let err = validate("[scheduler]\npolicy = { kind = \"fastest\" }").unwrap_err();
+    assert!(err.contains("fastest"), "{err}");
+}
+
+#[test]
+fn errors_name_the_offending_path() {
+    let cases = [
+        (
+            "[[pools]]\nmodel = \"m\"\n[[pools.instances]]\nurl = \"ftp://x\"",
+            "pools[0].instances[0].url",
+        ),
+        (
+            "[[pools]]\nmodel = \"m\"\n[[pools]]\nmodel = \"n\"\n[[pools.instances]]\nurl = \"http://a:1\"\nmax_inflight = 0",
+            "pools[1].instances[0].max_inflight",
+        ),
+        (
+            "[[pools]]\nmodel = \"m\"\n[[pools]]\nmodel = \"m\"",
+            "pools[1].model",
+        ),
+        (
+            "[[pools]]\nmodel = \"m\"\n[[pools.instances]]\nurl = \"http://a:1\"\n[[pools.instances]]\nurl = \"http://a:1\"",
+            "pools[0].instances[1].id",
+        ),
+        ("[server]\nlisten = \"nowhere\"", "server.listen"),
+        ("[health]\nunhealthy_after = 0", "health.unhealthy_after"),
+        (
+            "[scrape]\ninterval = \"5s\"\nstale_after = \"1s\"",
+            "scrape.stale_after",
+        ),
+        (
+            "[[pools]]\nmodel = \"m\"\n[[pools.instances]]\nurl = \"http://a:1\"\nlayout = { tp = 0 }",
+            "pools[0].instances[0].layout",
+        ),
+    ];
+    for (text, path) in cases {
+        let err = validate(text).unwrap_err();
+        assert!(err.starts_with(path), "{text}\n -> {err}");
+    }
+}
+
+#[test]
+fn unknown_keys_and_bad_durations_are_parse_errors() {
+    let err = validate("[server]\nlisten_on = \"x\"").unwrap_err();
+    assert!(err.contains("listen_on"), "{err}");
+    let err = validate("[health]\ninterval = \"soon\"").unwrap_err();
+    assert!(err.contains("interval") || err.contains("soon"), "{err}");
+}
+
+#[test]
+fn instance_urls_from_flags_join_or_create_pools() {
+    let mut f = FileConfig::default();
+    f.add_instance_url("m", "http://127.0.0.1:9001");
+    f.add_instance_url("m", "http://127.0.0.1:9002");
+    let c = f.validate().unwrap();
+    assert_eq!(c.pools.len(), 1);
+    assert_eq!(c.pools[0].instances.len(), 2);
+    assert!(check_url("https://x:1").unwrap_err().contains("https"));
+    assert!(check_url("http://x:1/v1").is_err());
+}

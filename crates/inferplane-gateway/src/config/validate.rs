@@ -1,0 +1,212 @@
+//! Validation of a parsed configuration file into the typed [`GatewayConfig`]; every error
+//! names the offending path (`pools[1].instances[0].url`).
+
+use super::{ConfigError, FileConfig, GatewayConfig, InstanceSection, PoolConfig};
+use inferplane_core::{InstanceSpec, Price, SchedulerConfig};
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+impl FileConfig {
+    /// Checks every value and builds the typed configuration.
+    pub fn validate(&self) -> Result<GatewayConfig, ConfigError> {
+        let listen: SocketAddr = self.server.listen.parse().map_err(|e| {
+            ConfigError::new(
+                "server.listen",
+                format!(
+                    "{:?} is not an address like 127.0.0.1:8080 ({e})",
+                    self.server.listen
+                ),
+            )
+        })?;
+        if self.server.max_body_bytes < 1024 {
+            return Err(ConfigError::new(
+                "server.max_body_bytes",
+                "must be at least 1024",
+            ));
+        }
+        if self.server.default_max_tokens == 0 {
+            return Err(ConfigError::new(
+                "server.default_max_tokens",
+                "must be at least 1",
+            ));
+        }
+        if let Some(t) = &self.admin.token
+            && t.trim().is_empty()
+        {
+            return Err(ConfigError::new(
+                "admin.token",
+                "must not be empty; omit it instead",
+            ));
+        }
+        positive("health.interval", self.health.interval)?;
+        positive("health.timeout", self.health.timeout)?;
+        at_least_one("health.unhealthy_after", self.health.unhealthy_after)?;
+        at_least_one("health.healthy_after", self.health.healthy_after)?;
+        at_least_one("circuit.failures_to_open", self.circuit.failures_to_open)?;
+        at_least_one(
+            "circuit.successes_to_close",
+            self.circuit.successes_to_close,
+        )?;
+        positive("circuit.open_for", self.circuit.open_for)?;
+        positive("scrape.interval", self.scrape.interval)?;
+        positive("scrape.timeout", self.scrape.timeout)?;
+        if self.scrape.stale_after < self.scrape.interval {
+            return Err(ConfigError::new(
+                "scrape.stale_after",
+                "must be at least scrape.interval, or every reading would count as stale",
+            ));
+        }
+        at_least_one("retry.max_attempts", self.retry.max_attempts)?;
+        positive("timeouts.connect", self.timeouts.connect)?;
+        positive("timeouts.first_byte", self.timeouts.first_byte)?;
+        positive("timeouts.total", self.timeouts.total)?;
+
+        let mut models = HashSet::new();
+        let mut ids = HashSet::new();
+        let mut pools = Vec::new();
+        for (p, pool) in self.pools.iter().enumerate() {
+            let at = |field: &str| format!("pools[{p}].{field}");
+            if pool.model.trim().is_empty() {
+                return Err(ConfigError::new(at("model"), "must not be empty"));
+            }
+            if !models.insert(pool.model.clone()) {
+                return Err(ConfigError::new(
+                    at("model"),
+                    format!("model {:?} has two pools; merge them", pool.model),
+                ));
+            }
+            at_least_one(&at("max_inflight"), pool.max_inflight)?;
+            if pool.max_queue == 0 {
+                return Err(ConfigError::new(at("max_queue"), "must be at least 1"));
+            }
+            positive(&at("queue_timeout"), pool.queue_timeout)?;
+            let mut instances = Vec::new();
+            for (i, inst) in pool.instances.iter().enumerate() {
+                let at = |field: &str| format!("pools[{p}].instances[{i}].{field}");
+                let spec = instance_spec(inst, &pool.model, pool.max_inflight)
+                    .map_err(|(field, msg)| ConfigError::new(at(field), msg))?;
+                if !ids.insert(spec.id.clone()) {
+                    return Err(ConfigError::new(
+                        at("id"),
+                        format!("instance id {:?} is used twice", spec.id.as_str()),
+                    ));
+                }
+                instances.push(spec);
+            }
+            pools.push(PoolConfig {
+                model: pool.model.clone(),
+                max_inflight: pool.max_inflight,
+                scheduler: SchedulerConfig {
+                    max_queue: pool.max_queue,
+                    queue_timeout: Some(pool.queue_timeout),
+                    policy: pool
+                        .policy
+                        .clone()
+                        .unwrap_or_else(|| self.scheduler.policy.clone()),
+                    routing: pool
+                        .routing
+                        .clone()
+                        .unwrap_or_else(|| self.scheduler.routing.clone()),
+                    seed: self.scheduler.seed,
+                },
+                instances,
+            });
+        }
+        Ok(GatewayConfig {
+            listen,
+            max_body_bytes: self.server.max_body_bytes,
+            shutdown_grace: self.server.shutdown_grace,
+            default_max_tokens: self.server.default_max_tokens,
+            default_priority: self.server.default_priority,
+            admin_token: self.admin.token.clone(),
+            health: self.health.clone(),
+            circuit: self.circuit.clone(),
+            scrape: self.scrape.clone(),
+            retry: self.retry.clone(),
+            timeouts: self.timeouts.clone(),
+            scheduler: self.scheduler.clone(),
+            pools,
+        })
+    }
+}
+
+/// Builds and checks an instance spec; errors name the field.
+pub fn instance_spec(
+    inst: &InstanceSection,
+    model: &str,
+    default_max_inflight: u32,
+) -> Result<InstanceSpec, (&'static str, String)> {
+    let url = check_url(&inst.url).map_err(|m| ("url", m))?;
+    let id = match &inst.id {
+        Some(id) if id.trim().is_empty() => return Err(("id", "must not be empty".into())),
+        Some(id) => id.clone(),
+        None => url.trim_start_matches("http://").to_string(),
+    };
+    let max_inflight = inst.max_inflight.unwrap_or(default_max_inflight);
+    if max_inflight == 0 {
+        return Err(("max_inflight", "must be at least 1".into()));
+    }
+    let l = inst.layout;
+    if l.tp == 0 || l.pp == 0 || l.dp == 0 || l.ep == 0 {
+        return Err(("layout", "tp, pp, dp and ep must each be at least 1".into()));
+    }
+    match inst.price {
+        Some(Price::PerGpuHour(p)) if !(p.is_finite() && p >= 0.0) => {
+            return Err(("price", "per_gpu_hour must be a non-negative number".into()));
+        }
+        Some(Price::PerMillionTokens { input, output })
+            if !(input.is_finite() && output.is_finite() && input >= 0.0 && output >= 0.0) =>
+        {
+            return Err((
+                "price",
+                "per_million_tokens prices must be non-negative numbers".into(),
+            ));
+        }
+        _ => {}
+    }
+    Ok(InstanceSpec {
+        id: inferplane_core::InstanceId::new(id),
+        url,
+        model: model.to_string(),
+        layout: l,
+        gpu: inst.gpu.clone(),
+        price: inst.price,
+        max_inflight,
+    })
+}
+
+/// Checks an engine base URL: `http://host:port` with nothing after the authority but an
+/// optional trailing slash. Returns it without the slash.
+pub fn check_url(url: &str) -> Result<String, String> {
+    let rest = url.strip_prefix("http://").ok_or_else(|| {
+        if url.starts_with("https://") {
+            format!("{url:?}: https to engines is not supported (engines are reached inside the cluster over plain http)")
+        } else {
+            format!("{url:?} must start with http://")
+        }
+    })?;
+    let authority = rest.trim_end_matches('/');
+    if authority.is_empty() || authority.contains('/') || authority.contains(' ') {
+        return Err(format!(
+            "{url:?} must be a base URL like http://10.0.0.5:8000, without a path"
+        ));
+    }
+    Ok(format!("http://{authority}"))
+}
+
+fn positive(path: &str, d: Duration) -> Result<(), ConfigError> {
+    if d.is_zero() {
+        Err(ConfigError::new(path, "must be longer than zero"))
+    } else {
+        Ok(())
+    }
+}
+
+fn at_least_one(path: &str, n: u32) -> Result<(), ConfigError> {
+    if n == 0 {
+        Err(ConfigError::new(path, "must be at least 1"))
+    } else {
+        Ok(())
+    }
+}

@@ -1,0 +1,201 @@
+//! The dispatcher task: the single owner of every pool's `core::Scheduler`, of instance
+//! health and circuit state, and of request accounting. Handlers talk to it through a
+//! bounded channel (submissions) and an unbounded one (completions and probe results, sent
+//! from `Drop` guards, so they can never be lost), and get their placement through a
+//! oneshot reply. Picking an instance takes no lock and does no I/O; I/O happens in the
+//! request's own task and in per-instance probe tasks.
+//!
+//! Files: [`types`] (the messages and views it exchanges), `requests.rs` (submit, dispatch,
+//! completion, expiry, rejection), `instances.rs` (registration, health, load, readiness),
+//! `admin.rs` (admin commands, run-time policy switching).
+
+mod admin;
+mod instances;
+mod requests;
+pub mod types;
+
+pub use instances::predicted_rates;
+use requests::sync_pool_metrics;
+pub use types::*;
+
+use crate::config::GatewayConfig;
+use crate::error::ApiError;
+use crate::health::{CircuitBreaker, HealthTracker};
+use crate::stats::{Finished, Stats};
+use crate::telemetry::{PoolMetrics, Route, Status, Telemetry};
+use arc_swap::ArcSwap;
+use inferplane_core::{EngineLoad, InstanceId, Placement, RequestId, RequestMeta, Scheduler, Time};
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+/// Per-pool state.
+pub(crate) struct Pool {
+    scheduler: Scheduler<Waiter>,
+    metrics: Arc<PoolMetrics>,
+    stats: Stats,
+    switches_seen: u64,
+}
+
+/// A queued request's reply channel.
+pub(crate) struct Waiter {
+    reply: oneshot::Sender<Result<Assignment, ApiError>>,
+    route: Route,
+}
+
+pub(crate) struct InstanceEntry {
+    backend: Arc<Backend>,
+    health: HealthTracker,
+    circuit: CircuitBreaker,
+    load: EngineLoad,
+    stats: Stats,
+    probe: JoinHandle<()>,
+}
+
+pub(crate) struct Inflight {
+    model: Arc<str>,
+    route: Route,
+    meta: RequestMeta,
+}
+
+/// Models served, for the HTTP edge to check without a round trip.
+pub type ModelTable = ArcSwap<HashMap<String, Arc<PoolMetrics>>>;
+
+/// The dispatcher's state; runs as one task.
+pub struct Dispatcher {
+    config: Arc<GatewayConfig>,
+    clock: Clock,
+    telemetry: Arc<Telemetry>,
+    models: Arc<ModelTable>,
+    http: reqwest::Client,
+    ctl_tx: mpsc::UnboundedSender<Ctl>,
+    pools: HashMap<Arc<str>, Pool>,
+    instances: HashMap<InstanceId, InstanceEntry>,
+    inflight: HashMap<RequestId, Inflight>,
+    total: Stats,
+    placements: Vec<Placement<Waiter>>,
+}
+
+impl Dispatcher {
+    /// A dispatcher with the configured pools and instances registered (their probes start
+    /// at once, so this must run inside a tokio runtime).
+    pub fn new(
+        config: Arc<GatewayConfig>,
+        clock: Clock,
+        telemetry: Arc<Telemetry>,
+        models: Arc<ModelTable>,
+        http: reqwest::Client,
+        ctl_tx: mpsc::UnboundedSender<Ctl>,
+    ) -> Self {
+        let mut d = Dispatcher {
+            config: config.clone(),
+            clock,
+            telemetry,
+            models,
+            http,
+            ctl_tx,
+            pools: HashMap::new(),
+            instances: HashMap::new(),
+            inflight: HashMap::new(),
+            total: Stats::default(),
+            placements: Vec::new(),
+        };
+        for pool in &config.pools {
+            d.ensure_pool(&pool.model);
+            for spec in &pool.instances {
+                if let Err(e) = d.register(spec.clone()) {
+                    tracing::error!(instance = %spec.id, error = %e, "cannot register instance");
+                }
+            }
+        }
+        d
+    }
+
+    pub(super) fn ensure_pool(&mut self, model: &str) -> Arc<str> {
+        if let Some((k, _)) = self.pools.get_key_value(model) {
+            return k.clone();
+        }
+        let key: Arc<str> = Arc::from(model);
+        let metrics = Arc::new(self.telemetry.pool(model));
+        self.pools.insert(
+            key.clone(),
+            Pool {
+                scheduler: Scheduler::new(self.config.scheduler_for(model)),
+                metrics: metrics.clone(),
+                stats: Stats::default(),
+                switches_seen: 0,
+            },
+        );
+        let mut table = HashMap::clone(&self.models.load());
+        table.insert(model.to_string(), metrics);
+        self.models.store(Arc::new(table));
+        key
+    }
+    pub(super) fn model_of(&self, id: &InstanceId) -> Option<Arc<str>> {
+        let e = self.instances.get(id)?;
+        self.pools
+            .get_key_value(e.backend.spec.model.as_str())
+            .map(|(k, _)| k.clone())
+    }
+
+    fn next_wake(&self) -> Option<Time> {
+        let queues = self
+            .pools
+            .values()
+            .filter_map(|p| p.scheduler.next_expiry());
+        let circuits = self
+            .instances
+            .values()
+            .filter_map(|e| e.circuit.reopens_at());
+        queues.chain(circuits).min()
+    }
+
+    /// Runs until both channels close.
+    pub async fn run(
+        mut self,
+        mut sub_rx: mpsc::Receiver<Submission>,
+        mut ctl_rx: mpsc::UnboundedReceiver<Ctl>,
+    ) {
+        let mut sub_open = true;
+        loop {
+            let wake = self.next_wake().map(|t| self.clock.instant(t));
+            let sleep = async {
+                match wake {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                ctl = ctl_rx.recv() => match ctl {
+                    Some(Ctl::Done { id, instance, result }) => self.done(id, instance, result),
+                    Some(Ctl::CancelQueued { model, id }) => {
+                        if !self.inflight.contains_key(&id)
+                            && let Some(pool) = self.pools.get_mut(&model) {
+                                let now = self.clock.now();
+                                if let Some(w) = pool.scheduler.cancel(id, now) {
+                                    pool.metrics.request(w.route, Status::cancelled);
+                                    pool.stats.record(Finished::Cancelled);
+                                    self.total.record(Finished::Cancelled);
+                                    sync_pool_metrics(&model, pool);
+                                }
+                            }
+                    }
+                    Some(Ctl::Health { instance, ok }) => self.health(instance, ok),
+                    Some(Ctl::Load { instance, load }) => self.load(instance, load),
+                    Some(Ctl::Admin(cmd)) => self.admin(cmd),
+                    None => break,
+                },
+                sub = sub_rx.recv(), if sub_open => match sub {
+                    Some(s) => self.submit(s),
+                    None => sub_open = false,
+                },
+                () = sleep => self.expire_and_poll(),
+            }
+        }
+        for (_, e) in self.instances.drain() {
+            e.probe.abort();
+        }
+    }
+}
