@@ -9,7 +9,13 @@ use common::*;
 use serde_json::{Value, json};
 
 /// (headers, body, expected status, message fragment, blamed param)
-type Case<'a> = (&'a [(&'a str, &'a str)], String, u16, &'a str, Option<&'a str>);
+type Case<'a> = (
+    &'a [(&'a str, &'a str)],
+    String,
+    u16,
+    &'a str,
+    Option<&'a str>,
+);
 
 async fn post_raw(url: &str, headers: &[(&str, &str)], body: String) -> (u16, Value) {
     let mut req = reqwest::Client::new()

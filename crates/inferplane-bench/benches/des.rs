@@ -1,0 +1,2 @@
+//! DES throughput (in progress).
+fn main() {}

@@ -1,0 +1,1 @@
+//! des (in progress).
