@@ -29,15 +29,26 @@ pub fn prompt_text(item: &WorkItem, request_key: u64) -> String {
         Some(s) => stream_key(SESSION, s),
         None => stream_key(REQUEST, request_key),
     };
+    // One 64-bit hash gives four tokens of three letters (15 bits each): token `j` is
+    // drawn from the hash of `j / 4` in its stream.
+    let mut cached: Option<(u64, u32, u64)> = None;
     for j in 0..n {
         let key = match group {
             Some(g) if j < item.prefix_tokens => g,
             _ => own,
         };
-        let h = xxh3_64_with_seed(&j.to_le_bytes(), key);
-        for k in 0..3 {
-            out.push(char::from(b'a' + ((h >> (8 * k)) % 26) as u8));
-        }
+        let h = match cached {
+            Some((k, q, h)) if k == key && q == j / 4 => h,
+            _ => {
+                let h = xxh3_64_with_seed(&(j / 4).to_le_bytes(), key);
+                cached = Some((key, j / 4, h));
+                h
+            }
+        };
+        let bits = (h >> (15 * (j % 4))) & 0x7fff;
+        out.push(char::from(b'a' + (bits % 26) as u8));
+        out.push(char::from(b'a' + (bits / 26 % 26) as u8));
+        out.push(char::from(b'a' + (bits / 676 % 26) as u8));
         out.push(' ');
     }
     out

@@ -447,6 +447,12 @@ impl WorkloadSpec {
                 if s.turns_left == 0 || s.context >= self.sessions.max_context {
                     open.swap_remove(ix);
                 }
+                if prompt + output > self.sessions.max_context && prompt > prefix + fresh {
+                    // Too long to continue: the session ends and this turn starts afresh.
+                    item.prompt_tokens = prefix + fresh;
+                    item.session = Some(next_session);
+                    next_session += 1;
+                }
                 item
             } else {
                 let group = self.draw_group(&mut rng);

@@ -12,10 +12,11 @@
 //! `report.json` and SVG plots there.
 
 use anyhow::Context;
+use inferplane_bench::cluster::{Cluster, PolicyChoice};
 use inferplane_bench::load::{Api, LoadConfig};
 use inferplane_bench::report::{self, Summary};
 use inferplane_bench::workload::{Arrival, WorkloadSpec};
-use inferplane_bench::{RunRecords, WorkItem, trace};
+use inferplane_bench::{RunRecords, WorkItem, compare, des, plot, trace};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -32,6 +33,10 @@ enum BenchCommand {
     Run(RunArgs),
     /// Write a workload (or a rescaled trace) as JSONL.
     Workload(WorkloadCmdArgs),
+    /// Simulate a cluster in virtual time with the core scheduler and simulated engines.
+    Simulate(SimulateArgs),
+    /// Compare policy choices (simulated) or targets (live) on one workload.
+    Compare(CompareArgs),
 }
 
 /// Where the workload comes from.
@@ -159,6 +164,55 @@ struct RunArgs {
     out: Option<PathBuf>,
 }
 
+#[derive(Debug, clap::Args)]
+struct SimulateArgs {
+    /// Cluster description (TOML; see bench/README.md).
+    #[arg(long)]
+    cluster: PathBuf,
+    #[command(flatten)]
+    workload: WorkloadArgs,
+    /// Scale the arrival rate to this fraction of the cluster's estimated capacity.
+    #[arg(long)]
+    load: Option<f64>,
+    /// Override the cluster's scheduling policy / routing strategy / balancing algorithm,
+    /// as `policy/routing/balance`, e.g. `fifo/round_robin/least_connections`.
+    #[arg(long)]
+    policy: Option<String>,
+    /// Write report.md, report.json and plots into this directory.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct CompareArgs {
+    /// Cluster description for simulated comparisons.
+    #[arg(long, required_unless_present = "targets")]
+    cluster: Option<PathBuf>,
+    /// Policy choices to compare, each `policy/routing/balance`, comma separated.
+    #[arg(long, value_delimiter = ',')]
+    policies: Vec<String>,
+    /// Live targets to compare instead, each `label=URL`, comma separated.
+    #[arg(long, value_delimiter = ',', conflicts_with = "cluster")]
+    targets: Vec<String>,
+    /// Model name for live requests.
+    #[arg(long, default_value = "llama-3.1-8b")]
+    model: String,
+    /// Live targets' time scale.
+    #[arg(long, default_value_t = 1.0)]
+    time_scale: f64,
+    #[command(flatten)]
+    workload: WorkloadArgs,
+    /// Scale the arrival rate to this fraction of the cluster's estimated capacity.
+    #[arg(long)]
+    load: Option<f64>,
+    /// Report title.
+    #[arg(long, default_value = "inferplane bench compare")]
+    title: String,
+    /// Write report.md, report.json and plots into this directory.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
 /// Runs `inferplane bench`.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let command = std::env::args().collect::<Vec<_>>().join(" ");
@@ -204,7 +258,79 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 a.out.as_deref(),
             )
         }
+        BenchCommand::Simulate(a) => {
+            let mut cluster = Cluster::load(&a.cluster)?;
+            if let Some(p) = &a.policy {
+                cluster.policy = PolicyChoice::parse(p)?;
+            }
+            let items = sim_items(&a.workload, &cluster, a.load)?;
+            let started = std::time::Instant::now();
+            let run = des::simulate(&cluster, &items, &cluster.policy.label())?;
+            let wall = started.elapsed().as_secs_f64();
+            eprintln!(
+                "simulated {} requests on {} instances in {wall:.2}s ({:.0} simulated requests/s)",
+                items.len(),
+                cluster.instance_count(),
+                items.len() as f64 / wall.max(1e-9)
+            );
+            emit(
+                "inferplane bench simulate",
+                &[run],
+                &items,
+                &command,
+                a.out.as_deref(),
+            )
+        }
+        BenchCommand::Compare(a) => {
+            let runs = if let Some(path) = &a.cluster {
+                let cluster = Cluster::load(path)?;
+                let items = sim_items(&a.workload, &cluster, a.load)?;
+                let choices = a
+                    .policies
+                    .iter()
+                    .map(|p| PolicyChoice::parse(p))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let runs = compare::simulated(&cluster, &choices, &items)?;
+                (runs, items)
+            } else {
+                let items = a.workload.items(None)?;
+                let mut targets = Vec::new();
+                for t in &a.targets {
+                    let (label, url) = t
+                        .split_once('=')
+                        .with_context(|| format!("--targets {t:?}: expected label=URL"))?;
+                    let mut cfg = LoadConfig::new(url, a.model.clone());
+                    cfg.label = label.to_string();
+                    cfg.time_scale = a.time_scale;
+                    cfg.progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+                    targets.push(cfg);
+                }
+                (compare::live(&targets, &items).await?, items)
+            };
+            emit(&a.title, &runs.0, &runs.1, &command, a.out.as_deref())
+        }
     }
+}
+
+/// The workload for a simulation, its rate scaled to `load` of the cluster's capacity.
+fn sim_items(
+    w: &WorkloadArgs,
+    cluster: &Cluster,
+    load: Option<f64>,
+) -> anyhow::Result<Vec<WorkItem>> {
+    let Some(load) = load else {
+        return w.items(None);
+    };
+    // Sizes first (rate does not change them), then the rate that gives `load`.
+    let probe = w.items(None)?;
+    let (prompt, output) = inferplane_bench::workload::mean_sizes(&probe);
+    let capacity = cluster.capacity_rps(prompt, output)?;
+    let rate = load * capacity;
+    eprintln!(
+        "cluster capacity estimate {capacity:.2} req/s for mean prompt {prompt:.0} / output {output:.0} tokens; offering {rate:.2} req/s ({:.0}% load)",
+        load * 100.0
+    );
+    w.items(Some(rate))
 }
 
 fn emit(
@@ -221,7 +347,13 @@ fn emit(
         std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
         std::fs::write(dir.join("report.md"), &md)?;
         std::fs::write(dir.join("report.json"), report::json(&summaries)?)?;
-        eprintln!("wrote report.md and report.json to {}", dir.display());
+        for (name, svg) in plot::all(runs, items) {
+            std::fs::write(dir.join(name), svg)?;
+        }
+        eprintln!(
+            "wrote report.md, report.json and plots to {}",
+            dir.display()
+        );
     }
     Ok(())
 }
