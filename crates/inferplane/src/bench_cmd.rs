@@ -215,7 +215,16 @@ struct CompareArgs {
 
 /// Runs `inferplane bench`.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let command = std::env::args()
+        .map(|a| {
+            if a.contains(' ') {
+                format!("\"{a}\"")
+            } else {
+                a
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
     match args.command {
         BenchCommand::Workload(a) => {
             let items = a.workload.items(None)?;
