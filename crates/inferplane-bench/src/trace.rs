@@ -63,7 +63,7 @@ pub fn read(path: &Path) -> Result<Vec<WorkItem>, BenchError> {
             };
             let t0 = *first_ts.get_or_insert(ts);
             items.push(WorkItem::plain(
-                (ts - t0).max(0.0),
+                ((ts - t0).max(0.0) * 1e6).round() / 1e6,
                 num(ctx)?.max(1),
                 num(gen_tokens)?.max(1),
             ));
@@ -118,7 +118,7 @@ pub fn scale_to_rate(items: &mut [WorkItem], rate: f64) -> Result<(), BenchError
     let factor = now / rate;
     let t0 = items.first().map_or(0.0, |i| i.t);
     for it in items.iter_mut() {
-        it.t = (it.t - t0) * factor;
+        it.t = (((it.t - t0) * factor) * 1e6).round() / 1e6; // exact through JSONL
     }
     Ok(())
 }
