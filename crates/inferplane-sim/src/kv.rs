@@ -7,6 +7,28 @@
 //! until the space is needed, when the least recently released is evicted first.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// Block hashes are already uniform 64-bit hashes (xxh3): hashing them again with SipHash
+/// only costs time, so the cache map uses them as they are.
+#[derive(Debug, Clone, Copy, Default)]
+struct BlockHashHasher(u64);
+
+impl Hasher for BlockHashHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 ^= n;
+    }
+}
+
+type BlockMap<V> = HashMap<u64, V, BuildHasherDefault<BlockHashHasher>>;
 
 #[derive(Debug, Clone, Copy)]
 struct CachedBlock {
@@ -20,7 +42,7 @@ struct CachedBlock {
 pub struct KvCache {
     total: u32,
     private: u32,
-    cached: HashMap<u64, CachedBlock>,
+    cached: BlockMap<CachedBlock>,
     evictable: BTreeMap<u64, u64>,
     clock: u64,
     evictions: u64,
@@ -32,7 +54,7 @@ impl KvCache {
         KvCache {
             total,
             private: 0,
-            cached: HashMap::new(),
+            cached: BlockMap::default(),
             evictable: BTreeMap::new(),
             clock: 0,
             evictions: 0,

@@ -1,8 +1,9 @@
 //! The `inferplane` binary: a thin CLI over the library crates.
 //!
 //! Subcommands: `serve` (the gateway), `demo` (the whole system on simulated engines),
-//! `sim` (simulated engines), `plan` (parallelism planner).
+//! `sim` (simulated engines), `plan` (parallelism planner), `bench` (benchmarks).
 
+mod bench_cmd;
 mod demo_cmd;
 mod plan_cmd;
 mod serve_cmd;
@@ -28,6 +29,8 @@ enum Command {
     Sim(sim_cmd::SimArgs),
     /// Rank TP/PP/DP/EP/hybrid layouts for a model on a cluster and print launch commands.
     Plan(plan_cmd::PlanArgs),
+    /// Benchmark: workloads, live load, discrete-event simulation, comparisons, reports.
+    Bench(bench_cmd::BenchArgs),
 }
 
 fn init_tracing() {
@@ -52,6 +55,7 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => runtime()?.block_on(serve_cmd::run(args)),
         Command::Sim(args) => runtime()?.block_on(sim_cmd::run(args)),
         Command::Demo(args) => runtime()?.block_on(demo_cmd::run(args)),
+        Command::Bench(args) => runtime()?.block_on(bench_cmd::run(args)),
     }
 }
 

@@ -1,0 +1,404 @@
+//! Simulated clusters: the `cluster.toml` format, the policy choice, and the one function
+//! that turns a choice into the core [`SchedulerConfig`].
+//!
+//! ```toml
+//! [policy]                      # plain strings, the seed's snake_case names
+//! policy = "fifo"               # fifo, priority, slo_aware, cost_optimized, adaptive
+//! routing = "round_robin"       # load_balanced, round_robin, random, affinity, locality
+//! balance = "least_connections" # weighted_round_robin, least_connections,
+//!                               # least_response_time, power_of_two
+//!
+//! [scheduler]
+//! max_queue = 10000
+//! queue_timeout = "30s"
+//!
+//! [[instances]]
+//! id = "h100"                   # prefix; `count` instances become h100-0, h100-1, ...
+//! model = "llama-3.1-8b"        # planner catalogue model
+//! gpu = "h100-sxm"              # planner catalogue GPU: the cost model gives the engine
+//! layout = { tp = 1 }
+//! count = 2
+//! max_inflight = 64             # default: the engine's max_num_seqs
+//! price_per_gpu_hour = 2.49
+//! # profile = "tiny"            # a simulator preset instead of model + gpu
+//! ```
+
+use crate::error::BenchError;
+use inferplane_core::{InstanceSpec, Layout, Price, SchedulerConfig};
+use inferplane_sim::EngineProfile;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::time::Duration;
+
+/// Scheduling policies the seed names.
+pub const POLICIES: [&str; 5] = [
+    "fifo",
+    "priority",
+    "slo_aware",
+    "cost_optimized",
+    "adaptive",
+];
+/// Routing strategies the seed names.
+pub const ROUTINGS: [&str; 5] = [
+    "load_balanced",
+    "round_robin",
+    "random",
+    "affinity",
+    "locality",
+];
+/// Balancing algorithms the seed names.
+pub const BALANCES: [&str; 4] = [
+    "weighted_round_robin",
+    "least_connections",
+    "least_response_time",
+    "power_of_two",
+];
+
+/// Which scheduling policy, routing strategy and balancing algorithm a run uses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyChoice {
+    /// Scheduling policy name.
+    pub policy: String,
+    /// Routing strategy name.
+    pub routing: String,
+    /// Balancing algorithm name (used by `load_balanced`).
+    pub balance: String,
+}
+
+impl Default for PolicyChoice {
+    fn default() -> Self {
+        PolicyChoice {
+            policy: "fifo".into(),
+            routing: "load_balanced".into(),
+            balance: "least_connections".into(),
+        }
+    }
+}
+
+impl PolicyChoice {
+    /// Parses `policy[/routing[/balance]]`; omitted parts take the defaults.
+    pub fn parse(s: &str) -> Result<Self, BenchError> {
+        let mut parts = s.split('/').map(str::trim);
+        let d = PolicyChoice::default();
+        let c = PolicyChoice {
+            policy: parts
+                .next()
+                .filter(|p| !p.is_empty())
+                .unwrap_or(&d.policy)
+                .into(),
+            routing: parts.next().unwrap_or(&d.routing).into(),
+            balance: parts.next().unwrap_or(&d.balance).into(),
+        };
+        if parts.next().is_some() {
+            return Err(BenchError::Cluster(format!(
+                "{s:?}: expected policy/routing/balance"
+            )));
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Checks every name is one the seed defines.
+    pub fn validate(&self) -> Result<(), BenchError> {
+        let check = |what: &str, v: &str, known: &[&str]| {
+            if known.contains(&v) {
+                Ok(())
+            } else {
+                Err(BenchError::Cluster(format!(
+                    "policy.{what} {v:?}: expected one of {}",
+                    known.join(", ")
+                )))
+            }
+        };
+        check("policy", &self.policy, &POLICIES)?;
+        check("routing", &self.routing, &ROUTINGS)?;
+        check("balance", &self.balance, &BALANCES)
+    }
+
+    /// `policy/routing/balance`.
+    pub fn label(&self) -> String {
+        format!("{}/{}/{}", self.policy, self.routing, self.balance)
+    }
+}
+
+/// Pool limits of the simulated control plane.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Most queued requests per pool.
+    pub max_queue: usize,
+    /// Longest wait in the queue.
+    #[serde(with = "humantime_serde")]
+    pub queue_timeout: Option<Duration>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        let d = SchedulerConfig::default();
+        Limits {
+            max_queue: d.max_queue,
+            queue_timeout: d.queue_timeout,
+        }
+    }
+}
+
+/// The scheduler configuration for a policy choice: the ONE place where a choice becomes
+/// a `SchedulerConfig`, for the simulation and the live comparison alike.
+///
+/// Today the core scheduler has one behaviour (FIFO order, least-loaded placement), so
+/// every valid choice maps to it with the given limits. When the core gains its policy,
+/// routing and balancing enums, they plug in here, matched from `choice`'s names.
+#[allow(clippy::needless_update)] // the policy fields of SchedulerConfig land here
+pub fn scheduler_config(choice: &PolicyChoice, limits: &Limits) -> SchedulerConfig {
+    let _ = choice;
+    SchedulerConfig {
+        max_queue: limits.max_queue,
+        queue_timeout: limits.queue_timeout,
+        ..SchedulerConfig::default()
+    }
+}
+
+/// A group of identical instances in `cluster.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceGroup {
+    /// Id, or id prefix when `count > 1`; defaults to `model@gpu` names.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Model name (a planner catalogue name unless `profile` is given).
+    pub model: String,
+    /// GPU (planner catalogue name).
+    #[serde(default)]
+    pub gpu: Option<String>,
+    /// Parallelism layout.
+    #[serde(default)]
+    pub layout: Layout,
+    /// A simulator preset instead of the planner's cost model.
+    #[serde(default)]
+    pub profile: Option<String>,
+    /// How many identical instances.
+    #[serde(default = "one")]
+    pub count: u32,
+    /// The control plane's in-flight limit; default the engine's `max_num_seqs`.
+    #[serde(default)]
+    pub max_inflight: Option<u32>,
+    /// Price in dollars per GPU-hour.
+    #[serde(default)]
+    pub price_per_gpu_hour: Option<f64>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// `cluster.toml` as written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterFile {
+    /// Policy choice.
+    #[serde(default)]
+    pub policy: PolicyChoice,
+    /// Pool limits.
+    #[serde(default)]
+    pub scheduler: Limits,
+    /// Instance groups.
+    pub instances: Vec<InstanceGroup>,
+}
+
+/// One simulated instance: what the scheduler sees and how its engine behaves.
+#[derive(Debug, Clone)]
+pub struct SimInstance {
+    /// The scheduler's view.
+    pub spec: InstanceSpec,
+    /// The engine's step-time model and limits.
+    pub profile: EngineProfile,
+}
+
+/// A resolved cluster.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    /// Policy choice.
+    pub policy: PolicyChoice,
+    /// Pool limits.
+    pub limits: Limits,
+    /// Instances, in file order.
+    pub instances: Vec<SimInstance>,
+}
+
+impl Cluster {
+    /// Reads and resolves a `cluster.toml`.
+    pub fn load(path: &Path) -> Result<Self, BenchError> {
+        let text = std::fs::read_to_string(path).map_err(|e| BenchError::io(path, e))?;
+        let file: ClusterFile = toml::from_str(&text).map_err(|source| BenchError::Toml {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Cluster::resolve(file)
+    }
+
+    /// Resolves a parsed file: builds every engine profile, names every instance.
+    pub fn resolve(file: ClusterFile) -> Result<Self, BenchError> {
+        file.policy.validate()?;
+        if file.instances.is_empty() {
+            return Err(BenchError::Cluster(
+                "instances: at least one is needed".into(),
+            ));
+        }
+        let mut instances = Vec::new();
+        for (g, group) in file.instances.iter().enumerate() {
+            let path = format!("instances[{g}]");
+            let prefix = group.id.clone().unwrap_or_else(|| {
+                format!("{}@{}", group.model, group.gpu.as_deref().unwrap_or("sim"))
+            });
+            let profile = match (&group.profile, &group.gpu) {
+                (Some(p), _) => EngineProfile::preset(p)
+                    .map_err(|e| BenchError::Cluster(format!("{path}.profile: {e}")))?,
+                (None, Some(gpu)) => EngineProfile::from_planner(
+                    &group.model,
+                    gpu,
+                    group.layout,
+                    &inferplane_planner::EngineOptions::default(),
+                )
+                .map_err(|source| BenchError::Profile {
+                    instance: prefix.clone(),
+                    source,
+                })?,
+                (None, None) => {
+                    return Err(BenchError::Cluster(format!(
+                        "{path}: give a gpu (planner cost model) or a profile (preset)"
+                    )));
+                }
+            };
+            let max_inflight = group.max_inflight.unwrap_or(profile.max_num_seqs);
+            if max_inflight == 0 || group.count == 0 {
+                return Err(BenchError::Cluster(format!(
+                    "{path}: count and max_inflight must be at least 1"
+                )));
+            }
+            for k in 0..group.count {
+                let id = if group.count == 1 {
+                    prefix.clone()
+                } else {
+                    format!("{prefix}-{k}")
+                };
+                let mut spec =
+                    InstanceSpec::new(&id, format!("sim://{id}"), &group.model, max_inflight);
+                spec.layout = group.layout;
+                spec.gpu = group.gpu.clone();
+                spec.price = group.price_per_gpu_hour.map(Price::PerGpuHour);
+                instances.push(SimInstance {
+                    spec,
+                    profile: profile.clone(),
+                });
+            }
+        }
+        let mut ids: Vec<_> = instances.iter().map(|i| i.spec.id.clone()).collect();
+        ids.sort();
+        if let Some(w) = ids.windows(2).find(|w| w[0] == w[1]) {
+            return Err(BenchError::Cluster(format!(
+                "instance id {} is used twice",
+                w[0]
+            )));
+        }
+        Ok(Cluster {
+            policy: file.policy,
+            limits: file.scheduler,
+            instances,
+        })
+    }
+
+    /// Number of instances.
+    pub fn instance_count(&self) -> usize {
+        self.instances.len()
+    }
+
+    /// Estimated saturated throughput of the whole cluster, requests per second, for
+    /// requests of the given mean sizes: per instance, a full batch (in-flight limit,
+    /// `max_num_seqs` and KV capacity permitting) decodes one token per sequence per step,
+    /// and every prompt token costs its prefill time. Ignores prefix-cache hits.
+    pub fn capacity_rps(&self, mean_prompt: f64, mean_output: f64) -> Result<f64, BenchError> {
+        if !(mean_prompt >= 1.0 && mean_output >= 1.0) {
+            return Err(BenchError::Workload(
+                "empty workload: no sizes to plan for".into(),
+            ));
+        }
+        let mut total = 0.0;
+        for i in &self.instances {
+            let p = &i.profile;
+            let kv_batch = p.kv_capacity_tokens() as f64 / (mean_prompt + mean_output);
+            let b = f64::from(i.spec.max_inflight.min(p.max_num_seqs))
+                .min(kv_batch)
+                .max(1.0);
+            let ctx = b * (mean_prompt + mean_output / 2.0);
+            let step = p.decode_step_base_secs
+                + b * p.decode_secs_per_seq
+                + ctx * p.decode_secs_per_kv_token;
+            let per_request = mean_output * step / b + mean_prompt * p.prefill_secs_per_token;
+            total += 1.0 / per_request.max(1e-12);
+        }
+        Ok(total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_files_resolve_expand_counts_and_name_what_is_wrong() {
+        let f: ClusterFile = toml::from_str(
+            r#"
+            [policy]
+            policy = "adaptive"
+            routing = "load_balanced"
+            [[instances]]
+            id = "h"
+            model = "llama-3.1-8b"
+            gpu = "h100-sxm"
+            count = 3
+            price_per_gpu_hour = 2.5
+            [[instances]]
+            model = "m"
+            profile = "tiny"
+            max_inflight = 8
+            "#,
+        )
+        .unwrap();
+        let c = Cluster::resolve(f).unwrap();
+        assert_eq!(c.instance_count(), 4);
+        assert_eq!(c.instances[2].spec.id.as_str(), "h-2");
+        assert_eq!(c.instances[3].spec.max_inflight, 8);
+        assert_eq!(c.policy.label(), "adaptive/load_balanced/least_connections");
+        assert!(c.capacity_rps(500.0, 200.0).unwrap() > 1.0);
+        let bad: ClusterFile = toml::from_str("[[instances]]\nmodel = \"m\"\n").unwrap();
+        assert!(
+            Cluster::resolve(bad)
+                .unwrap_err()
+                .to_string()
+                .contains("instances[0]")
+        );
+        assert!(
+            toml::from_str::<ClusterFile>("[policy]\nrouting = 3\n[[instances]]\nmodel=\"m\"")
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn policy_choices_parse_with_defaults_and_reject_unknown_names() {
+        let c = PolicyChoice::parse("priority/round_robin").unwrap();
+        assert_eq!(c.balance, "least_connections");
+        let e = PolicyChoice::parse("fifo/sticky").unwrap_err().to_string();
+        assert!(e.contains("affinity"), "{e}");
+        assert!(PolicyChoice::parse("a/b/c/d").is_err());
+        let cfg = scheduler_config(
+            &c,
+            &Limits {
+                max_queue: 7,
+                queue_timeout: None,
+            },
+        );
+        assert_eq!(cfg.max_queue, 7);
+        assert_eq!(cfg.queue_timeout, None);
+    }
+}

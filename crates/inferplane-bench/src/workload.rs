@@ -1,0 +1,628 @@
+//! Workloads: a seeded generator of open-loop request streams, and [`WorkItem`], the one
+//! request description that live runs, simulations and traces share.
+//!
+//! A [`WorkloadSpec`] (TOML or flags) says how requests arrive (Poisson, or bursty gamma
+//! with a coefficient of variation above 1), how long prompts and outputs are (fixed,
+//! uniform or long-tailed log-normal, ShareGPT-like by default), which priority and SLO
+//! class each belongs to (with TTFT and end-to-end targets and cost budgets), how many
+//! belong to multi-turn sessions (each turn's prompt extends the previous turn's prompt and
+//! output) and how many share a long system-prompt prefix. The same spec and seed always
+//! give the same requests.
+
+use crate::error::BenchError;
+use inferplane_core::Priority;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+/// One request of a workload: when it arrives and what it asks for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkItem {
+    /// Arrival, seconds after the start of the run.
+    pub t: f64,
+    /// Prompt length in tokens, the shared prefix included.
+    pub prompt_tokens: u32,
+    /// Tokens to generate (sent as `max_tokens`).
+    pub output_tokens: u32,
+    /// Priority class.
+    #[serde(default, skip_serializing_if = "is_normal")]
+    pub priority: Priority,
+    /// SLO class name, for per-class attainment in reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<String>,
+    /// Time-to-first-token target, milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttft_ms: Option<u64>,
+    /// End-to-end target, milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub e2e_ms: Option<u64>,
+    /// Cost budget, US dollars.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_budget: Option<f64>,
+    /// Multi-turn session id; turns of one session share their history as a prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<u64>,
+    /// Shared system-prompt group; requests of one group share `prefix_tokens`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix_group: Option<u32>,
+    /// Length of the group's shared prefix (part of `prompt_tokens`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub prefix_tokens: u32,
+    /// Model name; `None` means the run's default model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+}
+
+fn is_normal(p: &Priority) -> bool {
+    *p == Priority::Normal
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl WorkItem {
+    /// A plain request: normal priority, no SLO, no session, no shared prefix.
+    pub fn plain(t: f64, prompt_tokens: u32, output_tokens: u32) -> Self {
+        WorkItem {
+            t,
+            prompt_tokens,
+            output_tokens,
+            priority: Priority::Normal,
+            class: None,
+            ttft_ms: None,
+            e2e_ms: None,
+            cost_budget: None,
+            session: None,
+            prefix_group: None,
+            prefix_tokens: 0,
+            model: None,
+        }
+    }
+}
+
+/// How requests arrive (open loop: arrivals never wait for responses).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Arrival {
+    /// Exponential inter-arrival times.
+    Poisson,
+    /// Gamma inter-arrival times with coefficient of variation `cv` (> 1 is bursty).
+    Gamma {
+        /// Standard deviation over mean of the inter-arrival time.
+        cv: f64,
+    },
+}
+
+/// A token-length distribution; draws are clamped to at least 1.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "dist", rename_all = "snake_case", deny_unknown_fields)]
+pub enum LengthDist {
+    /// Always `tokens`.
+    Fixed {
+        /// The length.
+        tokens: u32,
+    },
+    /// Uniform in `min..=max`.
+    Uniform {
+        /// Smallest length.
+        min: u32,
+        /// Largest length.
+        max: u32,
+    },
+    /// Log-normal with the given median and log-space sigma, clamped to `min..=max`:
+    /// long-tailed, like ShareGPT conversation lengths.
+    LogNormal {
+        /// Median length.
+        median: f64,
+        /// Standard deviation of the natural log of the length.
+        sigma: f64,
+        /// Smallest length.
+        min: u32,
+        /// Largest length.
+        max: u32,
+    },
+}
+
+impl LengthDist {
+    /// One draw.
+    pub fn sample(&self, rng: &mut SmallRng) -> u32 {
+        match *self {
+            LengthDist::Fixed { tokens } => tokens.max(1),
+            LengthDist::Uniform { min, max } => rng.random_range(min.max(1)..=max.max(min.max(1))),
+            LengthDist::LogNormal {
+                median,
+                sigma,
+                min,
+                max,
+            } => {
+                let x = median * (sigma * standard_normal(rng)).exp();
+                (x.round() as u32).clamp(min.max(1), max.max(min.max(1)))
+            }
+        }
+    }
+
+    fn validate(&self, what: &str) -> Result<(), BenchError> {
+        let ok = match *self {
+            LengthDist::Fixed { tokens } => tokens >= 1,
+            LengthDist::Uniform { min, max } => min >= 1 && min <= max,
+            LengthDist::LogNormal {
+                median,
+                sigma,
+                min,
+                max,
+            } => median > 0.0 && sigma >= 0.0 && sigma.is_finite() && min >= 1 && min <= max,
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(BenchError::Workload(format!(
+                "{what}: lengths must be at least 1 with min <= max, median > 0, sigma >= 0"
+            )))
+        }
+    }
+}
+
+/// A priority and SLO class of requests.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassSpec {
+    /// Name, shown in reports.
+    pub name: String,
+    /// Relative share of requests.
+    pub weight: f64,
+    /// Priority of its requests.
+    #[serde(default)]
+    pub priority: Priority,
+    /// Time-to-first-token target, milliseconds.
+    #[serde(default)]
+    pub ttft_ms: Option<u64>,
+    /// End-to-end target, milliseconds.
+    #[serde(default)]
+    pub e2e_ms: Option<u64>,
+    /// Cost budget, US dollars.
+    #[serde(default)]
+    pub cost_budget: Option<f64>,
+}
+
+/// Multi-turn sessions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionSpec {
+    /// Fraction of requests that are turns of a session (0 disables sessions).
+    pub share: f64,
+    /// Sessions open at once; a session request continues a random open one.
+    pub active: usize,
+    /// Mean turns per session (geometric).
+    pub mean_turns: f64,
+    /// Longest context a session grows to before it ends.
+    pub max_context: u32,
+}
+
+impl Default for SessionSpec {
+    fn default() -> Self {
+        SessionSpec {
+            share: 0.3,
+            active: 32,
+            mean_turns: 4.0,
+            max_context: 8192,
+        }
+    }
+}
+
+/// Groups of requests that share a long system-prompt prefix.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrefixSpec {
+    /// Fraction of requests (and sessions) with a shared prefix.
+    pub share: f64,
+    /// Number of distinct prefixes.
+    pub groups: u32,
+    /// Length of each prefix in tokens.
+    pub tokens: u32,
+}
+
+impl Default for PrefixSpec {
+    fn default() -> Self {
+        PrefixSpec {
+            share: 0.5,
+            groups: 8,
+            tokens: 512,
+        }
+    }
+}
+
+/// A seeded workload description.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkloadSpec {
+    /// RNG seed.
+    pub seed: u64,
+    /// Number of requests.
+    pub requests: usize,
+    /// Mean arrival rate, requests per second.
+    pub rate: f64,
+    /// Arrival process.
+    pub arrival: Arrival,
+    /// Prompt lengths (the part after any shared prefix).
+    pub prompt: LengthDist,
+    /// Output lengths.
+    pub output: LengthDist,
+    /// Priority and SLO classes; empty means every request is a plain normal one.
+    pub classes: Vec<ClassSpec>,
+    /// Multi-turn sessions.
+    pub sessions: SessionSpec,
+    /// Shared system-prompt prefixes.
+    pub prefixes: PrefixSpec,
+}
+
+impl Default for WorkloadSpec {
+    fn default() -> Self {
+        WorkloadSpec {
+            seed: 1,
+            requests: 1000,
+            rate: 10.0,
+            arrival: Arrival::Poisson,
+            prompt: LengthDist::LogNormal {
+                median: 256.0,
+                sigma: 1.0,
+                min: 4,
+                max: 4096,
+            },
+            output: LengthDist::LogNormal {
+                median: 160.0,
+                sigma: 0.8,
+                min: 4,
+                max: 1024,
+            },
+            classes: default_classes(),
+            sessions: SessionSpec::default(),
+            prefixes: PrefixSpec::default(),
+        }
+    }
+}
+
+/// Three classes: interactive (high priority, tight SLO), standard, and batch (low, none).
+pub fn default_classes() -> Vec<ClassSpec> {
+    vec![
+        ClassSpec {
+            name: "interactive".into(),
+            weight: 0.3,
+            priority: Priority::High,
+            ttft_ms: Some(1000),
+            e2e_ms: Some(15_000),
+            cost_budget: None,
+        },
+        ClassSpec {
+            name: "standard".into(),
+            weight: 0.5,
+            priority: Priority::Normal,
+            ttft_ms: Some(3000),
+            e2e_ms: Some(30_000),
+            cost_budget: Some(0.01),
+        },
+        ClassSpec {
+            name: "batch".into(),
+            weight: 0.2,
+            priority: Priority::Low,
+            ttft_ms: None,
+            e2e_ms: None,
+            cost_budget: None,
+        },
+    ]
+}
+
+/// A standard normal draw (Box-Muller).
+pub fn standard_normal(rng: &mut SmallRng) -> f64 {
+    let u1: f64 = rng.random_range(f64::MIN_POSITIVE..1.0);
+    let u2: f64 = rng.random();
+    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+}
+
+/// A Gamma(shape, 1) draw (Marsaglia and Tsang; boosted for shape < 1).
+pub fn gamma(rng: &mut SmallRng, shape: f64) -> f64 {
+    if shape < 1.0 {
+        let u: f64 = rng.random_range(f64::MIN_POSITIVE..1.0);
+        return gamma(rng, shape + 1.0) * u.powf(1.0 / shape);
+    }
+    let d = shape - 1.0 / 3.0;
+    let c = 1.0 / (9.0 * d).sqrt();
+    loop {
+        let x = standard_normal(rng);
+        let v = (1.0 + c * x).powi(3);
+        if v <= 0.0 {
+            continue;
+        }
+        let u: f64 = rng.random_range(f64::MIN_POSITIVE..1.0);
+        if u.ln() < 0.5 * x * x + d - d * v + d * v.ln() {
+            return d * v;
+        }
+    }
+}
+
+impl Arrival {
+    /// One inter-arrival gap in seconds at mean rate `rate`.
+    pub fn gap(&self, rng: &mut SmallRng, rate: f64) -> f64 {
+        match *self {
+            Arrival::Poisson => {
+                let u: f64 = rng.random_range(f64::MIN_POSITIVE..1.0);
+                -u.ln() / rate
+            }
+            Arrival::Gamma { cv } => {
+                let shape = 1.0 / (cv * cv);
+                gamma(rng, shape) / (shape * rate)
+            }
+        }
+    }
+}
+
+struct OpenSession {
+    id: u64,
+    turns_left: u32,
+    context: u32,
+    group: Option<u32>,
+    class: usize,
+}
+
+impl WorkloadSpec {
+    /// Checks the spec; says what is wrong.
+    pub fn validate(&self) -> Result<(), BenchError> {
+        let bad = |m: &str| Err(BenchError::Workload(m.to_string()));
+        if !(self.rate.is_finite() && self.rate > 0.0) {
+            return bad("rate must be a positive number of requests per second");
+        }
+        if let Arrival::Gamma { cv } = self.arrival
+            && !(cv.is_finite() && cv > 0.0)
+        {
+            return bad("arrival.cv must be positive");
+        }
+        self.prompt.validate("prompt")?;
+        self.output.validate("output")?;
+        if self
+            .classes
+            .iter()
+            .any(|c| !(c.weight.is_finite() && c.weight >= 0.0))
+            || (!self.classes.is_empty()
+                && self.classes.iter().map(|c| c.weight).sum::<f64>() <= 0.0)
+        {
+            return bad("class weights must be non-negative with a positive sum");
+        }
+        let share = |s: f64| (0.0..=1.0).contains(&s);
+        if !share(self.sessions.share) || !share(self.prefixes.share) {
+            return bad("sessions.share and prefixes.share must be within 0..=1");
+        }
+        if self.prefixes.share > 0.0 && self.prefixes.groups == 0 {
+            return bad("prefixes.groups must be at least 1 when prefixes.share > 0");
+        }
+        if self.sessions.share > 0.0
+            && (self.sessions.active == 0 || self.sessions.mean_turns < 1.0)
+        {
+            return bad("sessions need active >= 1 and mean_turns >= 1");
+        }
+        Ok(())
+    }
+
+    /// Generates the requests, sorted by arrival.
+    pub fn generate(&self) -> Result<Vec<WorkItem>, BenchError> {
+        self.validate()?;
+        let mut rng = SmallRng::seed_from_u64(self.seed);
+        let total_weight: f64 = self.classes.iter().map(|c| c.weight).sum();
+        let mut out = Vec::with_capacity(self.requests);
+        let mut open: Vec<OpenSession> = Vec::new();
+        let mut next_session = 0u64;
+        let mut t = 0.0;
+        for _ in 0..self.requests {
+            t += self.arrival.gap(&mut rng, self.rate);
+            // Microsecond resolution: short decimals round-trip exactly through JSONL.
+            let t = (t * 1e6).round() / 1e6;
+            let output = self.output.sample(&mut rng);
+            let fresh = self.prompt.sample(&mut rng);
+            let item = if self.sessions.share > 0.0 && rng.random_bool(self.sessions.share) {
+                if open.len() < self.sessions.active {
+                    // A new session: its first turn.
+                    let p = 1.0 / self.sessions.mean_turns;
+                    let mut turns = 1;
+                    while turns < 1000 && !rng.random_bool(p) {
+                        turns += 1;
+                    }
+                    let group = self.draw_group(&mut rng);
+                    open.push(OpenSession {
+                        id: next_session,
+                        turns_left: turns,
+                        context: 0,
+                        group,
+                        class: self.draw_class(&mut rng, total_weight),
+                    });
+                    next_session += 1;
+                }
+                let ix = rng.random_range(0..open.len());
+                let s = &mut open[ix];
+                let prefix = s.group.map_or(0, |_| self.prefixes.tokens);
+                let prompt = prefix.max(s.context) + fresh;
+                let mut item = self.item(t, prompt, output, s.class, s.group);
+                item.session = Some(s.id);
+                s.context = prompt + output;
+                s.turns_left -= 1;
+                if s.turns_left == 0 || s.context >= self.sessions.max_context {
+                    open.swap_remove(ix);
+                }
+                if prompt + output > self.sessions.max_context && prompt > prefix + fresh {
+                    // Too long to continue: the session ends and this turn starts afresh.
+                    item.prompt_tokens = prefix + fresh;
+                    item.session = Some(next_session);
+                    next_session += 1;
+                }
+                item
+            } else {
+                let group = self.draw_group(&mut rng);
+                let prompt = group.map_or(0, |_| self.prefixes.tokens) + fresh;
+                let class = self.draw_class(&mut rng, total_weight);
+                self.item(t, prompt, output, class, group)
+            };
+            out.push(item);
+        }
+        Ok(out)
+    }
+
+    fn draw_group(&self, rng: &mut SmallRng) -> Option<u32> {
+        (self.prefixes.share > 0.0 && rng.random_bool(self.prefixes.share))
+            .then(|| rng.random_range(0..self.prefixes.groups))
+    }
+
+    fn draw_class(&self, rng: &mut SmallRng, total: f64) -> usize {
+        let mut x = rng.random::<f64>() * total;
+        for (i, c) in self.classes.iter().enumerate() {
+            if x < c.weight {
+                return i;
+            }
+            x -= c.weight;
+        }
+        self.classes.len().saturating_sub(1)
+    }
+
+    fn item(&self, t: f64, prompt: u32, output: u32, class: usize, group: Option<u32>) -> WorkItem {
+        let mut item = WorkItem::plain(t, prompt, output);
+        if let Some(c) = self.classes.get(class) {
+            item.priority = c.priority;
+            item.class = Some(c.name.clone());
+            item.ttft_ms = c.ttft_ms;
+            item.e2e_ms = c.e2e_ms;
+            item.cost_budget = c.cost_budget;
+        }
+        if group.is_some() {
+            item.prefix_group = group;
+            item.prefix_tokens = self.prefixes.tokens;
+        }
+        item
+    }
+}
+
+/// Mean prompt and output tokens of a request set (for capacity estimates).
+pub fn mean_sizes(items: &[WorkItem]) -> (f64, f64) {
+    let n = items.len().max(1) as f64;
+    let p: f64 = items.iter().map(|i| f64::from(i.prompt_tokens)).sum();
+    let o: f64 = items.iter().map(|i| f64::from(i.output_tokens)).sum();
+    (p / n, o / n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn moments(xs: &[f64]) -> (f64, f64) {
+        let n = xs.len() as f64;
+        let mean = xs.iter().sum::<f64>() / n;
+        let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
+        (mean, var.sqrt() / mean)
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_workload_and_another_seed_does_not() {
+        let spec = WorkloadSpec {
+            requests: 500,
+            ..WorkloadSpec::default()
+        };
+        let a = spec.generate().unwrap();
+        assert_eq!(a, spec.generate().unwrap());
+        let b = WorkloadSpec { seed: 2, ..spec }.generate().unwrap();
+        assert_ne!(a, b);
+        assert!(a.windows(2).all(|w| w[0].t <= w[1].t));
+    }
+
+    #[test]
+    fn poisson_and_gamma_gaps_have_the_asked_mean_and_variation() {
+        let mut rng = SmallRng::seed_from_u64(3);
+        let gaps: Vec<f64> = (0..200_000)
+            .map(|_| Arrival::Poisson.gap(&mut rng, 20.0))
+            .collect();
+        let (mean, cv) = moments(&gaps);
+        assert!((mean - 0.05).abs() < 0.05 * 0.02, "{mean}");
+        assert!((cv - 1.0).abs() < 0.02, "{cv}");
+        for want in [0.5, 2.0, 4.0] {
+            let g = Arrival::Gamma { cv: want };
+            let gaps: Vec<f64> = (0..200_000).map(|_| g.gap(&mut rng, 20.0)).collect();
+            let (mean, cv) = moments(&gaps);
+            assert!((mean - 0.05).abs() < 0.05 * 0.04, "cv {want}: mean {mean}");
+            assert!((cv - want).abs() < want * 0.06, "cv {want}: got {cv}");
+        }
+    }
+
+    #[test]
+    fn lognormal_lengths_have_the_asked_median_and_a_long_tail() {
+        let mut rng = SmallRng::seed_from_u64(5);
+        let d = LengthDist::LogNormal {
+            median: 200.0,
+            sigma: 1.0,
+            min: 1,
+            max: 1_000_000,
+        };
+        let mut xs: Vec<u32> = (0..100_000).map(|_| d.sample(&mut rng)).collect();
+        xs.sort_unstable();
+        let median = f64::from(xs[xs.len() / 2]);
+        assert!((median - 200.0).abs() < 6.0, "{median}");
+        let mean = xs.iter().map(|&x| f64::from(x)).sum::<f64>() / xs.len() as f64;
+        // E[X] = median * exp(sigma^2 / 2) = 329.7
+        assert!((mean - 329.7).abs() < 10.0, "{mean}");
+        assert!(
+            f64::from(xs[xs.len() * 99 / 100]) > 4.0 * median,
+            "long tail"
+        );
+    }
+
+    #[test]
+    fn classes_sessions_and_prefixes_appear_in_their_shares() {
+        let spec = WorkloadSpec {
+            requests: 20_000,
+            ..WorkloadSpec::default()
+        };
+        let items = spec.generate().unwrap();
+        let n = items.len() as f64;
+        let interactive = items
+            .iter()
+            .filter(|i| i.class.as_deref() == Some("interactive"))
+            .count() as f64;
+        assert!((interactive / n - 0.3).abs() < 0.03, "{}", interactive / n);
+        let in_session = items.iter().filter(|i| i.session.is_some()).count() as f64;
+        assert!((in_session / n - 0.3).abs() < 0.02);
+        // A later turn's prompt contains the whole previous turn (prompt and output).
+        let mut last: std::collections::HashMap<u64, &WorkItem> = Default::default();
+        for it in &items {
+            if let Some(s) = it.session {
+                if let Some(prev) = last.get(&s) {
+                    assert!(it.prompt_tokens > prev.prompt_tokens + prev.output_tokens - 1);
+                    assert_eq!(it.prefix_group, prev.prefix_group);
+                    assert_eq!(it.class, prev.class);
+                }
+                last.insert(s, it);
+            }
+            if it.prefix_group.is_some() {
+                assert_eq!(it.prefix_tokens, 512);
+                assert!(it.prompt_tokens > 512);
+            }
+        }
+        let grouped = items.iter().filter(|i| i.prefix_group.is_some()).count() as f64;
+        assert!((grouped / n - 0.5).abs() < 0.03);
+    }
+
+    #[test]
+    fn invalid_specs_say_what_is_wrong() {
+        let bad = WorkloadSpec {
+            rate: 0.0,
+            ..WorkloadSpec::default()
+        };
+        assert!(bad.generate().unwrap_err().to_string().contains("rate"));
+        let bad = WorkloadSpec {
+            prompt: LengthDist::Uniform { min: 5, max: 2 },
+            ..WorkloadSpec::default()
+        };
+        assert!(bad.validate().unwrap_err().to_string().contains("prompt"));
+        let spec: WorkloadSpec = toml::from_str(
+            "requests = 10\nrate = 5.0\narrival = { kind = \"gamma\", cv = 3.0 }\nprompt = { dist = \"fixed\", tokens = 100 }\nclasses = []",
+        )
+        .unwrap();
+        assert_eq!(spec.arrival, Arrival::Gamma { cv: 3.0 });
+        assert_eq!(spec.generate().unwrap().len(), 10);
+        assert!(toml::from_str::<WorkloadSpec>("bogus = 1").is_err());
+    }
+}
