@@ -24,7 +24,7 @@
 //! ```
 
 use crate::error::BenchError;
-use inferplane_core::{InstanceSpec, Layout, Price, SchedulerConfig};
+use inferplane_core::{InstanceSpec, Layout, PolicyConfig, Price, RoutingConfig, SchedulerConfig};
 use inferplane_sim::EngineProfile;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -131,6 +131,8 @@ pub struct Limits {
     /// Longest wait in the queue.
     #[serde(with = "humantime_serde")]
     pub queue_timeout: Option<Duration>,
+    /// Seed of the `random` strategy and `power_of_two`.
+    pub seed: u64,
 }
 
 impl Default for Limits {
@@ -139,24 +141,39 @@ impl Default for Limits {
         Limits {
             max_queue: d.max_queue,
             queue_timeout: d.queue_timeout,
+            seed: d.seed,
         }
     }
 }
 
 /// The scheduler configuration for a policy choice: the ONE place where a choice becomes
-/// a `SchedulerConfig`, for the simulation and the live comparison alike.
-///
-/// Today the core scheduler has one behaviour (FIFO order, least-loaded placement), so
-/// every valid choice maps to it with the given limits. When the core gains its policy,
-/// routing and balancing enums, they plug in here, matched from `choice`'s names.
-#[allow(clippy::needless_update)] // the policy fields of SchedulerConfig land here
-pub fn scheduler_config(choice: &PolicyChoice, limits: &Limits) -> SchedulerConfig {
-    let _ = choice;
-    SchedulerConfig {
+/// a `SchedulerConfig`, for the simulation and the live comparison alike. Names are read
+/// through the core configs' own serde tags (the same snake_case words as the gateway's
+/// config and `/admin/policy`), each with its defaults; `balance` applies when routing is
+/// `load_balanced`.
+pub fn scheduler_config(
+    choice: &PolicyChoice,
+    limits: &Limits,
+) -> Result<SchedulerConfig, BenchError> {
+    let bad = |what: &str, e: serde_json::Error| BenchError::Cluster(format!("policy.{what}: {e}"));
+    let policy: PolicyConfig = serde_json::from_value(serde_json::json!({ "kind": choice.policy }))
+        .map_err(|e| bad("policy", e))?;
+    let routing: RoutingConfig = if choice.routing == "load_balanced" {
+        serde_json::from_value(serde_json::json!({
+            "kind": "load_balanced",
+            "algorithm": { "kind": choice.balance },
+        }))
+    } else {
+        serde_json::from_value(serde_json::json!({ "kind": choice.routing }))
+    }
+    .map_err(|e| bad("routing", e))?;
+    Ok(SchedulerConfig {
         max_queue: limits.max_queue,
         queue_timeout: limits.queue_timeout,
-        ..SchedulerConfig::default()
-    }
+        policy,
+        routing,
+        seed: limits.seed,
+    })
 }
 
 /// A group of identical instances in `cluster.toml`.
@@ -396,9 +413,35 @@ mod tests {
             &Limits {
                 max_queue: 7,
                 queue_timeout: None,
+                seed: 3,
             },
-        );
+        )
+        .unwrap();
         assert_eq!(cfg.max_queue, 7);
         assert_eq!(cfg.queue_timeout, None);
+        assert!(matches!(cfg.policy, PolicyConfig::Priority(_)));
+        assert!(matches!(cfg.routing, RoutingConfig::RoundRobin(_)));
+        let lb = scheduler_config(
+            &PolicyChoice::parse("adaptive/load_balanced/power_of_two").unwrap(),
+            &Limits::default(),
+        )
+        .unwrap();
+        assert!(matches!(
+            lb.routing,
+            RoutingConfig::LoadBalanced(ref c) if matches!(c.algorithm, inferplane_core::BalanceConfig::PowerOfTwo(_))
+        ));
+        // Every name the validator accepts is one the core knows.
+        for p in POLICIES {
+            for r in ROUTINGS {
+                for b in BALANCES {
+                    let c = PolicyChoice {
+                        policy: p.into(),
+                        routing: r.into(),
+                        balance: b.into(),
+                    };
+                    scheduler_config(&c, &Limits::default()).unwrap();
+                }
+            }
+        }
     }
 }

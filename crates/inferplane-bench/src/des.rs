@@ -87,7 +87,7 @@ pub fn simulate(
             None => {
                 pools.push(Pool {
                     model: si.spec.model.clone(),
-                    sched: Scheduler::new(scheduler_config(&cluster.policy, &cluster.limits)),
+                    sched: Scheduler::new(scheduler_config(&cluster.policy, &cluster.limits)?),
                     by_ix: HashMap::new(),
                     expiry_at: None,
                     timeout: cluster.limits.queue_timeout,

@@ -106,6 +106,7 @@ fn every_request_ends_exactly_once_under_overload() {
     let limits = Limits {
         max_queue: 200,
         queue_timeout: Some(Duration::from_millis(300)),
+        seed: 0,
     };
     let run = simulate(
         &cluster(2, 8, EngineProfile::preset("tiny").unwrap(), limits),
