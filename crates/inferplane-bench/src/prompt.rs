@@ -23,7 +23,7 @@ fn stream_key(kind: u64, id: u64) -> u64 {
 /// item's index plus a per-run salt).
 pub fn prompt_text(item: &WorkItem, request_key: u64) -> String {
     let n = item.prompt_tokens.max(1);
-    let mut out = String::with_capacity(n as usize * 4);
+    let mut out: Vec<u8> = Vec::with_capacity(n as usize * 4);
     let group = item.prefix_group.map(|g| stream_key(GROUP, u64::from(g)));
     let own = match item.session {
         Some(s) => stream_key(SESSION, s),
@@ -46,12 +46,15 @@ pub fn prompt_text(item: &WorkItem, request_key: u64) -> String {
             }
         };
         let bits = (h >> (15 * (j % 4))) & 0x7fff;
-        out.push(char::from(b'a' + (bits % 26) as u8));
-        out.push(char::from(b'a' + (bits / 26 % 26) as u8));
-        out.push(char::from(b'a' + (bits / 676 % 26) as u8));
-        out.push(' ');
+        out.extend_from_slice(&[
+            b'a' + (bits % 26) as u8,
+            b'a' + (bits / 26 % 26) as u8,
+            b'a' + (bits / 676 % 26) as u8,
+            b' ',
+        ]);
     }
-    out
+    // Only ASCII letters and spaces were written, so this never fails.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -10,10 +10,11 @@
 //!
 //! The engine is pure: no clock, no I/O, no randomness but a seeded hash.
 
+use crate::fasthash::FastMap;
 use crate::kv::KvCache;
 use crate::profile::{BLOCK_SIZE, EngineProfile};
 use inferplane_core::Time;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::Duration;
 
 /// A sequence's id inside one engine.
@@ -179,7 +180,7 @@ enum Work {
 pub struct Engine {
     profile: EngineProfile,
     kv: KvCache,
-    seqs: HashMap<SeqId, Seq>,
+    seqs: FastMap<SeqId, Seq>,
     waiting: VecDeque<SeqId>,
     running: Vec<SeqId>,
     next_id: u64,
@@ -197,7 +198,7 @@ impl Engine {
         Engine {
             profile,
             kv,
-            seqs: HashMap::new(),
+            seqs: FastMap::default(),
             waiting: VecDeque::new(),
             running: Vec::new(),
             next_id: 0,

@@ -3,6 +3,7 @@
 
 use super::*;
 use proptest::prelude::*;
+use std::collections::HashMap;
 
 fn tiny() -> EngineProfile {
     EngineProfile::preset("tiny").unwrap()

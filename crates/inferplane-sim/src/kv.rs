@@ -6,34 +6,15 @@
 //! count drops to zero stay cached (a later request with the same prefix can reuse them)
 //! until the space is needed, when the least recently released is evicted first.
 
-use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
+use crate::fasthash::FastMap;
+use std::collections::VecDeque;
 
-/// Block hashes are already uniform 64-bit hashes (xxh3): hashing them again with SipHash
-/// only costs time, so the cache map uses them as they are.
-#[derive(Debug, Clone, Copy, Default)]
-struct BlockHashHasher(u64);
-
-impl Hasher for BlockHashHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 ^= n;
-    }
-}
-
-type BlockMap<V> = HashMap<u64, V, BuildHasherDefault<BlockHashHasher>>;
+type BlockMap<V> = FastMap<u64, V>;
 
 #[derive(Debug, Clone, Copy)]
 struct CachedBlock {
     refs: u32,
-    /// LRU stamp while `refs == 0` (key into `evictable`).
+    /// Release stamp while `refs == 0`; an `evictable` entry with another stamp is stale.
     stamp: u64,
 }
 
@@ -43,7 +24,12 @@ pub struct KvCache {
     total: u32,
     private: u32,
     cached: BlockMap<CachedBlock>,
-    evictable: BTreeMap<u64, u64>,
+    /// Unreferenced blocks in release order, `(stamp, hash)`, oldest first. Entries whose
+    /// block was re-acquired (or released again later) are stale and skipped: O(1)
+    /// amortised per operation instead of an ordered map.
+    evictable: VecDeque<(u64, u64)>,
+    /// Cached blocks with no reference (the live entries of `evictable`).
+    idle: u32,
     clock: u64,
     evictions: u64,
 }
@@ -55,7 +41,8 @@ impl KvCache {
             total,
             private: 0,
             cached: BlockMap::default(),
-            evictable: BTreeMap::new(),
+            evictable: VecDeque::new(),
+            idle: 0,
             clock: 0,
             evictions: 0,
         }
@@ -73,7 +60,7 @@ impl KvCache {
 
     /// Blocks referenced by running sequences (what vLLM reports as KV usage).
     pub fn in_use(&self) -> u32 {
-        self.occupied() - self.evictable.len() as u32
+        self.occupied() - self.idle
     }
 
     /// Blocks that an allocation could obtain: free plus evictable.
@@ -93,11 +80,18 @@ impl KvCache {
             return false;
         }
         while self.total - self.occupied() < n {
-            let Some((_, hash)) = self.evictable.pop_first() else {
+            let Some((stamp, hash)) = self.evictable.pop_front() else {
                 return false; // unreachable given the check above
             };
-            self.cached.remove(&hash);
-            self.evictions += 1;
+            let live = self
+                .cached
+                .get(&hash)
+                .is_some_and(|b| b.refs == 0 && b.stamp == stamp);
+            if live {
+                self.cached.remove(&hash);
+                self.idle -= 1;
+                self.evictions += 1;
+            }
         }
         self.private += n;
         true
@@ -124,7 +118,8 @@ impl KvCache {
     pub fn acquire(&mut self, hash: u64) {
         if let Some(b) = self.cached.get_mut(&hash) {
             if b.refs == 0 {
-                self.evictable.remove(&b.stamp);
+                self.idle -= 1;
+                b.stamp = 0; // its `evictable` entry is now stale
             }
             b.refs += 1;
         }
@@ -138,8 +133,22 @@ impl KvCache {
             if b.refs == 0 {
                 self.clock += 1;
                 b.stamp = self.clock;
-                self.evictable.insert(self.clock, hash);
+                self.evictable.push_back((self.clock, hash));
+                self.idle += 1;
+                self.compact();
             }
+        }
+    }
+
+    /// Drops stale `evictable` entries once they outnumber the live ones.
+    fn compact(&mut self) {
+        if self.evictable.len() > 4 * self.idle as usize + 1024 {
+            let cached = &self.cached;
+            self.evictable.retain(|(stamp, hash)| {
+                cached
+                    .get(hash)
+                    .is_some_and(|b| b.refs == 0 && b.stamp == *stamp)
+            });
         }
     }
 
@@ -199,5 +208,70 @@ mod tests {
         assert_eq!(kv.match_prefix(&[7, 8]), 1);
         kv.acquire(7);
         assert_eq!(kv.in_use(), 1, "re-acquired from the evictable list");
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The lazy LRU never evicts a referenced block, never loses count of idle blocks,
+        /// and evicts exactly the least recently released one.
+        #[test]
+        fn lazy_lru_matches_a_reference_model(ops in proptest::collection::vec((0u8..4, 0u64..12), 1..300)) {
+            let mut kv = KvCache::new(8);
+            // Reference: refs per cached hash, and release order of idle ones.
+            let mut refs: std::collections::HashMap<u64, u32> = Default::default();
+            let mut order: Vec<u64> = Vec::new();
+            let mut private = 0u32;
+            for (op, h) in ops {
+                match op {
+                    0 => {
+                        // compute a new block and cache it (or share an existing one)
+                        if kv.alloc(1) {
+                            private += 1;
+                            let before_idle: Vec<u64> = order.clone();
+                            kv.promote(h);
+                            private -= 1;
+                            // evictions happened inside alloc: drop evicted from the model
+                            let evicted = before_idle.iter().filter(|x| kv.match_prefix(&[**x]) == 0).copied().collect::<Vec<_>>();
+                            for x in evicted { order.retain(|y| *y != x); refs.remove(&x); }
+                            let r = refs.entry(h).or_insert(0);
+                            if *r == 0 { order.retain(|y| *y != h); }
+                            *r += 1;
+                        }
+                    }
+                    1 => {
+                        if refs.get(&h).is_some_and(|r| *r > 0) {
+                            kv.release(h);
+                            let r = refs.get_mut(&h).unwrap();
+                            *r -= 1;
+                            if *r == 0 { order.push(h); }
+                        }
+                    }
+                    2 => {
+                        if refs.get(&h).is_some_and(|r| *r == 0) {
+                            kv.acquire(h);
+                            *refs.get_mut(&h).unwrap() = 1;
+                            order.retain(|y| *y != h);
+                        }
+                    }
+                    _ => {
+                        if kv.alloc(2) {
+                            let evicted: Vec<u64> = order.iter().filter(|x| kv.match_prefix(&[**x]) == 0).copied().collect();
+                            // Evicted ones are exactly a prefix of the release order.
+                            prop_assert_eq!(&order[..evicted.len()], &evicted[..]);
+                            for x in evicted { order.retain(|y| *y != x); refs.remove(&x); }
+                            kv.free(2);
+                        }
+                    }
+                }
+                let in_use = refs.values().filter(|r| **r > 0).count() as u32 + private;
+                prop_assert_eq!(kv.in_use(), in_use);
+                prop_assert_eq!(kv.idle, order.len() as u32);
+                prop_assert!(kv.occupied() <= kv.total());
+                for (x, r) in &refs {
+                    if *r > 0 { prop_assert_eq!(kv.match_prefix(&[*x]), 1, "referenced block evicted"); }
+                }
+            }
+        }
     }
 }

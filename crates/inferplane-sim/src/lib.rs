@@ -15,6 +15,7 @@
 
 pub mod driver;
 pub mod engine;
+pub mod fasthash;
 pub mod faults;
 pub mod kv;
 pub mod listener;
