@@ -1,5 +1,6 @@
 //! Relaying an engine's server-sent-event stream to the client event by event, with no
-//! buffering beyond the event being read: the first content event gives TTFT, the `usage`
+//! buffering beyond the event being read (events that are already complete leave together,
+//! in one write): the first content event gives TTFT, the `usage`
 //! chunk (asked for by the gateway) gives token counts and is dropped when the client did
 //! not ask for it, and a stream that breaks midway ends with an OpenAI-style error event.
 //! The attempt's guard reports the outcome when the stream ends or the client leaves.
@@ -208,8 +209,18 @@ impl Relay {
 
     async fn next_bytes(&mut self) -> Option<Bytes> {
         loop {
-            if let Some(ev) = self.ready.pop_front() {
-                return Some(ev);
+            // Everything already complete goes out at once, as one write.
+            match self.ready.len() {
+                0 => {}
+                1 => return self.ready.pop_front(),
+                _ => {
+                    let len = self.ready.iter().map(Bytes::len).sum();
+                    let mut out = BytesMut::with_capacity(len);
+                    for ev in self.ready.drain(..) {
+                        out.extend_from_slice(&ev);
+                    }
+                    return Some(out.freeze());
+                }
             }
             if self.finished {
                 return None;

@@ -60,6 +60,11 @@ impl Gateway {
         });
         let (stop, stopped) = oneshot::channel::<()>();
         let router = app(state);
+        // Streaming answers are many small writes: without TCP_NODELAY, Nagle's algorithm
+        // holds each one for the client's delayed ACK (~40 ms).
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let task = tokio::spawn(async move {
             let serve = axum::serve(listener, router).with_graceful_shutdown(async {
                 let _ = stopped.await;
