@@ -48,7 +48,19 @@ pub enum BenchError {
         #[source]
         source: inferplane_sim::FromPlannerError,
     },
-    /// The HTTP client could not be built.
+    /// The target's admin API refused a policy switch.
+    #[error("switching {target} to {choice}: {status}: {body}")]
+    PolicySwitch {
+        /// The target's base URL.
+        target: String,
+        /// The choice, `policy/routing/balance`.
+        choice: String,
+        /// HTTP status.
+        status: u16,
+        /// The answer's body.
+        body: String,
+    },
+    /// An HTTP client error (building the client, or a request outside a load run).
     #[error("HTTP client: {0}")]
     Http(#[from] reqwest::Error),
     /// JSON encoding failed.

@@ -179,3 +179,50 @@ async fn simulation_and_live_run_agree_on_ttft_percentiles() {
         "prefix hit rate live {lh:.3} vs sim {sh:.3}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_compare_switches_the_gateways_policy_before_each_run() {
+    let profile = EngineProfile::preset("tiny").unwrap();
+    let sims = common::sims(2, &profile, 1.0).await;
+    let gw = common::gateway(&sims, 4).await;
+    let items = WorkloadSpec {
+        requests: 30,
+        rate: 200.0,
+        prompt: LengthDist::Fixed { tokens: 32 },
+        output: LengthDist::Fixed { tokens: 4 },
+        ..WorkloadSpec::default()
+    }
+    .generate()
+    .unwrap();
+    let mut cfg = LoadConfig::new(gw.url(), common::MODEL);
+    cfg.max_duration = Some(Duration::from_secs(20));
+    cfg.request_timeout = Duration::from_secs(20);
+    let choices = [
+        PolicyChoice::parse("fifo/round_robin").unwrap(),
+        PolicyChoice::parse("priority/load_balanced/power_of_two").unwrap(),
+    ];
+    let runs = inferplane_bench::compare::live_policies(&cfg, &choices, &items, None)
+        .await
+        .unwrap();
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[0].label, "fifo/round_robin/least_connections");
+    for run in &runs {
+        assert_eq!(run.records.len(), 30);
+        assert!(run.records.iter().all(|r| r.failure.is_none()));
+    }
+    // The gateway runs the last choice now.
+    let v: serde_json::Value = reqwest::get(format!("{}/admin/policy", gw.url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["pools"][0]["policy"]["kind"], "priority");
+    assert_eq!(v["pools"][0]["balancing"], "power_of_two");
+    // A target without the admin API is a clear error, not a silent run.
+    let sim_cfg = LoadConfig::new(sims[0].url(), common::MODEL);
+    let err = inferplane_bench::compare::live_policies(&sim_cfg, &choices, &items, None)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("404"), "{err}");
+}

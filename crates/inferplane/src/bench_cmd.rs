@@ -186,14 +186,21 @@ struct SimulateArgs {
 #[derive(Debug, clap::Args)]
 struct CompareArgs {
     /// Cluster description for simulated comparisons.
-    #[arg(long, required_unless_present = "targets")]
+    #[arg(long, required_unless_present_any = ["targets", "target"])]
     cluster: Option<PathBuf>,
     /// Policy choices to compare, each `policy/routing/balance`, comma separated.
     #[arg(long, value_delimiter = ',')]
     policies: Vec<String>,
     /// Live targets to compare instead, each `label=URL`, comma separated.
-    #[arg(long, value_delimiter = ',', conflicts_with = "cluster")]
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["cluster", "target"])]
     targets: Vec<String>,
+    /// One live inferplane gateway: each of --policies is switched on through its
+    /// `PUT /admin/policy`, then the workload runs.
+    #[arg(long, conflicts_with = "cluster", requires = "policies")]
+    target: Option<String>,
+    /// Admin token of --target, when it has one.
+    #[arg(long, env = "INFERPLANE_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
     /// Model name for live requests.
     #[arg(long, default_value = "llama-3.1-8b")]
     model: String,
@@ -300,6 +307,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     .map(|p| PolicyChoice::parse(p))
                     .collect::<Result<Vec<_>, _>>()?;
                 let runs = compare::simulated(&cluster, &choices, &items)?;
+                (runs, items)
+            } else if let Some(url) = &a.target {
+                let items = a.workload.items(None)?;
+                let choices = a
+                    .policies
+                    .iter()
+                    .map(|p| PolicyChoice::parse(p))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let mut cfg = LoadConfig::new(url.clone(), a.model.clone());
+                cfg.time_scale = a.time_scale;
+                cfg.progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+                let runs = compare::live_policies(&cfg, &choices, &items, a.admin_token.as_deref())
+                    .await?;
                 (runs, items)
             } else {
                 let items = a.workload.items(None)?;
