@@ -142,3 +142,49 @@ pub fn predicted_rates(spec: &InstanceSpec) -> Option<Rates> {
         samples: 0,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use inferplane_core::Layout;
+
+    fn spec(model: &str, gpu: Option<&str>, tp: u32) -> InstanceSpec {
+        let mut s = InstanceSpec::new("a", "http://127.0.0.1:1", model, 32);
+        s.gpu = gpu.map(str::to_string);
+        s.layout = Layout {
+            tp,
+            ..Layout::SINGLE
+        };
+        s
+    }
+
+    #[test]
+    fn an_instance_with_a_known_gpu_gets_rates_from_the_planner_cost_model() {
+        let tp1 = predicted_rates(&spec("llama-3.1-8b", Some("h100-sxm"), 1)).unwrap();
+        let tp2 = predicted_rates(&spec(
+            "meta-llama/Llama-3.1-8B-Instruct",
+            Some("h100-sxm"),
+            2,
+        ))
+        .unwrap();
+        assert_eq!(tp1.samples, 0, "a prediction, not a measurement");
+        assert!(tp2.prefill_tokens_per_sec > tp1.prefill_tokens_per_sec);
+        assert!(tp2.decode_secs_per_token < tp1.decode_secs_per_token);
+        // Plausible for an 8B model on an H100: thousands of prefill tokens/s, a few to a
+        // few tens of ms per output token at 32 concurrent requests.
+        assert!(tp1.prefill_tokens_per_sec > 5_000.0, "{tp1:?}");
+        assert!(
+            (0.002..0.05).contains(&tp1.decode_secs_per_token),
+            "{tp1:?}"
+        );
+        let a10g = predicted_rates(&spec("llama-3.1-8b", Some("a10g"), 1)).unwrap();
+        assert!(a10g.decode_secs_per_token > tp1.decode_secs_per_token);
+    }
+
+    #[test]
+    fn unknown_gpu_or_model_keeps_the_layout_seed() {
+        assert!(predicted_rates(&spec("llama-3.1-8b", None, 1)).is_none());
+        assert!(predicted_rates(&spec("llama-3.1-8b", Some("tpu-v9"), 1)).is_none());
+        assert!(predicted_rates(&spec("my-finetune", Some("h100-sxm"), 1)).is_none());
+    }
+}
