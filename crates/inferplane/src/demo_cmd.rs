@@ -424,6 +424,21 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         t.completion_tokens as f64 / wall.as_secs_f64(),
         t.cost_usd
     );
+    if let Some(p) = gw.control_plane().policies().await?.first() {
+        println!(
+            "  scheduling: {} policy (ordering by {} now, {} switch{}), routing {}{}",
+            serde_json::to_value(&p.policy)?["kind"]
+                .as_str()
+                .unwrap_or("?"),
+            p.active_policy,
+            p.policy_switches,
+            if p.policy_switches == 1 { "" } else { "es" },
+            serde_json::to_value(&p.routing)?["kind"]
+                .as_str()
+                .unwrap_or("?"),
+            p.balancing.map(|b| format!(" / {b}")).unwrap_or_default(),
+        );
+    }
 
     let curl = format!(
         "curl -s {}/v1/chat/completions -H 'content-type: application/json' -H 'x-priority: high' \\\n    -d '{{\"model\":\"{MODEL}\",\"messages\":[{{\"role\":\"user\",\"content\":\"hello\"}}],\"max_tokens\":16}}'",
