@@ -25,6 +25,7 @@ impl Dispatcher {
                                 pool.scheduler.remove_instance(&id);
                             }
                             self.telemetry.remove_instance(&model, id.as_str());
+                            self.recompute_circuit_wake();
                             tracing::info!(instance = %id, "instance removed");
                         }
                         Ok(view)

@@ -90,6 +90,16 @@ impl Dispatcher {
         if let Some(pool) = self.pools.get_mut(e.backend.spec.model.as_str()) {
             pool.scheduler.set_ready(id, ready);
         }
+        self.recompute_circuit_wake();
+    }
+
+    /// Recomputes the earliest circuit reopen time (on circuit changes and removals only).
+    pub(super) fn recompute_circuit_wake(&mut self) {
+        self.circuit_wake = self
+            .instances
+            .values()
+            .filter_map(|e| e.circuit.reopens_at())
+            .min();
     }
     pub(super) fn health(&mut self, id: InstanceId, ok: bool) {
         let now = self.clock.now();

@@ -75,6 +75,9 @@ pub struct Dispatcher {
     inflight: HashMap<RequestId, Inflight>,
     total: Stats,
     placements: Vec<Placement<Waiter>>,
+    /// The earliest time an open circuit breaker half-opens; kept up to date on every
+    /// circuit change so that the event loop never scans all instances.
+    circuit_wake: Option<Time>,
 }
 
 impl Dispatcher {
@@ -100,6 +103,7 @@ impl Dispatcher {
             inflight: HashMap::new(),
             total: Stats::default(),
             placements: Vec::new(),
+            circuit_wake: None,
         };
         for pool in &config.pools {
             d.ensure_pool(&pool.model);
@@ -144,11 +148,7 @@ impl Dispatcher {
             .pools
             .values()
             .filter_map(|p| p.scheduler.next_expiry());
-        let circuits = self
-            .instances
-            .values()
-            .filter_map(|e| e.circuit.reopens_at());
-        queues.chain(circuits).min()
+        queues.chain(self.circuit_wake).min()
     }
 
     /// Runs until both channels close.

@@ -259,6 +259,9 @@ impl Dispatcher {
             sync_pool_metrics(model, pool);
         }
         // Open breakers whose cool-down ended become half-open.
+        if self.circuit_wake.is_none_or(|t| t > now) {
+            return;
+        }
         let reopened: Vec<InstanceId> = self
             .instances
             .iter()
@@ -272,6 +275,7 @@ impl Dispatcher {
                 self.dispatch(&model);
             }
         }
+        self.recompute_circuit_wake();
     }
 }
 
