@@ -120,14 +120,7 @@ async fn malformed_oversized_badly_headed_and_unknown_model_requests_are_clear_4
         .unwrap();
     assert_eq!(resp.status(), 404);
     // None of it reached an instance, and the gateway still serves.
-    let text = http
-        .get(format!("{}/metrics", gw.url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&gw).await;
     assert!(
         text.contains("inferplane_invalid_requests_total 9"),
         "{text}"

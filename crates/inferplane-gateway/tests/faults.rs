@@ -30,14 +30,7 @@ async fn a_retried_request_succeeds_elsewhere_and_the_client_sees_one_clean_resp
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["usage"]["completion_tokens"], 3);
     }
-    let text = http
-        .get(format!("{}/metrics", gw.url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&gw).await;
     assert!(
         text.contains("inferplane_retries_total{model=\"sim-model\"} 5"),
         "{text}"
@@ -160,14 +153,7 @@ async fn a_stream_broken_midway_ends_with_an_error_event_and_is_counted() {
     assert!(last.starts_with("data: {\"error\""), "{body}");
     assert!(last.contains("stalled"), "{last}");
     assert!(!body.contains("[DONE]"));
-    let text = http
-        .get(format!("{}/metrics", gw.url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&gw).await;
     assert!(text.contains("status=\"stream_broken\"} 1"), "{text}");
     gw.shutdown().await;
 }
@@ -227,12 +213,7 @@ async fn scraped_engine_load_is_shown_and_becomes_unknown_when_stale() {
         v.engine_running.is_none() && v.engine_kv_usage.is_none()
     })
     .await;
-    let text = reqwest::get(format!("{}/metrics", gw.url()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&gw).await;
     assert!(
         text.contains("inferplane_instance_engine_running{model=\"sim-model\",instance=\"a\"} NaN"),
         "{text}"

@@ -116,14 +116,7 @@ async fn an_slo_infeasible_request_is_rejected_early_with_its_reason() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    let text = http
-        .get(format!("{}/metrics", gw.url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&gw).await;
     assert!(
         text.contains("inferplane_rejects_total{model=\"sim-model\",reason=\"slo_infeasible\"} 1"),
         "{text}"

@@ -183,14 +183,7 @@ async fn prometheus_metrics_count_requests_by_model_route_and_status() {
     let http = reqwest::Client::new();
     post_chat(&http, &gw, &chat(MODEL, 3, true)).await;
     post_chat(&http, &gw, &chat(MODEL, 3, false)).await;
-    let text = http
-        .get(format!("{}/metrics", gw.url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&gw).await;
     for needle in [
         "inferplane_requests_total{model=\"sim-model\",route=\"chat_completions\",status=\"success\"} 2",
         "inferplane_completion_tokens_total{model=\"sim-model\"} 6",

@@ -143,3 +143,13 @@ pub async fn post_chat(
         .map(|v| v.to_str().unwrap().to_string());
     (status, inst, resp.text().await.unwrap())
 }
+
+/// The gateway's Prometheus text.
+pub async fn metrics_text(gw: &Gateway) -> String {
+    reqwest::get(format!("{}/metrics", gw.url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
