@@ -107,12 +107,15 @@ pub async fn send(
 ) -> Result<reqwest::Response, AttemptError> {
     let instance = || backend.spec.id.to_string();
     let url = format!("{}{}", backend.spec.url, route.path());
-    let fut = http
+    let mut req = http
         .post(url)
         .header(header::CONTENT_TYPE, "application/json")
         .header("x-request-id", request_id)
-        .body(body)
-        .send();
+        .body(body);
+    if let Some(key) = &backend.api_key {
+        req = req.bearer_auth(key.expose());
+    }
+    let fut = req.send();
     let resp = match tokio::time::timeout(t.first_byte, fut).await {
         Err(_) => {
             return Err(AttemptError::FirstByteTimeout {

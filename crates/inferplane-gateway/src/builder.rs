@@ -12,7 +12,7 @@
 //! # Ok(()) }
 //! ```
 
-use crate::config::{ConfigError, FileConfig, PoolSection};
+use crate::config::{ConfigError, FileConfig, PoolSection, Secret};
 use crate::control_plane::{ControlPlane, StartError};
 use inferplane_core::{InstanceSpec, PolicyConfig, RoutingConfig};
 use std::time::Duration;
@@ -36,6 +36,7 @@ pub enum BuildError {
 pub struct ControlPlaneBuilder {
     file: FileConfig,
     instances: Vec<InstanceSpec>,
+    api_keys: Vec<(inferplane_core::InstanceId, Secret)>,
 }
 
 impl ControlPlane {
@@ -80,6 +81,7 @@ impl ControlPlaneBuilder {
                 max_inflight: 64,
                 max_queue,
                 queue_timeout,
+                api_key: None,
                 policy: None,
                 routing: None,
                 instances: Vec::new(),
@@ -94,6 +96,13 @@ impl ControlPlaneBuilder {
 
     /// An instance, in the pool of its model (created with defaults if needed).
     pub fn instance(mut self, spec: InstanceSpec) -> Self {
+        self.instances.push(spec);
+        self
+    }
+
+    /// An instance whose engine requires a bearer token (`vllm serve --api-key`).
+    pub fn instance_with_api_key(mut self, spec: InstanceSpec, api_key: Secret) -> Self {
+        self.api_keys.push((spec.id.clone(), api_key));
         self.instances.push(spec);
         self
     }
@@ -126,6 +135,7 @@ impl ControlPlaneBuilder {
                     max_inflight: spec.max_inflight,
                     max_queue: 10_000,
                     queue_timeout: Duration::from_secs(30),
+                    api_key: None,
                     policy: None,
                     routing: None,
                     instances: Vec::new(),
@@ -149,6 +159,7 @@ impl ControlPlaneBuilder {
                 pool.instances.push(spec);
             }
         }
+        config.api_keys.extend(self.api_keys);
         Ok(ControlPlane::start(config)?)
     }
 }

@@ -208,7 +208,17 @@ impl ControlPlane {
 
     /// Registers an instance; it receives work once its first health check passes.
     pub async fn register_instance(&self, spec: InstanceSpec) -> Result<InstanceView, ApiError> {
-        self.admin(|tx| AdminCmd::Register(spec, tx)).await?
+        self.admin(|tx| AdminCmd::Register(spec, None, tx)).await?
+    }
+
+    /// Registers an instance whose engine requires a bearer token (`vllm serve --api-key`).
+    pub async fn register_instance_with_api_key(
+        &self,
+        spec: InstanceSpec,
+        api_key: crate::config::Secret,
+    ) -> Result<InstanceView, ApiError> {
+        self.admin(|tx| AdminCmd::Register(spec, Some(api_key), tx))
+            .await?
     }
 
     /// Removes an instance; requests in flight there finish.

@@ -23,6 +23,13 @@ pub fn spawn(
     tokio::spawn(async move {
         let id = backend.spec.id.clone();
         let health_url = format!("{}/health", backend.spec.url);
+        let get = |url: &str| {
+            let req = http.get(url);
+            match &backend.api_key {
+                Some(key) => req.bearer_auth(key.expose()),
+                None => req,
+            }
+        };
         let metrics_url = format!("{}/metrics", backend.spec.url);
         let mut health_tick = tokio::time::interval(health.interval);
         let active = health.active;
@@ -38,7 +45,7 @@ pub fn spawn(
             tokio::select! {
                 _ = health_tick.tick(), if active => {
                     let ok = matches!(
-                        http.get(&health_url).timeout(health.timeout).send().await,
+                        get(&health_url).timeout(health.timeout).send().await,
                         Ok(r) if r.status().is_success()
                     );
                     if ctl.send(Ctl::Health { instance: id.clone(), ok }).is_err() {
@@ -46,7 +53,7 @@ pub fn spawn(
                     }
                 }
                 _ = scrape_tick.tick(), if scraping => {
-                    let text = match http.get(&metrics_url).timeout(scrape.timeout).send().await {
+                    let text = match get(&metrics_url).timeout(scrape.timeout).send().await {
                         Ok(r) if r.status().is_success() => r.text().await.ok(),
                         _ => None,
                     };

@@ -159,3 +159,56 @@ async fn requests_wait_in_the_gateway_queue_when_every_instance_is_full() {
     }
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn engines_that_need_an_api_key_get_it_from_the_pool_the_instance_or_the_admin_api_and_it_is_never_shown()
+ {
+    let a = sim_with("a", MODEL, |c| c.api_key = Some("key-a".into())).await;
+    let b = sim_with("b", MODEL, |c| c.api_key = Some("key-b".into())).await;
+    let c = sim_with("c", MODEL, |c| c.api_key = Some("key-c".into())).await;
+    let mut f = fast_config();
+    f.pools.push(
+        toml::from_str(&format!(
+            "model = \"{MODEL}\"\nmax_inflight = 4\napi_key = \"key-a\"\n\
+             [[instances]]\nid = \"a\"\nurl = \"{}\"\n\
+             [[instances]]\nid = \"b\"\nurl = \"{}\"\napi_key = \"key-b\"\n",
+            a.url(),
+            b.url()
+        ))
+        .unwrap(),
+    );
+    let gw = gateway(f, 2).await;
+    let http = reqwest::Client::new();
+    let resp = http
+        .post(format!("{}/admin/instances", gw.url()))
+        .json(&json!({"id": "c", "model": MODEL, "url": c.url(), "api_key": "key-c"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    wait_ready(&gw, 3).await;
+    let mut served = std::collections::BTreeSet::new();
+    for _ in 0..30 {
+        let (status, inst, body) = post_chat(&http, &gw, &chat(MODEL, 1, false)).await;
+        assert_eq!(status, 200, "{body}");
+        served.insert(inst.unwrap());
+    }
+    assert_eq!(served.len(), 3, "every engine accepted its key: {served:?}");
+    let listing = http
+        .get(format!("{}/admin/instances", gw.url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !listing.contains("key-"),
+        "keys never appear in the admin API: {listing}"
+    );
+    assert!(
+        !format!("{:?}", gw.control_plane().config()).contains("key-"),
+        "nor in Debug output"
+    );
+    gw.shutdown().await;
+}

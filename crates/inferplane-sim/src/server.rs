@@ -48,6 +48,8 @@ pub struct SimConfig {
     pub legacy_metric_names: bool,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Require `Authorization: Bearer <key>` on `/v1/*`, as `vllm serve --api-key` does.
+    pub api_key: Option<String>,
 }
 
 impl SimConfig {
@@ -63,6 +65,7 @@ impl SimConfig {
             default_max_tokens: 256,
             legacy_metric_names: false,
             max_body_bytes: 8 << 20,
+            api_key: None,
         }
     }
 }
@@ -94,6 +97,7 @@ struct AppState {
     max_model_len: u32,
     default_max_tokens: u32,
     next_id: AtomicU64,
+    api_key: Option<String>,
 }
 
 /// A running simulated engine.
@@ -147,6 +151,7 @@ impl SimServer {
             max_model_len,
             default_max_tokens: config.default_max_tokens,
             next_id: AtomicU64::new(0),
+            api_key: config.api_key.clone(),
         });
         let app = app(state, config.max_body_bytes);
         let (tx, rx) = oneshot::channel::<()>();
@@ -198,10 +203,16 @@ impl Drop for SimServer {
 }
 
 fn app(state: Arc<AppState>, max_body: usize) -> Router {
-    Router::new()
+    let v1 = Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
         .route("/v1/models", get(models))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_key,
+        ));
+    Router::new()
+        .merge(v1)
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route(
@@ -231,6 +242,34 @@ fn app(state: Arc<AppState>, max_body: usize) -> Router {
         })
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
+}
+
+/// With an API key configured, `/v1/*` needs `Authorization: Bearer <key>` (as vLLM).
+async fn require_key(
+    State(s): State<Arc<AppState>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(key) = &s.api_key else {
+        return next.run(req).await;
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if given == Some(key.as_str()) {
+        next.run(req).await
+    } else {
+        ApiError {
+            status: 401,
+            message: "Unauthorized".into(),
+            kind: "authentication_error",
+            param: None,
+            code: Some("invalid_api_key"),
+        }
+        .into_response()
+    }
 }
 
 fn body_error(e: BytesRejection) -> ApiError {

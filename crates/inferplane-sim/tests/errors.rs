@@ -100,3 +100,48 @@ async fn wrong_method_unknown_route_and_oversized_body_are_json_errors() {
     .await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn with_an_api_key_v1_routes_need_the_bearer_token_and_health_does_not() {
+    let server = start_with(|c| c.api_key = Some("k3y".into())).await;
+    let http = reqwest::Client::new();
+    let body =
+        json!({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "max_tokens": 1});
+    let url = format!("{}/v1/chat/completions", server.url());
+    let resp = http.post(&url).json(&body).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "invalid_api_key");
+    let resp = http
+        .post(&url)
+        .bearer_auth("wrong")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let resp = http
+        .post(&url)
+        .bearer_auth("k3y")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        http.get(format!("{}/health", server.url()))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        http.get(format!("{}/v1/models", server.url()))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+}

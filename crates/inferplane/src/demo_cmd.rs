@@ -139,6 +139,7 @@ fn gateway_config(engines: &[SimServer], port: u16) -> anyhow::Result<GatewayCon
             layout: n.layout,
             gpu: Some(n.gpu.to_string()),
             price: Some(inferplane_core::Price::PerGpuHour(n.price)),
+            api_key: None,
         });
     }
     f.pools.push(pool);

@@ -56,6 +56,9 @@ pub struct SimArgs {
     /// max_tokens for chat requests that give none.
     #[arg(long, default_value_t = 256)]
     pub default_max_tokens: u32,
+    /// Require `Authorization: Bearer KEY` on /v1/* (like `vllm serve --api-key`).
+    #[arg(long, env = "INFERPLANE_SIM_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
     /// Publish KV usage under vLLM V0's name vllm:gpu_cache_usage_perc.
     #[arg(long)]
     pub legacy_metric_names: bool,
@@ -149,6 +152,7 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
         cfg.stop_seed = args.stop_seed;
         cfg.default_max_tokens = args.default_max_tokens;
         cfg.legacy_metric_names = args.legacy_metric_names;
+        cfg.api_key = args.api_key.clone();
         cfg.faults = args.faults();
         let server = SimServer::start(cfg, SocketAddr::new(args.host, port)).await?;
         println!(

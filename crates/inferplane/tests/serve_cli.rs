@@ -89,3 +89,29 @@ fn missing_engines_and_bad_urls_are_clear_errors() {
     assert!(!ok);
     assert!(out.contains("cannot read /nonexistent.toml"), "{out}");
 }
+
+#[test]
+fn engine_api_keys_can_come_from_the_environment_and_a_missing_one_names_its_path() {
+    let dir = std::env::temp_dir().join(format!("inferplane-serve-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("keys.toml");
+    std::fs::write(
+        &path,
+        "[[pools]]\nmodel = \"m\"\n[[pools.instances]]\nurl = \"http://127.0.0.1:9\"\napi_key = \"env:INFERPLANE_TEST_ENGINE_KEY\"\n",
+    )
+    .unwrap();
+    let path = path.to_str().unwrap();
+    let (ok, out) = serve(
+        &["--config", path],
+        &[("INFERPLANE_TEST_ENGINE_KEY", "s3cret")],
+    );
+    assert!(ok, "{out}");
+    assert!(!out.contains("s3cret"));
+    let (ok, out) = serve(&["--config", path], &[]);
+    assert!(!ok);
+    assert!(out.contains("pools[0].instances[0].api_key"), "{out}");
+    assert!(
+        out.contains("INFERPLANE_TEST_ENGINE_KEY is not set"),
+        "{out}"
+    );
+}

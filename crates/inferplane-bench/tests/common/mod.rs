@@ -53,6 +53,7 @@ pub async fn gateway(servers: &[SimServer], max_inflight: u32) -> Gateway {
             layout: Default::default(),
             gpu: None,
             price: None,
+            api_key: None,
         });
     }
     f.pools.push(pool);

@@ -270,6 +270,44 @@ pub struct InstanceSection {
     /// Price.
     #[serde(default)]
     pub price: Option<Price>,
+    /// Bearer token the engine requires (`vllm serve --api-key`), or `env:NAME` to read
+    /// it from an environment variable; defaults to the pool's `api_key`.
+    #[serde(default)]
+    pub api_key: Option<String>,
+}
+
+/// A secret (an engine's API key): usable, never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The value, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Resolves a configured value: `env:NAME` reads the variable `NAME`.
+    pub fn resolve(value: &str) -> Result<Secret, String> {
+        match value.strip_prefix("env:") {
+            Some(name) => match std::env::var(name) {
+                Ok(v) if !v.is_empty() => Ok(Secret(v)),
+                _ => Err(format!("environment variable {name} is not set")),
+            },
+            None if value.is_empty() => Err("must not be empty; omit it instead".into()),
+            None => Ok(Secret(value.to_string())),
+        }
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
 }
 
 /// One `[[pools]]` entry: the instances serving one model.
@@ -287,6 +325,9 @@ pub struct PoolSection {
     /// Longest a request may wait in the queue.
     #[serde(default = "default_queue_timeout", with = "humantime_serde")]
     pub queue_timeout: Duration,
+    /// Bearer token of this pool's engines, or `env:NAME` (an instance's own wins).
+    #[serde(default)]
+    pub api_key: Option<String>,
     /// This pool's scheduling policy (default: `[scheduler] policy`).
     #[serde(default)]
     pub policy: Option<PolicyConfig>,
@@ -382,6 +423,8 @@ pub struct GatewayConfig {
     /// Scheduling defaults for pools created at run time (instances registered for a
     /// model no pool serves yet).
     pub scheduler: SchedulerSection,
+    /// API keys of the engines that need one, by instance.
+    pub api_keys: std::collections::HashMap<inferplane_core::InstanceId, Secret>,
     /// Pools by model.
     pub pools: Vec<PoolConfig>,
 }
@@ -439,6 +482,7 @@ impl FileConfig {
             layout: Layout::SINGLE,
             gpu: None,
             price: None,
+            api_key: None,
         };
         match self.pools.iter_mut().find(|p| p.model == model) {
             Some(p) => p.instances.push(section),
@@ -447,6 +491,7 @@ impl FileConfig {
                 max_inflight: default_max_inflight(),
                 max_queue: default_max_queue(),
                 queue_timeout: default_queue_timeout(),
+                api_key: None,
                 policy: None,
                 routing: None,
                 instances: vec![section],

@@ -64,6 +64,7 @@ impl FileConfig {
 
         let mut models = HashSet::new();
         let mut ids = HashSet::new();
+        let mut api_keys = std::collections::HashMap::new();
         let mut pools = Vec::new();
         for (p, pool) in self.pools.iter().enumerate() {
             let at = |field: &str| format!("pools[{p}].{field}");
@@ -84,6 +85,20 @@ impl FileConfig {
             let mut instances = Vec::new();
             for (i, inst) in pool.instances.iter().enumerate() {
                 let at = |field: &str| format!("pools[{p}].instances[{i}].{field}");
+                if let Some(key) = inst.api_key.as_ref().or(pool.api_key.as_ref()) {
+                    let secret = super::Secret::resolve(key).map_err(|m| {
+                        let field = if inst.api_key.is_some() {
+                            format!("pools[{p}].instances[{i}].api_key")
+                        } else {
+                            format!("pools[{p}].api_key")
+                        };
+                        ConfigError::new(field, m)
+                    })?;
+                    let id = instance_spec(inst, &pool.model, pool.max_inflight)
+                        .map(|s| s.id)
+                        .map_err(|(field, msg)| ConfigError::new(at(field), msg))?;
+                    api_keys.insert(id, secret);
+                }
                 let spec = instance_spec(inst, &pool.model, pool.max_inflight)
                     .map_err(|(field, msg)| ConfigError::new(at(field), msg))?;
                 if !ids.insert(spec.id.clone()) {
@@ -126,6 +141,7 @@ impl FileConfig {
             retry: self.retry.clone(),
             timeouts: self.timeouts.clone(),
             scheduler: self.scheduler.clone(),
+            api_keys,
             pools,
         })
     }

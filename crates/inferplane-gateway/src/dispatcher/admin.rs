@@ -11,8 +11,8 @@ use std::sync::Arc;
 impl Dispatcher {
     pub(super) fn admin(&mut self, cmd: AdminCmd) {
         match cmd {
-            AdminCmd::Register(spec, reply) => {
-                let _ = reply.send(self.register(spec));
+            AdminCmd::Register(spec, key, reply) => {
+                let _ = reply.send(self.register(spec, key));
             }
             AdminCmd::Remove(id, reply) => {
                 let res = match self.view(&id) {

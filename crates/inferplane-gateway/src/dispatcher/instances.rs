@@ -11,7 +11,11 @@ use inferplane_core::{EngineLoad, InstanceId, InstanceSpec, Rates};
 use std::sync::Arc;
 
 impl Dispatcher {
-    pub(super) fn register(&mut self, spec: InstanceSpec) -> Result<InstanceView, ApiError> {
+    pub(super) fn register(
+        &mut self,
+        spec: InstanceSpec,
+        api_key: Option<crate::config::Secret>,
+    ) -> Result<InstanceView, ApiError> {
         if self.instances.contains_key(&spec.id) {
             return Err(ApiError::conflict(format!(
                 "instance {} is already registered",
@@ -33,6 +37,7 @@ impl Dispatcher {
         let metrics = self.telemetry.instance(&spec.model, spec.id.as_str());
         let backend = Arc::new(Backend {
             spec: spec.clone(),
+            api_key,
             metrics,
         });
         let probe = probe::spawn(

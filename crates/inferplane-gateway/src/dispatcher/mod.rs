@@ -108,7 +108,8 @@ impl Dispatcher {
         for pool in &config.pools {
             d.ensure_pool(&pool.model);
             for spec in &pool.instances {
-                if let Err(e) = d.register(spec.clone()) {
+                let key = config.api_keys.get(&spec.id).cloned();
+                if let Err(e) = d.register(spec.clone(), key) {
                     tracing::error!(instance = %spec.id, error = %e, "cannot register instance");
                 }
             }

@@ -63,6 +63,8 @@ impl Default for Clock {
 pub struct Backend {
     /// The instance.
     pub spec: InstanceSpec,
+    /// The bearer token its engine requires, if any.
+    pub api_key: Option<crate::config::Secret>,
     /// Its metric handles.
     pub metrics: InstanceMetrics,
 }
@@ -185,6 +187,7 @@ pub enum AdminCmd {
     /// Register an instance.
     Register(
         InstanceSpec,
+        Option<crate::config::Secret>,
         oneshot::Sender<Result<InstanceView, ApiError>>,
     ),
     /// Remove an instance (in-flight requests finish).

@@ -99,7 +99,14 @@ async fn register(State(s): State<Arc<AppState>>, body: Result<Bytes, BytesRejec
             instance_spec(&b.instance, &b.model, default_inflight).map_err(|(field, msg)| {
                 ApiError::bad_request(format!("{field}: {msg}"), Some(field))
             })?;
-        s.cp.register_instance(spec).await
+        match &b.instance.api_key {
+            Some(key) => {
+                let secret = crate::config::Secret::resolve(key)
+                    .map_err(|m| ApiError::bad_request(format!("api_key: {m}"), Some("api_key")))?;
+                s.cp.register_instance_with_api_key(spec, secret).await
+            }
+            None => s.cp.register_instance(spec).await,
+        }
     }
     .await;
     match res {

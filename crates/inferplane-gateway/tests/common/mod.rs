@@ -64,6 +64,7 @@ pub fn add_pool(
                 layout: Default::default(),
                 gpu: None,
                 price: None,
+                api_key: None,
             });
     }
     f.pools.push(pool);
