@@ -17,6 +17,7 @@ pub mod driver;
 pub mod engine;
 pub mod fasthash;
 pub mod faults;
+mod handlers;
 pub mod kv;
 pub mod listener;
 pub mod metrics;
