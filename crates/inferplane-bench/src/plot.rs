@@ -5,10 +5,10 @@ use crate::record::RunRecords;
 use crate::workload::WorkItem;
 use std::fmt::Write as _;
 
-const W: f64 = 720.0;
+const W: f64 = 1000.0;
 const H: f64 = 420.0;
 const L: f64 = 70.0;
-const R: f64 = 180.0;
+const R: f64 = 330.0;
 const T: f64 = 40.0;
 const B: f64 = 50.0;
 const COLORS: [&str; 8] = [
@@ -79,6 +79,23 @@ fn axes(s: &mut String, xmax: f64, ymax: f64) {
     }
 }
 
+/// The smallest "nice" axis end (a round step of 1, 1.5, 2, 2.5, 3, 4, 5, 6 or 8 times a
+/// power of ten, times 5 ticks) at or
+/// above `max`, so tick labels are round numbers.
+fn nice_max(max: f64) -> f64 {
+    if !(max.is_finite() && max > 0.0) {
+        return 1.0;
+    }
+    let raw = max / 5.0;
+    let mag = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0]
+        .into_iter()
+        .map(|m| m * mag)
+        .find(|s| *s >= raw)
+        .unwrap_or(10.0 * mag);
+    step * 5.0
+}
+
 fn tick(v: f64) -> String {
     if v >= 100.0 || v == 0.0 {
         format!("{v:.0}")
@@ -111,6 +128,10 @@ pub fn line_chart(title: &str, xlabel: &str, ylabel: &str, series: &[Series]) ->
     let pts = series.iter().flat_map(|x| x.points.iter());
     let xmax = pts.clone().map(|p| p.0).fold(0.0, f64::max).max(1e-9);
     let ymax = pts.map(|p| p.1).fold(0.0, f64::max).max(1e-9);
+    let (xmax, ymax) = (
+        nice_max(xmax),
+        if ymax <= 1.0 { 1.0 } else { nice_max(ymax) },
+    );
     axes(&mut s, xmax, ymax);
     let (pw, ph) = (W - L - R, H - T - B);
     for (k, se) in series.iter().enumerate() {
@@ -141,6 +162,7 @@ pub fn bar_chart(title: &str, ylabel: &str, categories: &[String], series: &[Ser
         .flat_map(|x| x.points.iter().map(|p| p.1))
         .fold(0.0, f64::max)
         .max(1e-9);
+    let ymax = nice_max(ymax);
     let (pw, ph) = (W - L - R, H - T - B);
     axes(&mut s, 0.0, ymax);
     let groups = categories.len().max(1) as f64;
