@@ -153,7 +153,18 @@ impl ControlPlane {
     /// Queues a request and waits for its placement (or its rejection). If the returned
     /// future is dropped while waiting, the request leaves the queue.
     pub async fn submit(&self, meta: RequestMeta, route: Route) -> Result<Assignment, ApiError> {
-        self.place(meta, route, None).await
+        self.place(meta, route, None, None).await
+    }
+
+    /// [`submit`](Self::submit), naming the request in the access log with the caller's id
+    /// (the HTTP gateway passes `x-request-id`).
+    pub async fn submit_with_id(
+        &self,
+        meta: RequestMeta,
+        route: Route,
+        request_id: Arc<str>,
+    ) -> Result<Assignment, ApiError> {
+        self.place(meta, route, None, Some(request_id)).await
     }
 
     /// Queues a retry at the head of the queue, avoiding the instance that failed.
@@ -163,7 +174,19 @@ impl ControlPlane {
         route: Route,
         failed: InstanceId,
     ) -> Result<Assignment, ApiError> {
-        self.place(meta, route, Some(failed)).await
+        self.place(meta, route, Some(failed), None).await
+    }
+
+    /// [`retry`](Self::retry), with the caller's request id for the access log.
+    pub async fn retry_with_id(
+        &self,
+        meta: RequestMeta,
+        route: Route,
+        failed: InstanceId,
+        request_id: Arc<str>,
+    ) -> Result<Assignment, ApiError> {
+        self.place(meta, route, Some(failed), Some(request_id))
+            .await
     }
 
     async fn place(
@@ -171,6 +194,7 @@ impl ControlPlane {
         meta: RequestMeta,
         route: Route,
         avoid: Option<InstanceId>,
+        tag: Option<Arc<str>>,
     ) -> Result<Assignment, ApiError> {
         let (reply, rx) = oneshot::channel();
         let mut guard = CancelOnDrop {
@@ -185,6 +209,7 @@ impl ControlPlane {
                 meta,
                 route,
                 avoid,
+                tag,
                 reply,
             })
             .await

@@ -42,6 +42,7 @@ pub(crate) struct Pool {
 pub(crate) struct Waiter {
     reply: oneshot::Sender<Result<Assignment, ApiError>>,
     route: Route,
+    tag: Option<Arc<str>>,
 }
 
 pub(crate) struct InstanceEntry {
@@ -57,6 +58,7 @@ pub(crate) struct Inflight {
     model: Arc<str>,
     route: Route,
     meta: RequestMeta,
+    tag: Option<Arc<str>>,
 }
 
 /// Models served, for the HTTP edge to check without a round trip.

@@ -30,6 +30,7 @@ impl Dispatcher {
         let waiter = Waiter {
             reply: s.reply,
             route: s.route,
+            tag: s.tag,
         };
         match s.avoid {
             Some(avoid) => {
@@ -74,6 +75,7 @@ impl Dispatcher {
                 };
                 let id = p.meta.id;
                 let route = p.payload.route;
+                let tag = p.payload.tag;
                 match p.payload.reply.send(Ok(assignment)) {
                     Ok(()) => {
                         entry.backend.metrics.inflight.inc();
@@ -83,6 +85,7 @@ impl Dispatcher {
                                 model: model.clone(),
                                 route,
                                 meta: p.meta,
+                                tag,
                             },
                         );
                     }
@@ -230,6 +233,7 @@ impl Dispatcher {
             if slo_missed(&f) {
                 m.slo_violations.inc();
             }
+            access_log(&rec, &instance, &f);
             pool.stats.record(f);
             self.total.record(f);
             if let Some(e) = self.instances.get_mut(&instance) {
@@ -279,6 +283,53 @@ impl Dispatcher {
     }
 }
 
+/// One structured line per finished request (info level; `INFERPLANE_LOG=info`).
+fn access_log(rec: &Inflight, instance: &InstanceId, f: &Finished) {
+    let request_id = rec.tag.as_deref().unwrap_or("");
+    match *f {
+        Finished::Completed {
+            latency,
+            ttft,
+            prompt_tokens,
+            completion_tokens,
+            cost_usd,
+            slo_met,
+        } => tracing::info!(
+            request_id,
+            id = rec.meta.id.0,
+            model = %rec.model,
+            route = ?rec.route,
+            priority = rec.meta.priority.as_str(),
+            instance = %instance,
+            outcome = "completed",
+            latency_ms = latency.as_secs_f64() * 1e3,
+            ttft_ms = ttft.map(|t| t.as_secs_f64() * 1e3),
+            prompt_tokens,
+            completion_tokens,
+            cost_usd,
+            slo_met,
+            "request finished"
+        ),
+        Finished::Failed { .. } | Finished::Cancelled | Finished::Rejected { .. } => {
+            let outcome = match f {
+                Finished::Failed { .. } => "failed",
+                Finished::Cancelled => "cancelled",
+                _ => "rejected",
+            };
+            tracing::info!(
+                request_id,
+                id = rec.meta.id.0,
+                model = %rec.model,
+                route = ?rec.route,
+                priority = rec.meta.priority.as_str(),
+                instance = %instance,
+                outcome,
+                "request finished"
+            );
+        }
+    }
+}
+
 /// Answers a request the scheduler refused or dropped, and accounts for it.
 pub(super) fn reject(pool: &mut Pool, total: &mut Stats, model: &str, r: Rejected<Waiter>) {
     pool.metrics.request(r.payload.route, Status::rejected);
@@ -289,7 +340,15 @@ pub(super) fn reject(pool: &mut Pool, total: &mut Stats, model: &str, r: Rejecte
     }
     pool.stats.record(Finished::Rejected { slo_met: slo });
     total.record(Finished::Rejected { slo_met: slo });
-    tracing::debug!(model, reason = r.reason.as_str(), "request rejected");
+    tracing::info!(
+        request_id = r.payload.tag.as_deref().unwrap_or(""),
+        id = r.meta.id.0,
+        model,
+        priority = r.meta.priority.as_str(),
+        outcome = "rejected",
+        reason = r.reason.as_str(),
+        "request finished"
+    );
     let _ = r
         .payload
         .reply

@@ -253,6 +253,8 @@ pub struct Submission {
     pub route: Route,
     /// For a retry: the instance that failed.
     pub avoid: Option<InstanceId>,
+    /// The client's request id (`x-request-id`), for the access log.
+    pub tag: Option<Arc<str>>,
     /// Where the placement (or rejection) goes.
     pub reply: oneshot::Sender<Result<Assignment, ApiError>>,
 }

@@ -165,7 +165,10 @@ impl Exec<'_> {
         let retry = &cp.config().retry;
         // Jitter only: seeded per request, no decision depends on it.
         let mut rng = rand::rngs::SmallRng::seed_from_u64(meta.id.0);
-        let mut assignment = cp.submit(meta.clone(), self.route).await?;
+        let tag: std::sync::Arc<str> = std::sync::Arc::from(self.request_id);
+        let mut assignment = cp
+            .submit_with_id(meta.clone(), self.route, tag.clone())
+            .await?;
         let mut attempt = 1;
         loop {
             let failed_instance = assignment.backend.spec.id.clone();
@@ -181,7 +184,9 @@ impl Exec<'_> {
                     let jitter = rng.random_range(0.5..=1.0);
                     tokio::time::sleep(backoff.mul_f64(jitter)).await;
                     attempt += 1;
-                    assignment = cp.retry(meta.clone(), self.route, failed_instance).await?;
+                    assignment = cp
+                        .retry_with_id(meta.clone(), self.route, failed_instance, tag.clone())
+                        .await?;
                 }
                 Err(e) => return Ok(e.response),
             }
