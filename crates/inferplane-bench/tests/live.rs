@@ -16,6 +16,7 @@ use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_live_run_through_the_gateway_produces_a_complete_report() {
+    let _turn = common::one_at_a_time().await;
     let profile = EngineProfile::preset("tiny").unwrap();
     let sims = common::sims(2, &profile, 1.0).await;
     let gw = common::gateway(&sims, 8).await;
@@ -94,6 +95,7 @@ fn agreement_profile() -> EngineProfile {
 /// scraped every 50 ms rather than after every step.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulation_and_live_run_agree_on_ttft_percentiles() {
+    let _turn = common::one_at_a_time().await;
     const SCALE: f64 = 4.0;
     const INFLIGHT: u32 = 8;
     let profile = agreement_profile();
@@ -182,6 +184,7 @@ async fn simulation_and_live_run_agree_on_ttft_percentiles() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_compare_switches_the_gateways_policy_before_each_run() {
+    let _turn = common::one_at_a_time().await;
     let profile = EngineProfile::preset("tiny").unwrap();
     let sims = common::sims(2, &profile, 1.0).await;
     let gw = common::gateway(&sims, 4).await;

@@ -68,3 +68,12 @@ pub async fn gateway(servers: &[SimServer], max_inflight: u32) -> Gateway {
     }
     panic!("instances did not become ready");
 }
+
+/// Live tests in one binary take turns: they measure timings, which a concurrent live test
+/// on the same two cores would distort.
+pub async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::OnceLock<tokio::sync::Mutex<()>> = std::sync::OnceLock::new();
+    LOCK.get_or_init(|| tokio::sync::Mutex::new(()))
+        .lock()
+        .await
+}
