@@ -103,6 +103,7 @@ async fn an_slo_infeasible_request_is_rejected_early_with_its_reason() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["retry-after"], "1");
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["error"]["code"], "slo_infeasible");
     let msg = v["error"]["message"].as_str().unwrap();
