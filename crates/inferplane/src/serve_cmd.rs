@@ -13,7 +13,7 @@ pub struct ServeArgs {
     /// Configuration file (TOML). See config/ for examples.
     #[arg(long, env = "INFERPLANE_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Address to listen on (overrides [server] listen).
+    /// Address to listen on (overrides `[server] listen`).
     #[arg(long, env = "INFERPLANE_LISTEN")]
     pub listen: Option<String>,
     /// An engine base URL; repeat for several. Comma-separated in INFERPLANE_INSTANCES.
@@ -22,7 +22,7 @@ pub struct ServeArgs {
     /// Model served by the --instance engines; asked from their /v1/models when absent.
     #[arg(long, env = "INFERPLANE_MODEL")]
     pub model: Option<String>,
-    /// Bearer token for /admin/* (overrides [admin] token).
+    /// Bearer token for /admin/* (overrides `[admin] token`).
     #[arg(long, env = "INFERPLANE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
     /// Check the configuration and exit.
