@@ -214,6 +214,10 @@ async fn the_dashboard_page_is_served_and_reads_the_admin_api() {
             .starts_with("text/html")
     );
     let html = resp.text().await.unwrap();
-    assert!(html.contains("/admin/metrics") && html.contains("/admin/instances"));
+    assert!(
+        html.contains("/admin/metrics")
+            && html.contains("/admin/instances")
+            && html.contains("/admin/policy")
+    );
     gw.shutdown().await;
 }
