@@ -11,6 +11,7 @@
 
 pub mod instance;
 pub mod predict;
+pub mod reject;
 pub mod request;
 pub mod route;
 pub mod schedule;
@@ -20,12 +21,13 @@ pub mod time;
 
 pub use instance::{InstanceId, InstanceSpec, Layout, Price};
 pub use predict::Rates;
+pub use reject::{RejectKind, RejectReason};
 pub use request::{ParallelismKind, Priority, RequestId, RequestMeta};
 pub use route::{BalanceConfig, RoutingConfig};
 pub use schedule::{PolicyConfig, PolicySwitch};
 pub use scheduler::{
-    DuplicateInstance, EngineLoad, InstanceIx, InstanceState, Outcome, Placement, RejectReason,
-    Rejected, Scheduler, SchedulerConfig,
+    DuplicateInstance, EngineLoad, InstanceIx, InstanceState, Outcome, Placement, Rejected,
+    Scheduler, SchedulerConfig,
 };
 pub use stats::Stats;
 pub use time::Time;

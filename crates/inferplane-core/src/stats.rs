@@ -67,28 +67,25 @@ pub struct Stats {
     pub slo: SloStats,
     /// EWMA of the share of submitted requests with an SLO.
     pub deadline_share: f64,
-    rejects: [u64; RejectReason::COUNT],
+    rejects: [u64; crate::RejectKind::COUNT],
 }
 
 impl Stats {
     /// Counts a rejection.
     pub fn record_reject(&mut self, reason: &RejectReason) {
-        self.rejects[reason.index()] += 1;
+        self.rejects[reason.kind().index()] += 1;
     }
 
     /// Rejections with this label (see `RejectReason::LABELS`); 0 for unknown labels.
     pub fn rejects_of(&self, label: &str) -> u64 {
-        RejectReason::LABELS
-            .iter()
-            .position(|l| *l == label)
-            .map_or(0, |i| self.rejects[i])
+        crate::RejectKind::from_label(label).map_or(0, |k| self.rejects[k.index()])
     }
 
     /// Every reject counter with its stable label, in `RejectReason::LABELS` order.
     pub fn rejects(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
-        RejectReason::LABELS
+        crate::RejectKind::ALL
             .iter()
-            .copied()
+            .map(|k| k.as_str())
             .zip(self.rejects.iter().copied())
     }
 
@@ -136,6 +133,6 @@ mod tests {
         assert_eq!(s.rejects_of("deadline_missed"), 1);
         assert_eq!(s.rejects_of("nonsense"), 0);
         assert_eq!(s.rejected_total(), 3);
-        assert_eq!(s.rejects().count(), RejectReason::COUNT);
+        assert_eq!(s.rejects().count(), crate::RejectKind::COUNT);
     }
 }

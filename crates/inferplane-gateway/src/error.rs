@@ -4,7 +4,7 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use inferplane_core::RejectReason;
+use inferplane_core::{RejectKind, RejectReason};
 
 /// An error answered to a client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -120,18 +120,18 @@ impl ApiError {
 
     /// The answer for a request the scheduler would not (or no longer) queue.
     pub fn rejected(model: &str, reason: &RejectReason) -> Self {
-        let (status, code) = match reason {
-            RejectReason::QueueFull { .. } => (StatusCode::TOO_MANY_REQUESTS, "queue_full"),
-            RejectReason::NoInstances => (StatusCode::SERVICE_UNAVAILABLE, "no_instances"),
-            RejectReason::QueueTimeout { .. } => (StatusCode::SERVICE_UNAVAILABLE, "queue_timeout"),
-            RejectReason::DeadlineMissed { .. } => (StatusCode::GATEWAY_TIMEOUT, "deadline_missed"),
-            // Shed under overload: the client may retry later.
-            RejectReason::Shed { .. } => (StatusCode::TOO_MANY_REQUESTS, "shed"),
-            RejectReason::SloInfeasible { .. } => {
-                (StatusCode::SERVICE_UNAVAILABLE, "slo_infeasible")
+        let kind = reason.kind();
+        let status = match kind {
+            // Overload: the client may retry later.
+            RejectKind::QueueFull | RejectKind::Shed => StatusCode::TOO_MANY_REQUESTS,
+            RejectKind::NoInstances | RejectKind::QueueTimeout | RejectKind::SloInfeasible => {
+                StatusCode::SERVICE_UNAVAILABLE
             }
-            RejectReason::OverBudget { .. } => (StatusCode::PAYMENT_REQUIRED, "over_budget"),
+            RejectKind::DeadlineMissed => StatusCode::GATEWAY_TIMEOUT,
+            RejectKind::OverBudget => StatusCode::PAYMENT_REQUIRED,
+            RejectKind::ContextLengthExceeded => StatusCode::BAD_REQUEST,
         };
+        let code = kind.as_str();
         ApiError {
             status,
             message: format!("model `{model}`: {reason}"),

@@ -182,8 +182,8 @@ pub struct PoolMetrics {
     pub inflight: Gauge,
     /// Requests waiting in the gateway's queue, by priority (critical first).
     pub queue_depth: [Gauge; 4],
-    /// Rejections by reason, indexed by `RejectReason::index()`.
-    pub rejects: [Counter; inferplane_core::RejectReason::COUNT],
+    /// Rejections by reason, indexed by `RejectKind::index()`.
+    pub rejects: [Counter; inferplane_core::RejectKind::COUNT],
     /// SLO attainment of finished requests that had an SLO (NaN before the first).
     pub slo_attainment: FloatGauge,
     /// 1 for the policy that orders the queue now (the adaptive policy's current choice).
@@ -419,14 +419,16 @@ impl Telemetry {
                     })
                     .clone()
             }),
-            rejects: inferplane_core::RejectReason::LABELS.map(|reason| {
-                self.rejects
-                    .get_or_create(&ReasonLabels {
-                        model: model.to_string(),
-                        reason,
-                    })
-                    .clone()
-            }),
+            rejects: inferplane_core::RejectKind::ALL
+                .map(|k| k.as_str())
+                .map(|reason| {
+                    self.rejects
+                        .get_or_create(&ReasonLabels {
+                            model: model.to_string(),
+                            reason,
+                        })
+                        .clone()
+                }),
             slo_attainment: {
                 let g = self.slo_attainment.get_or_create(&m).clone();
                 g.set(f64::NAN);

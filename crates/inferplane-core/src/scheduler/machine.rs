@@ -10,7 +10,7 @@
 
 use super::{InstanceIx, InstanceState, Placement, RejectReason, Rejected, SchedulerConfig};
 use crate::instance::InstanceId;
-use crate::request::{ParallelismKind, RequestId, RequestMeta};
+use crate::request::{ParallelismKind, Priority, RequestId, RequestMeta};
 use crate::route::{Allowed, CandidateSet, PoolView, Router, RoutingStrategy};
 use crate::schedule::slo_aware::has_slo;
 use crate::schedule::{Admission, Eligibility, Entry, Live, Policy, QueueKey, SchedulingPolicy};
@@ -164,7 +164,7 @@ impl<T> Scheduler<T> {
         reason: RejectReason,
     ) -> Rejected<T> {
         self.stats.record_reject(&reason);
-        if reason.is_slo_miss() && has_slo(&meta) {
+        if reason.kind().is_slo_miss() && has_slo(&meta) {
             self.stats.slo.record(false);
         }
         Rejected {
@@ -256,8 +256,15 @@ impl<T> Scheduler<T> {
             let victim = self.policy.shed_victim(&meta, Live(&self.seqs));
             match victim.and_then(|k| self.take(k.slot)) {
                 Some(v) => {
-                    let r =
-                        self.reject(v.meta, v.payload, RejectReason::Shed { by: meta.priority });
+                    let r = self.reject(
+                        v.meta,
+                        v.payload,
+                        RejectReason::Shed {
+                            class: Priority::Low,
+                            predicted_wait: std::time::Duration::ZERO,
+                            budget: std::time::Duration::ZERO,
+                        },
+                    );
                     self.pending.push(r);
                 }
                 None => {

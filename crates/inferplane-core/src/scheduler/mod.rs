@@ -25,7 +25,8 @@ pub use machine::Scheduler;
 
 use crate::instance::{InstanceId, InstanceSpec};
 use crate::predict::Rates;
-use crate::request::{Priority, RequestMeta};
+pub use crate::reject::{RejectKind, RejectReason};
+use crate::request::RequestMeta;
 use crate::route::RoutingConfig;
 use crate::route::balance::PeakEwma;
 use crate::schedule::PolicyConfig;
@@ -71,96 +72,6 @@ pub struct EngineLoad {
     pub waiting: Option<f64>,
     /// KV-cache usage, 0..=1.
     pub kv_usage: Option<f64>,
-}
-
-/// Why a request was not (or no longer) queued. `as_str` gives a stable snake_case label.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum RejectReason {
-    /// The queue is at `max_queue`.
-    #[error("the queue for this model is full ({max_queue} waiting)")]
-    QueueFull {
-        /// The configured limit.
-        max_queue: usize,
-    },
-    /// The pool has no instances at all.
-    #[error("no instance serves this model")]
-    NoInstances,
-    /// Waited longer than the queue timeout.
-    #[error("waited {waited:?} in the queue without an instance with room (timeout {timeout:?})")]
-    QueueTimeout {
-        /// How long it waited.
-        waited: Duration,
-        /// The configured timeout.
-        timeout: Duration,
-    },
-    /// Its end-to-end deadline passed while it was queued.
-    #[error("its deadline passed after {waited:?} in the queue")]
-    DeadlineMissed {
-        /// How long it waited.
-        waited: Duration,
-    },
-    /// Evicted from a full queue by a request of a higher class.
-    #[error("shed from the full queue to admit a {by} priority request")]
-    Shed {
-        /// The class of the request that took its place.
-        by: Priority,
-    },
-    /// No instance is predicted to meet its deadline or TTFT target.
-    #[error("no instance can meet its SLO: the best prediction misses it by {short_by:?}")]
-    SloInfeasible {
-        /// How much the best prediction misses the target by.
-        short_by: Duration,
-    },
-    /// Even the cheapest suitable instance would cost more than its budget.
-    #[error("estimated cost ${estimate:.6} exceeds its budget ${budget:.6}")]
-    OverBudget {
-        /// The cheapest estimate, in dollars.
-        estimate: f64,
-        /// The request's budget, in dollars.
-        budget: f64,
-    },
-}
-
-impl RejectReason {
-    /// Number of variants.
-    pub const COUNT: usize = 7;
-
-    /// Every label, in `index` order.
-    pub const LABELS: [&'static str; Self::COUNT] = [
-        "queue_full",
-        "no_instances",
-        "queue_timeout",
-        "deadline_missed",
-        "shed",
-        "slo_infeasible",
-        "over_budget",
-    ];
-
-    /// A dense index for per-reason arrays.
-    pub const fn index(&self) -> usize {
-        match self {
-            RejectReason::QueueFull { .. } => 0,
-            RejectReason::NoInstances => 1,
-            RejectReason::QueueTimeout { .. } => 2,
-            RejectReason::DeadlineMissed { .. } => 3,
-            RejectReason::Shed { .. } => 4,
-            RejectReason::SloInfeasible { .. } => 5,
-            RejectReason::OverBudget { .. } => 6,
-        }
-    }
-
-    /// The stable snake_case label for metrics and logs.
-    pub const fn as_str(&self) -> &'static str {
-        Self::LABELS[self.index()]
-    }
-
-    /// Whether the reason means the request's SLO was missed.
-    pub const fn is_slo_miss(&self) -> bool {
-        matches!(
-            self,
-            RejectReason::DeadlineMissed { .. } | RejectReason::SloInfeasible { .. }
-        )
-    }
 }
 
 /// A request handed back with the reason it left the queue.

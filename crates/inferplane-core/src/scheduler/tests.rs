@@ -205,7 +205,7 @@ fn a_full_queue_sheds_the_newest_lowest_class_request_for_a_higher_class_newcome
     s.expire(Time::from_millis(5), &mut out);
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].payload, 3);
-    assert_eq!(out[0].reason, RejectReason::Shed { by: Priority::High });
+    assert_eq!(out[0].reason.kind(), crate::RejectKind::Shed);
     assert_eq!(out[0].reason.as_str(), "shed");
     let low = s
         .submit(classed(5, Priority::Low), 5, Time::ZERO)

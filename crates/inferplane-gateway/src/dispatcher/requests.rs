@@ -333,7 +333,7 @@ fn access_log(rec: &Inflight, instance: &InstanceId, f: &Finished) {
 /// Answers a request the scheduler refused or dropped, and accounts for it.
 pub(super) fn reject(pool: &mut Pool, total: &mut Stats, model: &str, r: Rejected<Waiter>) {
     pool.metrics.request(r.payload.route, Status::rejected);
-    pool.metrics.rejects[r.reason.index()].inc();
+    pool.metrics.rejects[r.reason.kind().index()].inc();
     let slo = (r.meta.deadline.is_some() || r.meta.ttft_target.is_some()).then_some(false);
     if slo.is_some() {
         pool.metrics.slo_violations.inc();
