@@ -64,7 +64,13 @@ pub struct PolicyChoice {
     pub routing: String,
     /// Balancing algorithm name (used by `load_balanced`).
     pub balance: String,
+    /// A plain router instead of the control plane (a baseline): round robin over ready
+    /// instances, no gateway queue, every request sent at once so the engines queue.
+    pub plain_router: bool,
 }
+
+/// The label (and `--policies` entry) of the plain-router baseline.
+pub const PLAIN_ROUTER: &str = "plain_router";
 
 impl Default for PolicyChoice {
     fn default() -> Self {
@@ -72,6 +78,7 @@ impl Default for PolicyChoice {
             policy: "fifo".into(),
             routing: "load_balanced".into(),
             balance: "least_connections".into(),
+            plain_router: false,
         }
     }
 }
@@ -79,6 +86,9 @@ impl Default for PolicyChoice {
 impl PolicyChoice {
     /// Parses `policy[/routing[/balance]]`; omitted parts take the defaults.
     pub fn parse(s: &str) -> Result<Self, BenchError> {
+        if s.trim() == PLAIN_ROUTER {
+            return Ok(PolicyChoice::plain());
+        }
         let mut parts = s.split('/').map(str::trim);
         let d = PolicyChoice::default();
         let c = PolicyChoice {
@@ -89,6 +99,7 @@ impl PolicyChoice {
                 .into(),
             routing: parts.next().unwrap_or(&d.routing).into(),
             balance: parts.next().unwrap_or(&d.balance).into(),
+            plain_router: false,
         };
         if parts.next().is_some() {
             return Err(BenchError::Cluster(format!(
@@ -116,8 +127,21 @@ impl PolicyChoice {
         check("balance", &self.balance, &BALANCES)
     }
 
-    /// `policy/routing/balance`.
+    /// The plain-router baseline (see [`PolicyChoice::plain_router`]).
+    pub fn plain() -> Self {
+        PolicyChoice {
+            policy: "fifo".into(),
+            routing: "round_robin".into(),
+            balance: "least_connections".into(),
+            plain_router: true,
+        }
+    }
+
+    /// `policy/routing/balance`, or `plain_router`.
     pub fn label(&self) -> String {
+        if self.plain_router {
+            return PLAIN_ROUTER.to_string();
+        }
         format!("{}/{}/{}", self.policy, self.routing, self.balance)
     }
 }
@@ -438,6 +462,7 @@ mod tests {
                         policy: p.into(),
                         routing: r.into(),
                         balance: b.into(),
+                        plain_router: false,
                     };
                     scheduler_config(&c, &Limits::default()).unwrap();
                 }

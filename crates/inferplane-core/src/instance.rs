@@ -163,6 +163,23 @@ impl Price {
     }
 }
 
+/// What an engine says about itself (discovered from its own endpoints, or known from the
+/// planner for simulated and planned instances). `None` means unknown.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineInfo {
+    /// The most requests the engine runs at once (vLLM/SGLang `max_num_seqs` /
+    /// `max_running_requests`, llama.cpp's slot count).
+    #[serde(default)]
+    pub max_batch: Option<u32>,
+    /// The longest context, prompt plus output, in tokens (`max_model_len`).
+    #[serde(default)]
+    pub max_model_len: Option<u32>,
+    /// KV-cache capacity in tokens (blocks times block size).
+    #[serde(default)]
+    pub kv_capacity_tokens: Option<u64>,
+}
+
 /// One engine instance as configured or registered (the seed's `ExecutionInstance`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -19,7 +19,7 @@ pub mod scheduler;
 pub mod stats;
 pub mod time;
 
-pub use instance::{InstanceId, InstanceSpec, Layout, Price};
+pub use instance::{EngineInfo, InstanceId, InstanceSpec, Layout, Price};
 pub use predict::Rates;
 pub use reject::{RejectKind, RejectReason};
 pub use request::{ParallelismKind, Priority, RequestId, RequestMeta};

@@ -131,6 +131,8 @@ pub struct InstanceState {
     pub draining: bool,
     /// Last engine-reported load.
     pub load: EngineLoad,
+    /// What the engine says about itself (batch limit, context, KV capacity).
+    pub engine: crate::instance::EngineInfo,
     /// Placements made on it.
     pub placed_total: u64,
     /// Predicted speeds: seeded from the layout or `Scheduler::set_rates`, then measured.
@@ -149,6 +151,7 @@ impl InstanceState {
             ready: false,
             draining: false,
             load: EngineLoad::default(),
+            engine: crate::instance::EngineInfo::default(),
             placed_total: 0,
             latency: PeakEwma::default(),
         }

@@ -134,6 +134,12 @@ impl<T> Scheduler<T> {
         })
     }
 
+    /// Records what the engine says about itself (batch limit, context, KV capacity).
+    /// Returns whether the instance exists.
+    pub fn set_engine_info(&mut self, id: &InstanceId, info: crate::instance::EngineInfo) -> bool {
+        self.update(id, |s| std::mem::replace(&mut s.engine, info) != info)
+    }
+
     /// Sets an instance's predicted speeds (the gateway seeds them from the planner's cost
     /// model for the instance's layout); measured completions refine them from there.
     /// Returns whether the instance exists.
