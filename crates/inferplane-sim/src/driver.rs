@@ -39,6 +39,7 @@ pub enum Output {
 enum Cmd {
     Add {
         input: SeqInput,
+        min_tokens: u32,
         out: mpsc::UnboundedSender<Output>,
         reply: oneshot::Sender<Result<SeqId, AddError>>,
     },
@@ -63,15 +64,22 @@ pub struct EngineHandle {
 }
 
 impl EngineHandle {
-    /// Submits a request; its outputs arrive on `out`.
+    /// Submits a request; its outputs arrive on `out`. With `min_tokens > 0` it generates
+    /// exactly that many tokens (see [`Engine::add_with_min_tokens`]); `0` means no minimum.
     pub async fn submit(
         &self,
         input: SeqInput,
+        min_tokens: u32,
         out: mpsc::UnboundedSender<Output>,
     ) -> Result<SeqId, SubmitError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Cmd::Add { input, out, reply })
+            .send(Cmd::Add {
+                input,
+                min_tokens,
+                out,
+                reply,
+            })
             .map_err(|_| SubmitError::Stopped)?;
         Ok(rx.await.map_err(|_| SubmitError::Stopped)??)
     }
@@ -129,8 +137,13 @@ const MAX_LAG: Duration = Duration::from_millis(20);
 impl Driver {
     fn handle(&mut self, cmd: Cmd) {
         match cmd {
-            Cmd::Add { input, out, reply } => {
-                let res = self.engine.add(input);
+            Cmd::Add {
+                input,
+                min_tokens,
+                out,
+                reply,
+            } => {
+                let res = self.engine.add_with_min_tokens(input, min_tokens);
                 if let Ok(id) = res {
                     self.outs.insert(id, out);
                 }

@@ -8,6 +8,14 @@
 //! recomputed (prompt plus the tokens generated so far), as vLLM's recompute preemption
 //! does. Prompt blocks already in the prefix cache are not prefilled again.
 //!
+//! How long an output is: exactly `max_tokens` by default; with a stop seed, a length drawn
+//! from the request's content hash (uniform in `1..=max_tokens`, finish reason `stop` when
+//! short); with `min_tokens = m > 0` ([`Engine::add_with_min_tokens`]), exactly `m` tokens,
+//! overriding the seed. The last is the simulator's reading of vLLM's `min_tokens` (no
+//! end-of-sequence before `m` tokens): the simulated model emits its end-of-sequence token
+//! as soon as `min_tokens` allows, so a benchmark client can tell the engine a request's
+//! true output length while a gateway in between sees only `max_tokens`, a cap.
+//!
 //! The engine is pure: no clock, no I/O, no randomness but a seeded hash.
 
 use crate::fasthash::FastMap;
@@ -39,7 +47,7 @@ pub struct SeqInput {
 pub enum FinishReason {
     /// Reached `max_tokens`.
     Length,
-    /// Stopped early (seeded stop).
+    /// Stopped early (seeded stop, or end-of-sequence right at `min_tokens`).
     Stop,
 }
 
@@ -112,6 +120,14 @@ pub enum AddError {
         /// Requested output tokens.
         max_tokens: u32,
     },
+    /// `min_tokens` is above `max_tokens` (vLLM's wording).
+    #[error("min_tokens must be less than or equal to max_tokens={max_tokens}, got {min_tokens}.")]
+    MinTokensAboveMax {
+        /// The requested minimum.
+        min_tokens: u32,
+        /// The request's `max_tokens`.
+        max_tokens: u32,
+    },
     /// Prompt plus output needs more KV blocks than the whole cache holds.
     #[error("the request needs {needed} KV blocks but the cache holds only {total}")]
     ExceedsKvCache {
@@ -133,7 +149,7 @@ pub struct EngineStats {
     pub prefix_cache_queries: u64,
     /// Prompt tokens found in the prefix cache.
     pub prefix_cache_hits: u64,
-    /// Preemptions.
+    /// Recompute preemptions (vLLM's `vllm:num_preemptions_total`).
     pub preemptions: u64,
     /// Requests that finished.
     pub finished: u64,
@@ -243,13 +259,32 @@ impl Engine {
         !self.seqs.is_empty()
     }
 
-    /// Submits a request; it waits for admission at the next step.
+    /// Submits a request with no minimum output length; it waits for admission at the
+    /// next step.
     pub fn add(&mut self, input: SeqInput) -> Result<SeqId, AddError> {
+        self.add_with_min_tokens(input, 0)
+    }
+
+    /// Submits a request that generates exactly `min_tokens` tokens when `min_tokens > 0`
+    /// (finish reason `stop` below `max_tokens`, `length` at it), overriding the stop
+    /// seed; `0` means no minimum, as [`Engine::add`]. Refused when `min_tokens` is above
+    /// `max_tokens`.
+    pub fn add_with_min_tokens(
+        &mut self,
+        input: SeqInput,
+        min_tokens: u32,
+    ) -> Result<SeqId, AddError> {
         if input.prompt_tokens == 0 {
             return Err(AddError::EmptyPrompt);
         }
         if input.max_tokens == 0 {
             return Err(AddError::ZeroMaxTokens);
+        }
+        if min_tokens > input.max_tokens {
+            return Err(AddError::MinTokensAboveMax {
+                min_tokens,
+                max_tokens: input.max_tokens,
+            });
         }
         let requested = u64::from(input.prompt_tokens) + u64::from(input.max_tokens);
         if requested > u64::from(self.profile.max_model_len) {
@@ -268,6 +303,7 @@ impl Engine {
             });
         }
         let target = match self.stop_seed {
+            _ if min_tokens > 0 => min_tokens,
             Some(seed) => {
                 let h =
                     xxhash_rust::xxh3::xxh3_64_with_seed(&input.content_hash.to_le_bytes(), seed);

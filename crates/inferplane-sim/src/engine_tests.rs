@@ -195,6 +195,95 @@ fn seeded_stop_gives_deterministic_varied_lengths_within_max_tokens() {
     );
 }
 
+fn finishes(events: &[(Time, Event)]) -> Vec<(SeqId, FinishReason, u32)> {
+    events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Event::Finished {
+                id,
+                reason,
+                completion_tokens,
+                ..
+            } => Some((*id, *reason, *completion_tokens)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn min_tokens_sets_the_exact_output_length_and_overrides_the_stop_seed() {
+    for seed in [None, Some(7)] {
+        let mut e = Engine::new(tiny(), seed);
+        let short = e.add_with_min_tokens(input(8, 50, vec![]), 3).unwrap();
+        let full = e.add_with_min_tokens(input(8, 50, vec![]), 50).unwrap();
+        let one = e.add_with_min_tokens(input(8, 1, vec![]), 1).unwrap();
+        let mut got = finishes(&drain(&mut e, Time::ZERO).0);
+        got.sort_by_key(|(id, _, _)| *id);
+        assert_eq!(
+            got,
+            vec![
+                (short, FinishReason::Stop, 3),
+                (full, FinishReason::Length, 50),
+                (one, FinishReason::Length, 1),
+            ],
+            "stop seed {seed:?}"
+        );
+        assert_eq!(e.stats().generation_tokens, 54);
+    }
+}
+
+#[test]
+fn zero_min_tokens_means_no_minimum() {
+    let run = |min_tokens: Option<u32>| {
+        let mut e = Engine::new(tiny(), Some(5));
+        for i in 0..10u64 {
+            let mut inp = input(8, 40, vec![]);
+            inp.content_hash = i;
+            match min_tokens {
+                Some(m) => e.add_with_min_tokens(inp, m).unwrap(),
+                None => e.add(inp).unwrap(),
+            };
+        }
+        finishes(&drain(&mut e, Time::ZERO).0)
+    };
+    assert_eq!(
+        run(Some(0)),
+        run(None),
+        "min_tokens = 0 keeps the seeded lengths"
+    );
+}
+
+#[test]
+fn min_tokens_above_max_tokens_is_refused() {
+    let mut e = Engine::new(tiny(), None);
+    assert_eq!(
+        e.add_with_min_tokens(input(8, 5, vec![]), 6),
+        Err(AddError::MinTokensAboveMax {
+            min_tokens: 6,
+            max_tokens: 5
+        })
+    );
+    assert!(!e.has_work());
+}
+
+#[test]
+fn preemptions_are_counted_once_per_victim_in_stats_and_step_info() {
+    let mut profile = tiny();
+    profile.kv_blocks = 6;
+    let mut e = Engine::new(profile, None);
+    e.add(input(16, 40, vec![])).unwrap();
+    e.add(input(16, 40, vec![])).unwrap();
+    let mut now = Time::ZERO;
+    let mut buf = Vec::new();
+    let mut from_steps = 0u64;
+    while let Some(info) = e.step(now, &mut buf) {
+        now = info.end;
+        from_steps += u64::from(info.preempted);
+    }
+    assert!(from_steps >= 1);
+    assert_eq!(e.stats().preemptions, from_steps);
+}
+
 #[test]
 fn aborted_requests_free_their_blocks_and_emit_nothing_more() {
     let mut e = Engine::new(tiny(), None);

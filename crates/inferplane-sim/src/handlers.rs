@@ -1,10 +1,21 @@
 //! The simulator's request handlers: chat and legacy completions (validation, admission,
 //! fault injection, JSON or SSE answers), `/v1/models`, `/health`, `/metrics` and the
 //! `/sim/faults` control endpoint.
+//!
+//! Simulator convention: a request's `min_tokens = m` (vLLM's sampling parameter) makes the
+//! simulated model emit its end-of-sequence token as soon as `min_tokens` allows, so the
+//! answer has exactly `m` tokens (`finish_reason` `stop` below `max_tokens`, `length` at
+//! it), whatever `--stop-seed` says. Benchmark clients use it to state a request's true
+//! output length while the gateway sees only `max_tokens`, a cap. `min_tokens` must be a
+//! non-negative integer no larger than `max_tokens` (400 otherwise); `0` means no minimum.
+//!
+//! `/v1/models` answers vLLM's model card, `max_model_len` included, so a gateway can
+//! read the engine's context limit from it as from vLLM.
 
 use crate::driver::{Output, SubmitError};
-use crate::engine::SeqInput;
+use crate::engine::{AddError, SeqInput};
 use crate::faults::{FaultConfig, Verdict};
+use crate::openai;
 use crate::openai::{ApiError, ChatRequest, CompletionRequest, Prompt, parse_error};
 use crate::respond::{AbortGuard, Answer, Api};
 use crate::server::AppState;
@@ -37,6 +48,8 @@ struct Job {
     stream: bool,
     include_usage: bool,
     input: SeqInput,
+    /// Exact output length when above 0 (see the module docs).
+    min_tokens: u32,
 }
 
 pub(crate) async fn chat(
@@ -58,14 +71,16 @@ pub(crate) async fn chat(
         let text = req.prompt_text();
         let max = req.max_completion_tokens.or(req.max_tokens);
         let prompt_tokens = tokens::count_tokens(&text);
+        let max_tokens = s.max_tokens(max, prompt_tokens, s.default_max_tokens)?;
         Ok(Job {
             api: Api::Chat,
             stream: req.stream.unwrap_or(false),
             include_usage: include_usage(&req.stream_options),
+            min_tokens: openai::min_tokens(req.min_tokens.as_ref(), max_tokens)?,
             input: SeqInput {
                 prompt_tokens,
                 block_hashes: tokens::block_hashes(&text),
-                max_tokens: s.max_tokens(max, prompt_tokens, s.default_max_tokens)?,
+                max_tokens,
                 content_hash: tokens::content_hash(&text),
             },
             model: req.model,
@@ -116,6 +131,7 @@ pub(crate) async fn completions(
             api: Api::Completions,
             stream: req.stream.unwrap_or(false),
             include_usage: include_usage(&req.stream_options),
+            min_tokens: openai::min_tokens(req.min_tokens.as_ref(), max_tokens)?,
             input: SeqInput {
                 prompt_tokens,
                 block_hashes,
@@ -194,16 +210,23 @@ async fn serve(
     let (tx, rx) = mpsc::unbounded_channel::<Output>();
     let prompt_tokens = job.input.prompt_tokens;
     let content_hash = job.input.content_hash;
-    let id = s.engine.submit(job.input, tx).await.map_err(|e| match e {
-        SubmitError::Refused(e) => ApiError::bad_request(e.to_string(), Some("messages")),
-        SubmitError::Stopped => ApiError {
-            status: 503,
-            message: e.to_string(),
-            kind: "server_error",
-            param: None,
-            code: None,
-        },
-    })?;
+    let id = s
+        .engine
+        .submit(job.input, job.min_tokens, tx)
+        .await
+        .map_err(|e| match e {
+            SubmitError::Refused(e @ AddError::MinTokensAboveMax { .. }) => {
+                ApiError::bad_request(e.to_string(), Some("min_tokens"))
+            }
+            SubmitError::Refused(e) => ApiError::bad_request(e.to_string(), Some("messages")),
+            SubmitError::Stopped => ApiError {
+                status: 503,
+                message: e.to_string(),
+                kind: "server_error",
+                param: None,
+                code: None,
+            },
+        })?;
     let n = s.next_id.fetch_add(1, Ordering::Relaxed);
     let answer = Answer {
         api: job.api,
@@ -252,16 +275,34 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// vLLM's model list: one model card, with `max_model_len` and vLLM's permission object.
 pub(crate) async fn models(State(s): State<Arc<AppState>>) -> Response {
+    let created = unix_now();
+    let instance = s.instance_id.to_str().unwrap_or("sim");
     axum::Json(serde_json::json!({
         "object": "list",
         "data": [{
             "id": &*s.model,
             "object": "model",
-            "created": unix_now(),
+            "created": created,
             "owned_by": "inferplane-sim",
             "root": &*s.model,
+            "parent": null,
             "max_model_len": s.max_model_len,
+            "permission": [{
+                "id": format!("modelperm-{instance}"),
+                "object": "model_permission",
+                "created": created,
+                "allow_create_engine": false,
+                "allow_sampling": true,
+                "allow_logprobs": true,
+                "allow_search_indices": false,
+                "allow_view": true,
+                "allow_fine_tuning": false,
+                "organization": "*",
+                "group": null,
+                "is_blocking": false,
+            }],
         }]
     }))
     .into_response()

@@ -12,6 +12,13 @@
 //!   that runs the engine in scaled real time), [`respond`] (JSON and SSE answers),
 //!   [`openai`] (wire shapes and errors), [`metrics`] (vLLM metric names), [`faults`] and
 //!   [`listener`] (scripted faults).
+//!
+//! It reports the engine facts vLLM reports: `max_model_len` on each `/v1/models` card,
+//! and `vllm:cache_config_info` (`block_size`, `num_gpu_blocks`, ...) and
+//! `vllm:num_preemptions_total` on `/metrics`. One simulator convention goes beyond vLLM:
+//! a request's `min_tokens = m` (vLLM's sampling parameter) makes the simulated model end
+//! its answer right at `m` tokens, so a benchmark client can state a request's true
+//! output length while the gateway sees only `max_tokens` (see [`engine`]).
 
 pub mod driver;
 pub mod engine;

@@ -4,6 +4,13 @@
 //! Names follow vLLM V1 (`vllm:num_requests_running`, `vllm:kv_cache_usage_perc`, ...).
 //! With `legacy_names` the KV gauge is published under vLLM V0's
 //! `vllm:gpu_cache_usage_perc` instead, to exercise scrapers' fallbacks.
+//!
+//! Engine facts are published as vLLM publishes them, so a scraper can discover the KV
+//! capacity: `vllm:cache_config_info` is an info gauge (value 1) whose labels are vLLM's
+//! `CacheConfig` fields the simulator can fill truthfully (`block_size`, `cache_dtype`
+//! `"auto"`, `enable_prefix_caching` `"True"`, `num_gpu_blocks`, all strings, Python's
+//! spelling of booleans), with no `model_name` label, as in vLLM.
+//! `vllm:num_preemptions_total` counts recompute preemptions.
 
 use crate::engine::{EngineStats, FinishReason};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -20,6 +27,32 @@ use std::sync::atomic::AtomicU64;
 pub struct FinishedLabel {
     /// `length` or `stop`.
     pub finished_reason: &'static str,
+}
+
+/// Labels of `vllm:cache_config_info`: the subset of vLLM's `CacheConfig.metrics_info()`
+/// that the simulator can fill truthfully.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheConfigLabels {
+    /// Tokens per KV block.
+    pub block_size: String,
+    /// KV-cache data type; `auto` (the model's dtype), as vLLM's default.
+    pub cache_dtype: &'static str,
+    /// The simulator's prefix cache is always on: `True`.
+    pub enable_prefix_caching: &'static str,
+    /// KV blocks in the cache.
+    pub num_gpu_blocks: String,
+}
+
+impl CacheConfigLabels {
+    /// The labels for a cache of `kv_blocks` blocks of [`crate::profile::BLOCK_SIZE`] tokens.
+    pub fn new(kv_blocks: u32) -> Self {
+        CacheConfigLabels {
+            block_size: crate::profile::BLOCK_SIZE.to_string(),
+            cache_dtype: "auto",
+            enable_prefix_caching: "True",
+            num_gpu_blocks: kv_blocks.to_string(),
+        }
+    }
 }
 
 /// Latency buckets in seconds, close to vLLM's TTFT buckets.
@@ -51,6 +84,15 @@ impl SimMetrics {
     /// Registers every metric under the `model_name` label.
     pub fn new(model: &str, kv_blocks: u32, legacy_names: bool) -> Self {
         let mut root = Registry::default();
+        // Engine-wide, without the model label, as vLLM's info gauges.
+        let info = Family::<CacheConfigLabels, Gauge>::default();
+        info.get_or_create(&CacheConfigLabels::new(kv_blocks))
+            .set(1);
+        root.register(
+            "vllm:cache_config_info",
+            "Information of the LLMEngine CacheConfig",
+            info,
+        );
         let reg = root
             .sub_registry_with_label((Cow::Borrowed("model_name"), Cow::Owned(model.to_string())));
         let running = Gauge::default();
@@ -110,7 +152,11 @@ impl SimMetrics {
             "Prompt tokens found in the prefix cache",
             m.prefix_hits.clone(),
         );
-        reg.register("vllm:num_preemptions", "Preemptions", m.preemptions.clone());
+        reg.register(
+            "vllm:num_preemptions",
+            "Cumulative number of recompute preemptions",
+            m.preemptions.clone(),
+        );
         reg.register(
             "vllm:request_success",
             "Finished requests by finish reason",
@@ -126,13 +172,6 @@ impl SimMetrics {
             "End-to-end request latency",
             m.e2e.clone(),
         );
-        let info = Family::<Vec<(String, String)>, Gauge>::default();
-        info.get_or_create(&vec![
-            ("block_size".into(), crate::profile::BLOCK_SIZE.to_string()),
-            ("num_gpu_blocks".into(), kv_blocks.to_string()),
-        ])
-        .set(1);
-        reg.register("vllm:cache_config_info", "KV-cache configuration", info);
         SimMetrics {
             registry: root,
             ..m
@@ -197,6 +236,7 @@ mod tests {
             EngineStats {
                 prompt_tokens: 40,
                 generation_tokens: 7,
+                preemptions: 2,
                 ..EngineStats::default()
             },
             EngineStats::default(),
@@ -214,7 +254,9 @@ mod tests {
             "vllm:time_to_first_token_seconds_count{model_name=\"m1\"} 1",
             "vllm:prefix_cache_hits_total",
             "vllm:e2e_request_latency_seconds_bucket",
-            "num_gpu_blocks=\"100\"",
+            "vllm:num_preemptions_total{model_name=\"m1\"} 2",
+            "# TYPE vllm:cache_config_info gauge",
+            "vllm:cache_config_info{block_size=\"16\",cache_dtype=\"auto\",enable_prefix_caching=\"True\",num_gpu_blocks=\"100\"} 1",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in\n{text}");
         }

@@ -3,6 +3,12 @@
 //! Requests are parsed leniently about fields the simulator ignores (temperature, top_p,
 //! tools, ...), strictly about the fields it uses. Every error becomes the OpenAI error
 //! shape `{"error":{"message","type","param","code"}}` with the matching 4xx/5xx status.
+//!
+//! Besides OpenAI's fields, both request bodies take vLLM's `min_tokens` sampling
+//! parameter (no end-of-sequence before this many tokens), validated as vLLM does
+//! ([`min_tokens`]). The simulated model emits its end-of-sequence token as soon as
+//! `min_tokens` allows, so `min_tokens = m` means exactly `m` output tokens: the
+//! simulator's convention for a client to state a request's true output length.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -139,6 +145,9 @@ pub struct ChatRequest {
     /// Number of choices (only 1 is supported).
     #[serde(default)]
     pub n: Option<u32>,
+    /// vLLM's `min_tokens`, kept raw so that [`min_tokens`] can name it in its errors.
+    #[serde(default)]
+    pub min_tokens: Option<serde_json::Value>,
 }
 
 impl ChatRequest {
@@ -196,6 +205,9 @@ pub struct CompletionRequest {
     /// Number of choices (only 1 is supported).
     #[serde(default)]
     pub n: Option<u32>,
+    /// vLLM's `min_tokens`, kept raw so that [`min_tokens`] can name it in its errors.
+    #[serde(default)]
+    pub min_tokens: Option<serde_json::Value>,
 }
 
 /// Token usage, as in OpenAI responses.
@@ -245,5 +257,59 @@ pub fn parse_error(err: &serde_json::Error) -> ApiError {
         kind: "invalid_request_error",
         param,
         code: None,
+    }
+}
+
+/// Validates vLLM's `min_tokens` against the request's `max_tokens` (after defaults) and
+/// returns it, `0` when absent or `null` (no minimum). Like vLLM, refuses a value that is
+/// not an integer, is negative, or is above `max_tokens`, with a 400 naming `min_tokens`.
+pub fn min_tokens(value: Option<&serde_json::Value>, max_tokens: u32) -> Result<u32, ApiError> {
+    let bad = |message: String| ApiError::bad_request(message, Some("min_tokens"));
+    let Some(value) = value.filter(|v| !v.is_null()) else {
+        return Ok(0);
+    };
+    match (value.as_u64(), value.as_i64()) {
+        (Some(m), _) => match u32::try_from(m) {
+            Ok(m) if m <= max_tokens => Ok(m),
+            _ => Err(bad(format!(
+                "min_tokens must be less than or equal to max_tokens={max_tokens}, got {m}."
+            ))),
+        },
+        (None, Some(m)) => Err(bad(format!(
+            "min_tokens must be greater than or equal to 0, got {m}."
+        ))),
+        (None, None) => Err(bad(format!("min_tokens must be an integer, got {value}."))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn min_tokens_absent_or_null_is_zero_and_integers_up_to_max_tokens_pass() {
+        assert_eq!(min_tokens(None, 5), Ok(0));
+        assert_eq!(min_tokens(Some(&json!(null)), 5), Ok(0));
+        assert_eq!(min_tokens(Some(&json!(0)), 5), Ok(0));
+        assert_eq!(min_tokens(Some(&json!(5)), 5), Ok(5));
+    }
+
+    #[test]
+    fn min_tokens_that_is_negative_fractional_too_big_or_not_a_number_names_the_field() {
+        for (v, needle) in [
+            (json!(-1), "greater than or equal to 0, got -1"),
+            (json!(2.5), "must be an integer, got 2.5"),
+            (json!("3"), "must be an integer"),
+            (json!(6), "less than or equal to max_tokens=5, got 6"),
+            (json!(u64::MAX), "less than or equal to max_tokens=5"),
+        ] {
+            let err = min_tokens(Some(&v), 5).unwrap_err();
+            assert_eq!(
+                (err.status, err.param.as_deref()),
+                (400, Some("min_tokens"))
+            );
+            assert!(err.message.contains(needle), "{v}: {}", err.message);
+        }
     }
 }
