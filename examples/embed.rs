@@ -6,10 +6,10 @@
 //! Run: `cargo run -p inferplane-gateway --example embed`
 
 use inferplane_core::{
-    BalanceConfig, InstanceSpec, PolicyConfig, Priority, RequestMeta, RoutingConfig,
+    BalanceConfig, InstanceSpec, Outcome, PolicyConfig, Priority, RequestMeta, RoutingConfig,
 };
 use inferplane_gateway::ControlPlane;
-use inferplane_gateway::dispatcher::{AttemptResult, PolicyChange};
+use inferplane_gateway::dispatcher::PolicyChange;
 use inferplane_gateway::telemetry::Route;
 use inferplane_sim::{EngineProfile, SimConfig, SimServer};
 use std::net::SocketAddr;
@@ -71,10 +71,12 @@ async fn main() -> anyhow::Result<()> {
             });
             let reply: serde_json::Value = http.post(url).json(&body).send().await?.json().await?;
             let latency = started.elapsed();
-            placed.guard.finish(AttemptResult::Success {
+            placed.guard.finish(Outcome::Success {
                 prompt_tokens: reply["usage"]["prompt_tokens"].as_u64().unwrap_or(0) as u32,
                 completion_tokens: reply["usage"]["completion_tokens"].as_u64().unwrap_or(0) as u32,
-                ttft: Some(latency),
+                cached_tokens: None,
+                // a whole answer: its first token came with its last
+                first_token: None,
                 latency,
             });
             anyhow::Ok(placed.backend.spec.id.to_string())

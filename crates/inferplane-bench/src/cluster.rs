@@ -24,35 +24,34 @@
 //! ```
 
 use crate::error::BenchError;
-use inferplane_core::{InstanceSpec, Layout, PolicyConfig, Price, RoutingConfig, SchedulerConfig};
+use inferplane_core::{
+    InstanceSpec, Layout, PolicyConfig, Price, QueueAt, RoutingConfig, SchedulerConfig,
+};
 use inferplane_sim::EngineProfile;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::time::Duration;
 
-/// Scheduling policies the seed names.
-pub const POLICIES: [&str; 5] = [
-    "fifo",
-    "priority",
-    "slo_aware",
-    "cost_optimized",
-    "adaptive",
-];
-/// Routing strategies the seed names.
-pub const ROUTINGS: [&str; 5] = [
-    "load_balanced",
-    "round_robin",
-    "random",
-    "affinity",
-    "locality",
-];
-/// Balancing algorithms the seed names.
-pub const BALANCES: [&str; 4] = [
-    "weighted_round_robin",
-    "least_connections",
-    "least_response_time",
-    "power_of_two",
-];
+/// Scheduling policy names, from the core's own list.
+pub fn policies() -> Vec<&'static str> {
+    PolicyConfig::all().iter().map(PolicyConfig::name).collect()
+}
+
+/// Routing strategy names, from the core's own list.
+pub fn routings() -> Vec<&'static str> {
+    RoutingConfig::all()
+        .iter()
+        .map(RoutingConfig::name)
+        .collect()
+}
+
+/// Balancing algorithm names, from the core's own list.
+pub fn balances() -> Vec<&'static str> {
+    inferplane_core::BalanceConfig::all()
+        .iter()
+        .map(inferplane_core::BalanceConfig::name)
+        .collect()
+}
 
 /// Which scheduling policy, routing strategy and balancing algorithm a run uses.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,9 +121,9 @@ impl PolicyChoice {
                 )))
             }
         };
-        check("policy", &self.policy, &POLICIES)?;
-        check("routing", &self.routing, &ROUTINGS)?;
-        check("balance", &self.balance, &BALANCES)
+        check("policy", &self.policy, &policies())?;
+        check("routing", &self.routing, &routings())?;
+        check("balance", &self.balance, &balances())
     }
 
     /// The plain-router baseline (see [`PolicyChoice::plain_router`]).
@@ -157,6 +156,9 @@ pub struct Limits {
     pub queue_timeout: Option<Duration>,
     /// Seed of the `random` strategy and `power_of_two`.
     pub seed: u64,
+    /// How often engine load is read (the gateway's scrape interval).
+    #[serde(with = "humantime_serde")]
+    pub reading_interval: Duration,
 }
 
 impl Default for Limits {
@@ -166,6 +168,7 @@ impl Default for Limits {
             max_queue: d.max_queue,
             queue_timeout: d.queue_timeout,
             seed: d.seed,
+            reading_interval: inferplane_core::load::DEFAULT_READING_INTERVAL,
         }
     }
 }
@@ -197,6 +200,12 @@ pub fn scheduler_config(
         policy,
         routing,
         seed: limits.seed,
+        queue_at: if choice.plain_router {
+            QueueAt::Engine
+        } else {
+            QueueAt::Gateway
+        },
+        ..SchedulerConfig::default()
     })
 }
 
@@ -311,8 +320,7 @@ impl Cluster {
                     )));
                 }
             };
-            let max_inflight = group.max_inflight.unwrap_or(profile.max_num_seqs);
-            if max_inflight == 0 || group.count == 0 {
+            if group.max_inflight == Some(0) || group.count == 0 {
                 return Err(BenchError::Cluster(format!(
                     "{path}: count and max_inflight must be at least 1"
                 )));
@@ -323,8 +331,8 @@ impl Cluster {
                 } else {
                     format!("{prefix}-{k}")
                 };
-                let mut spec =
-                    InstanceSpec::new(&id, format!("sim://{id}"), &group.model, max_inflight);
+                let mut spec = InstanceSpec::new(&id, format!("sim://{id}"), &group.model, 1);
+                spec.max_inflight = group.max_inflight;
                 spec.layout = group.layout;
                 spec.gpu = group.gpu.clone();
                 spec.price = group.price_per_gpu_hour.map(Price::PerGpuHour);
@@ -368,9 +376,8 @@ impl Cluster {
         for i in &self.instances {
             let p = &i.profile;
             let kv_batch = p.kv_capacity_tokens() as f64 / (mean_prompt + mean_output);
-            let b = f64::from(i.spec.max_inflight.min(p.max_num_seqs))
-                .min(kv_batch)
-                .max(1.0);
+            let cap = i.spec.max_inflight.unwrap_or(p.max_num_seqs);
+            let b = f64::from(cap.min(p.max_num_seqs)).min(kv_batch).max(1.0);
             let ctx = b * (mean_prompt + mean_output / 2.0);
             let step = p.decode_step_base_secs
                 + b * p.decode_secs_per_seq
@@ -409,7 +416,8 @@ mod tests {
         let c = Cluster::resolve(f).unwrap();
         assert_eq!(c.instance_count(), 4);
         assert_eq!(c.instances[2].spec.id.as_str(), "h-2");
-        assert_eq!(c.instances[3].spec.max_inflight, 8);
+        assert_eq!(c.instances[3].spec.max_inflight, Some(8));
+        assert_eq!(c.instances[0].spec.max_inflight, None);
         assert_eq!(c.policy.label(), "adaptive/load_balanced/least_connections");
         assert!(c.capacity_rps(500.0, 200.0).unwrap() > 1.0);
         let bad: ClusterFile = toml::from_str("[[instances]]\nmodel = \"m\"\n").unwrap();
@@ -438,6 +446,7 @@ mod tests {
                 max_queue: 7,
                 queue_timeout: None,
                 seed: 3,
+                ..Limits::default()
             },
         )
         .unwrap();
@@ -455,9 +464,9 @@ mod tests {
             RoutingConfig::LoadBalanced(ref c) if matches!(c.algorithm, inferplane_core::BalanceConfig::PowerOfTwo(_))
         ));
         // Every name the validator accepts is one the core knows.
-        for p in POLICIES {
-            for r in ROUTINGS {
-                for b in BALANCES {
+        for p in policies() {
+            for r in routings() {
+                for b in balances() {
                     let c = PolicyChoice {
                         policy: p.into(),
                         routing: r.into(),

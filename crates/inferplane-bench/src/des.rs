@@ -1,17 +1,26 @@
 //! Discrete-event simulation: the core [`Scheduler`] and simulated [`Engine`]s in virtual
-//! time, driven the way the gateway's dispatcher drives them.
+//! time, driven exactly the way the gateway's dispatcher drives them, and told only what
+//! the gateway would know.
 //!
 //! One `Scheduler` per model pool, one `Engine` per instance (its profile from the
 //! planner's cost model or a preset). Events sit in a binary heap ordered by virtual
-//! [`Time`] (ties by insertion order, so a run is deterministic):
+//! [`Time`] (ties by insertion order, so a run is deterministic). After every event the
+//! pool is polled ([`Scheduler::poll`]) and its placements go to their engines, its
+//! rejections are recorded with their real reason, and a wake-up is scheduled for
+//! `wake_at`:
 //!
-//! - **arrival**: `submit`, then `dispatch`; each placement is `add`ed to its instance's
-//!   engine, and an idle engine starts a step;
-//! - **step end**: the step's token events take effect at its end: the first token sets
-//!   TTFT, a finish `complete`s the request in the scheduler (freeing its slot), the
-//!   engine's load is reported with `update_load`, the engine plans its next step, and the
-//!   pool dispatches again;
-//! - **expiry**: at `next_expiry`, `expire` rejects requests that waited too long.
+//! - **arrival**: `submit`;
+//! - **step end**: the step's token events take effect at its end: a first token is
+//!   reported with `first_token`, a finish with `complete`;
+//! - **reading**: every [`Limits::reading_interval`] (the gateway's scrape interval), each
+//!   engine's running and waiting requests and KV usage are reported with `update_load`,
+//!   never more often: the scheduler sees the engines as the gateway would;
+//! - **wake**: a poll due (an expiry, a budget running out).
+//!
+//! What the scheduler is told about a request is what the gateway would read from it: the
+//! client's `max_tokens` (or the gateway's default), never the true output length, which
+//! only the engine knows (it stops there, as a model emits its end of sequence). Instances
+//! that name their GPU start with the planner's forecast, as in the gateway.
 //!
 //! Prompts are the same text the live client sends ([`crate::prompt`]), hashed into blocks
 //! the same way the simulator's HTTP face does, so prefix-cache hits agree too.
@@ -22,8 +31,9 @@ use crate::error::BenchError;
 use crate::prompt::prompt_text;
 use crate::record::{Failure, InstanceUsage, Record, RunRecords};
 use crate::workload::WorkItem;
+use inferplane_core::request::DEFAULT_MAX_TOKENS;
 use inferplane_core::{
-    EngineLoad, InstanceId, InstanceIx, Outcome, Placement, RejectReason, Rejected, RequestId,
+    AttemptId, Effects, EngineInfo, EngineLoad, InstanceId, InstanceIx, Outcome, RequestId,
     RequestMeta, Scheduler, Time,
 };
 use inferplane_sim::{Engine, Event, SeqId, SeqInput};
@@ -35,7 +45,8 @@ use std::time::Duration;
 enum Ev {
     Arrival(u32),
     StepEnd(u32),
-    Expiry(u32),
+    Wake(u32),
+    Reading,
 }
 
 struct Inst {
@@ -53,20 +64,22 @@ struct Pool {
     sched: Scheduler<u32>,
     /// Scheduler index -> global instance index.
     by_ix: HashMap<InstanceIx, usize>,
-    expiry_at: Option<Time>,
-    timeout: Option<Duration>,
+    wake_at: Option<Time>,
 }
 
 struct Sim<'a> {
     items: &'a [WorkItem],
+    t0: f64,
     pools: Vec<Pool>,
     insts: Vec<Inst>,
     heap: BinaryHeap<Reverse<(Time, u64, Ev)>>,
     seq: u64,
     ttft: Vec<Option<Time>>,
+    attempts: Vec<Option<AttemptId>>,
     records: Vec<Option<Record>>,
-    placements: Vec<Placement<u32>>,
-    rejected: Vec<Rejected<u32>>,
+    fx: Effects<u32>,
+    remaining: usize,
+    reading: Duration,
     end: Time,
 }
 
@@ -89,8 +102,7 @@ pub fn simulate(
                     model: si.spec.model.clone(),
                     sched: Scheduler::new(scheduler_config(&cluster.policy, &cluster.limits)?),
                     by_ix: HashMap::new(),
-                    expiry_at: None,
-                    timeout: cluster.limits.queue_timeout,
+                    wake_at: None,
                 });
                 pools.len() - 1
             }
@@ -100,6 +112,20 @@ pub fn simulate(
             .sched
             .add_instance(si.spec.clone())
             .map_err(|e| BenchError::Cluster(e.to_string()))?;
+        // What the gateway would know: the planner's forecast for a named GPU (vLLM does
+        // not report its batch limit), the context and KV capacity the engine reports.
+        let forecast = inferplane_planner::forecast(&si.spec);
+        if let Some(f) = forecast {
+            pool.sched.set_rates(&si.spec.id, f.rates);
+        }
+        pool.sched.set_engine_info(
+            &si.spec.id,
+            EngineInfo {
+                max_batch: forecast.and_then(|f| f.info.max_batch),
+                max_model_len: Some(si.profile.max_model_len),
+                kv_capacity_tokens: Some(si.profile.kv_capacity_tokens()),
+            },
+        );
         pool.sched.set_ready(&si.spec.id, true);
         pool.by_ix.insert(ix, g);
         insts.push(Inst {
@@ -114,31 +140,43 @@ pub fn simulate(
     }
     let mut sim = Sim {
         items,
+        t0: items.first().map_or(0.0, |i| i.t),
         pools,
         insts,
         heap: BinaryHeap::with_capacity(items.len().min(1 << 20) + 1024),
         seq: 0,
         ttft: vec![None; items.len()],
+        attempts: vec![None; items.len()],
         records: vec![None; items.len()],
-        placements: Vec::new(),
-        rejected: Vec::new(),
+        fx: Effects::default(),
+        remaining: items.len(),
+        reading: cluster
+            .limits
+            .reading_interval
+            .max(Duration::from_millis(1)),
         end: Time::ZERO,
     };
-    let t0 = items.first().map_or(0.0, |i| i.t);
     // Arrivals are pushed lazily (one ahead) to keep the heap small.
     if !items.is_empty() {
-        sim.push(Time::from_secs_f64(items[0].t - t0), Ev::Arrival(0));
+        sim.push(sim.arrival_of(0), Ev::Arrival(0));
+        sim.push(Time::ZERO + sim.reading, Ev::Reading);
     }
     while let Some(Reverse((now, _, ev))) = sim.heap.pop() {
         match ev {
             Ev::Arrival(i) => {
-                if let Some(next) = items.get(i as usize + 1) {
-                    sim.push(Time::from_secs_f64(next.t - t0), Ev::Arrival(i + 1));
+                if (i as usize + 1) < items.len() {
+                    sim.push(sim.arrival_of(i + 1), Ev::Arrival(i + 1));
                 }
                 sim.arrive(i, now);
             }
             Ev::StepEnd(g) => sim.step_end(g as usize, now),
-            Ev::Expiry(p) => sim.expire(p as usize, now),
+            Ev::Wake(p) => {
+                if sim.pools[p as usize].wake_at == Some(now) {
+                    sim.pools[p as usize].wake_at = None;
+                    sim.poll(p as usize, now);
+                }
+            }
+            Ev::Reading => sim.read_loads(now),
         }
     }
     let duration = sim.end.as_secs_f64();
@@ -150,7 +188,7 @@ pub fn simulate(
             // Unreachable when the scheduler and engines conserve requests; kept explicit.
             r.unwrap_or(Record {
                 item: i as u32,
-                arrival: items[i].t - t0,
+                arrival: items[i].t - sim.t0,
                 failure: Some(Failure::Timeout),
                 instance: None,
                 ttft: None,
@@ -196,8 +234,7 @@ impl Sim<'_> {
     }
 
     fn arrival_of(&self, i: u32) -> Time {
-        let t0 = self.items.first().map_or(0.0, |x| x.t);
-        Time::from_secs_f64(self.items[i as usize].t - t0)
+        Time::from_secs_f64(self.items[i as usize].t - self.t0)
     }
 
     fn finish(
@@ -224,26 +261,22 @@ impl Sim<'_> {
             "request {i} ended twice"
         );
         self.records[i as usize] = Some(r);
+        self.remaining = self.remaining.saturating_sub(1);
         self.end = self.end.max(now);
     }
 
-    fn arrive(&mut self, i: u32, now: Time) {
+    /// What the gateway would build from the request: the client's `max_tokens` (or the
+    /// gateway's default when it names none), never the true output length.
+    fn meta(&self, i: u32, model: &str, now: Time) -> RequestMeta {
         let item = &self.items[i as usize];
-        let pool = match &item.model {
-            Some(m) => self.pools.iter().position(|p| &p.model == m),
-            None => Some(0),
-        };
-        let Some(p) = pool else {
-            self.finish(i, now, Some(Failure::NoInstances), |_| {});
-            return;
-        };
         let mut meta = RequestMeta::new(
             RequestId(u64::from(i)),
-            self.pools[p].model.clone(),
+            model,
             item.prompt_tokens,
-            item.output_tokens,
+            item.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
             now,
         );
+        meta.max_tokens_requested = item.max_tokens;
         meta.priority = item.priority;
         meta.deadline = item.e2e_ms.map(Duration::from_millis);
         meta.ttft_target = item.ttft_ms.map(Duration::from_millis);
@@ -253,41 +286,54 @@ impl Sim<'_> {
             .prefix_group
             .map(|g| u64::from(g) | 1 << 63)
             .or(item.session);
-        let expiry = meta
-            .deadline_at()
-            .into_iter()
-            .chain(self.pools[p].timeout.map(|t| now + t))
-            .min();
-        if let Err(rej) = self.pools[p].sched.submit(meta, i, now) {
-            self.finish(i, now, Some(reject_failure(&rej.reason)), |_| {});
-            return;
-        }
-        if let Some(at) = expiry
-            && self.pools[p].expiry_at.is_none_or(|e| at < e)
-        {
-            self.pools[p].expiry_at = Some(at);
-            self.push(at, Ev::Expiry(p as u32));
-        }
-        self.dispatch(p, now);
+        meta
     }
 
-    fn dispatch(&mut self, p: usize, now: Time) {
-        let mut placements = std::mem::take(&mut self.placements);
-        self.pools[p].sched.dispatch(now, &mut placements);
-        for pl in placements.drain(..) {
+    fn arrive(&mut self, i: u32, now: Time) {
+        let item = &self.items[i as usize];
+        let pool = match &item.model {
+            Some(m) => self.pools.iter().position(|p| &p.model == m),
+            None => Some(0),
+        };
+        let Some(p) = pool else {
+            let failure = Failure::Rejected(inferplane_core::RejectKind::NoInstances);
+            self.finish(i, now, Some(failure), |_| {});
+            return;
+        };
+        let meta = self.meta(i, &self.pools[p].model, now);
+        self.pools[p].sched.submit(meta, i, now);
+        self.poll(p, now);
+    }
+
+    /// Polls pool `p` and carries out what it decided.
+    fn poll(&mut self, p: usize, now: Time) {
+        let mut fx = std::mem::take(&mut self.fx);
+        self.pools[p].sched.poll(now, &mut fx);
+        for r in fx.rejections.drain(..) {
+            self.finish(
+                r.payload,
+                now,
+                Some(Failure::from_reject(&r.reason)),
+                |_| {},
+            );
+        }
+        for pl in fx.placements.drain(..) {
             let Some(&g) = self.pools[p].by_ix.get(&pl.ix) else {
                 continue;
             };
             let i = pl.payload;
+            self.attempts[i as usize] = Some(pl.attempt);
             let item = &self.items[i as usize];
             let text = prompt_text(item, u64::from(i));
+            let output = item.output_tokens.max(1);
             let input = SeqInput {
                 prompt_tokens: item.prompt_tokens.max(1),
                 block_hashes: inferplane_sim::tokens::block_hashes(&text),
-                max_tokens: item.output_tokens.max(1),
+                // the engine gets the client's cap and stops at the true length
+                max_tokens: item.max_tokens.unwrap_or(output).max(output),
                 content_hash: u64::from(i),
             };
-            match self.insts[g].engine.add(input) {
+            match self.insts[g].engine.add_with_min_tokens(input, output) {
                 Ok(seq) => {
                     self.insts[g].seqs.insert(seq, i);
                     if !self.insts[g].stepping {
@@ -297,14 +343,22 @@ impl Sim<'_> {
                 Err(_) => {
                     self.pools[p]
                         .sched
-                        .complete(pl.meta.id, Outcome::Failure, now);
+                        .complete(pl.attempt, Outcome::ClientError, now);
                     self.finish(i, now, Some(Failure::Engine), |r| {
                         r.instance = Some(g as u32)
                     });
                 }
             }
         }
-        self.placements = placements;
+        if let Some(at) = fx.wake_at {
+            let at = at.max(now);
+            let pool = &mut self.pools[p];
+            if pool.wake_at.is_none_or(|w| at < w || w < now) {
+                pool.wake_at = Some(at);
+                self.push(at, Ev::Wake(p as u32));
+            }
+        }
+        self.fx = fx;
     }
 
     fn start_step(&mut self, g: usize, now: Time) {
@@ -329,6 +383,9 @@ impl Sim<'_> {
                 Event::Token { id, index: 0 } => {
                     if let Some(&i) = self.insts[g].seqs.get(&id) {
                         self.ttft[i as usize] = Some(now);
+                        if let Some(a) = self.attempts[i as usize] {
+                            self.pools[p].sched.first_token(a, now);
+                        }
                     }
                 }
                 Event::Token { .. } => {}
@@ -341,18 +398,18 @@ impl Sim<'_> {
                     let Some(i) = self.insts[g].seqs.remove(&id) else {
                         continue;
                     };
-                    let prompt_tokens = self.items[i as usize].prompt_tokens;
                     let arrival = self.arrival_of(i);
-                    let ttft = self.ttft[i as usize].map(|t| t.saturating_since(arrival));
-                    self.pools[p].sched.complete(
-                        RequestId(u64::from(i)),
-                        Outcome::Success {
-                            prompt_tokens,
+                    let first_token = self.ttft[i as usize].map(|t| t.saturating_since(arrival));
+                    if let Some(a) = self.attempts[i as usize] {
+                        let outcome = Outcome::Success {
+                            prompt_tokens: self.items[i as usize].prompt_tokens,
                             completion_tokens,
-                            ttft,
-                        },
-                        now,
-                    );
+                            cached_tokens: Some(cached_tokens),
+                            first_token,
+                            latency: now.saturating_since(arrival),
+                        };
+                        self.pools[p].sched.complete(a, outcome, now);
+                    }
                     self.finish(i, now, None, |r| {
                         r.instance = Some(g as u32);
                         r.output_tokens = completion_tokens;
@@ -364,44 +421,30 @@ impl Sim<'_> {
         }
         self.insts[g].pending = pending;
         self.start_step(g, now);
-        let inst = &self.insts[g];
-        let load = EngineLoad {
-            running: Some(inst.engine.num_running() as f64),
-            waiting: Some(inst.engine.num_waiting() as f64),
-            kv_usage: Some(inst.engine.kv_usage()),
-        };
-        let id = inst.id.clone();
-        self.pools[p].sched.update_load(&id, load);
         if freed {
-            self.dispatch(p, now);
+            self.poll(p, now);
         }
     }
 
-    fn expire(&mut self, p: usize, now: Time) {
-        if self.pools[p].expiry_at != Some(now) {
-            return; // superseded by an earlier one
+    /// Reports every engine's load, as the gateway's scrape would, then polls every pool.
+    fn read_loads(&mut self, now: Time) {
+        for g in 0..self.insts.len() {
+            let inst = &self.insts[g];
+            let load = EngineLoad {
+                running: Some(inst.engine.num_running() as f64),
+                waiting: Some(inst.engine.num_waiting() as f64),
+                kv_usage: Some(inst.engine.kv_usage()),
+            };
+            let id = inst.id.clone();
+            let p = inst.pool;
+            self.pools[p].sched.update_load(&id, load, now);
         }
-        let mut rejected = std::mem::take(&mut self.rejected);
-        self.pools[p].sched.expire(now, &mut rejected);
-        for r in rejected.drain(..) {
-            self.finish(r.payload, now, Some(reject_failure(&r.reason)), |_| {});
+        for p in 0..self.pools.len() {
+            self.poll(p, now);
         }
-        self.rejected = rejected;
-        self.pools[p].expiry_at = self.pools[p].sched.next_expiry();
-        if let Some(at) = self.pools[p].expiry_at {
-            self.push(at.max(now), Ev::Expiry(p as u32));
+        if self.remaining > 0 {
+            self.push(now + self.reading, Ev::Reading);
         }
-    }
-}
-
-fn reject_failure(r: &RejectReason) -> Failure {
-    #[allow(unreachable_patterns)] // reasons the scheduler may gain count as queue-full
-    match r {
-        RejectReason::QueueFull { .. } => Failure::QueueFull,
-        RejectReason::NoInstances => Failure::NoInstances,
-        RejectReason::QueueTimeout { .. } => Failure::QueueTimeout,
-        RejectReason::DeadlineMissed { .. } => Failure::DeadlineMissed,
-        _ => Failure::QueueFull,
     }
 }
 

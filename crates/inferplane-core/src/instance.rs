@@ -199,12 +199,18 @@ pub struct InstanceSpec {
     /// Price, if cost matters.
     #[serde(default)]
     pub price: Option<Price>,
-    /// Most requests the gateway sends it at once; the rest wait in the gateway's queue.
-    pub max_inflight: u32,
+    /// The most requests the gateway sends it at once, an upper bound: below it, the
+    /// engine's own saturation decides (see `load`). `None`: the engine's batch limit
+    /// where known, else a default.
+    #[serde(default)]
+    pub max_inflight: Option<u32>,
+    /// Longest context (prompt plus output) in tokens; `None`: what the engine says.
+    #[serde(default)]
+    pub max_model_len: Option<u32>,
 }
 
 impl InstanceSpec {
-    /// A spec with a single-GPU layout, no price and the given in-flight limit.
+    /// A spec with a single-GPU layout, no price and the given in-flight cap.
     pub fn new(
         id: impl AsRef<str>,
         url: impl Into<String>,
@@ -218,7 +224,8 @@ impl InstanceSpec {
             layout: Layout::SINGLE,
             gpu: None,
             price: None,
-            max_inflight,
+            max_inflight: Some(max_inflight),
+            max_model_len: None,
         }
     }
 
@@ -283,6 +290,10 @@ mod tests {
         assert_eq!(s.layout.tp, 2);
         assert_eq!(s.layout.pp, 1);
         assert_eq!(s.price, Some(Price::PerGpuHour(2.5)));
+        assert_eq!(s.max_inflight, Some(8));
+        let open: InstanceSpec =
+            serde_json::from_str(r#"{"id":"a","url":"u","model":"m"}"#).unwrap();
+        assert_eq!(open.max_inflight, None, "the engine's own limit applies");
         assert!(
             serde_json::from_str::<InstanceSpec>(
                 r#"{"id":"a","url":"u","model":"m","max_inflight":1,"bogus":1}"#

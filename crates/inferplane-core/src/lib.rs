@@ -1,15 +1,19 @@
 //! # inferplane-core
 //!
-//! The pure heart of inferplane: domain types for requests and instances, the scheduling
-//! policies (`schedule`), the routing strategies and balancing algorithms (`route`), the
-//! latency and cost predictions (`predict`), the counters (`stats`) and the `Scheduler`
-//! state machine that joins them.
+//! The pure heart of inferplane. The foundation ([`pool`], [`load`], [`predict`],
+//! [`outcome`], [`reject`], [`request`], [`instance`], [`time`]) holds the types every
+//! decision shares; [`schedule`] (which request goes next) and [`route`] (which instance
+//! serves it) import only the foundation; [`scheduler`] joins them into the one state
+//! machine the gateway and the discrete-event simulation both drive; [`stats`] counts.
 //!
 //! Nothing here reads a clock, performs I/O or spawns tasks. Every function that depends on
 //! time takes `now: Time` as an argument, so the gateway and the discrete-event simulation
 //! drive exactly the same code.
 
 pub mod instance;
+pub mod load;
+pub mod outcome;
+pub mod pool;
 pub mod predict;
 pub mod reject;
 pub mod request;
@@ -20,13 +24,16 @@ pub mod stats;
 pub mod time;
 
 pub use instance::{EngineInfo, InstanceId, InstanceSpec, Layout, Price};
+pub use load::SaturationConfig;
+pub use outcome::{AttemptId, Outcome, Slo};
+pub use pool::{EngineLoad, InstanceIx, InstanceState};
 pub use predict::Rates;
 pub use reject::{RejectKind, RejectReason};
-pub use request::{ParallelismKind, Priority, RequestId, RequestMeta};
+pub use request::{ClassDurations, ParallelismKind, Priority, RequestId, RequestMeta};
 pub use route::{BalanceConfig, RoutingConfig};
 pub use schedule::{PolicyConfig, PolicySwitch};
 pub use scheduler::{
-    DuplicateInstance, EngineLoad, InstanceIx, InstanceState, Outcome, Placement, Rejected,
+    Completion, DuplicateInstance, Effects, OverloadConfig, Placement, QueueAt, Rejection,
     Scheduler, SchedulerConfig,
 };
 pub use stats::Stats;

@@ -1,13 +1,20 @@
-//! Predictions: per-instance `Rates` (prefill speed, decode speed, fixed overhead) and the
-//! time-to-first-token, completion and cost estimates built from them.
+//! Predictions: per-instance [`Rates`] (prefill speed, decode speed, fixed overhead), the
+//! output length of a request ([`OutputLengths`], learned per priority class, never read
+//! from the request's true answer), and the time-to-first-token, completion and cost
+//! estimates built from them.
 //!
 //! Rates start from a rough default derived from the instance's layout
-//! ([`Rates::for_layout`]), can be set by the caller (the gateway seeds them from the
-//! planner's cost model through `Scheduler::set_rates`) and are then corrected by every
-//! measured completion with an EWMA ([`Rates::observe`]).
+//! ([`Rates::for_layout`]), can be set by the caller (the gateway and the simulation seed
+//! them from the planner's cost model) and are then corrected by every measured
+//! completion with an EWMA ([`Rates::observe`]).
+//!
+//! Cost ([`cost_estimate`]) is what a request would cost on an instance at that
+//! instance's real throughput: its price times the GPU time one request takes when the
+//! instance runs a full batch, so instances of one kind cost the same whatever their
+//! momentary load, and a cheap instance fills first without taking everything.
 
-use crate::instance::{InstanceSpec, Layout};
-use crate::request::RequestMeta;
+use crate::instance::{InstanceSpec, Layout, Price};
+use crate::request::{Priority, RequestMeta};
 use std::time::Duration;
 
 /// Weight of a new measurement in the rates' EWMA.
@@ -50,76 +57,153 @@ impl Rates {
         }
     }
 
-    /// Seconds from placement to the first token for `prompt_tokens`.
-    pub fn ttft_secs(&self, prompt_tokens: u32) -> f64 {
-        self.overhead_secs + f64::from(prompt_tokens) / self.prefill_tokens_per_sec.max(1e-9)
+    /// Seconds to prefill `prompt_tokens`, without the fixed overhead.
+    pub fn prefill_secs(&self, prompt_tokens: u32) -> f64 {
+        f64::from(prompt_tokens) / self.prefill_tokens_per_sec.max(1e-9)
     }
 
-    /// Seconds from placement to the last of `output_tokens`.
+    /// Seconds from the start of its prefill to the first token for `prompt_tokens`.
+    pub fn ttft_secs(&self, prompt_tokens: u32) -> f64 {
+        self.overhead_secs + self.prefill_secs(prompt_tokens)
+    }
+
+    /// Seconds from the start of its prefill to the last of `output_tokens`.
     pub fn service_secs(&self, prompt_tokens: u32, output_tokens: u32) -> f64 {
         self.ttft_secs(prompt_tokens) + f64::from(output_tokens) * self.decode_secs_per_token
     }
 
-    /// Folds in one measured completion: `ttft_secs` from placement to the first token,
-    /// `total_secs` from placement to the last. Implausible samples (zero or negative
-    /// durations, no tokens) leave the rates untouched.
+    /// Folds in one measured completion: `prefill_secs` from the start of its prefill (as
+    /// booked) to the first token, `decode_secs` from the first token to the last, for
+    /// `prefill_tokens` computed (prompt less prefix-cache hits) and `completion_tokens`.
+    /// Implausible samples (zero or negative durations, no tokens) leave the rates alone.
     pub fn observe(
         &mut self,
-        prompt_tokens: u32,
+        prefill_tokens: u32,
         completion_tokens: u32,
-        ttft_secs: f64,
-        total_secs: f64,
+        prefill_secs: Option<f64>,
+        decode_secs: Option<f64>,
     ) {
         let a = RATE_EWMA_ALPHA;
-        let prefill_secs = ttft_secs - self.overhead_secs;
-        if prompt_tokens > 0 && prefill_secs > 0.0 && prefill_secs.is_finite() {
-            let sample = f64::from(prompt_tokens) / prefill_secs;
+        if let Some(p) = prefill_secs.map(|p| p - self.overhead_secs)
+            && prefill_tokens > 0
+            && p > 0.0
+            && p.is_finite()
+        {
+            let sample = f64::from(prefill_tokens) / p;
             self.prefill_tokens_per_sec = (1.0 - a) * self.prefill_tokens_per_sec + a * sample;
         }
-        let decode_secs = total_secs - ttft_secs;
-        if completion_tokens > 1 && decode_secs > 0.0 && decode_secs.is_finite() {
-            let sample = decode_secs / f64::from(completion_tokens - 1);
+        if let Some(d) = decode_secs
+            && completion_tokens > 1
+            && d > 0.0
+            && d.is_finite()
+        {
+            let sample = d / f64::from(completion_tokens - 1);
             self.decode_secs_per_token = (1.0 - a) * self.decode_secs_per_token + a * sample;
         }
         self.samples += 1;
     }
 }
 
-/// What one request would see on one instance.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Estimate {
-    /// Seconds from now to the first token.
-    pub ttft_secs: f64,
-    /// Seconds from now to completion.
-    pub completion_secs: f64,
-    /// Dollars, or 0 for an instance without a price.
-    pub cost: f64,
+/// Completions of a class before its own mean is trusted (until then the pool-wide mean,
+/// and before that `max_tokens`).
+pub const OUTPUT_MIN_SAMPLES: u64 = 16;
+
+/// Weight of a new completion in the output-length EWMA once warmed up.
+pub const OUTPUT_EWMA_ALPHA: f64 = 0.02;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Mean {
+    mean: f64,
+    samples: u64,
 }
 
-/// Estimates `req` on an instance with `rates`, starting after `wait_secs` of waiting.
-/// Output length is taken as `max_tokens`: the most it could take and cost.
-pub fn estimate(
-    req: &RequestMeta,
+impl Mean {
+    fn observe(&mut self, x: f64) {
+        self.samples += 1;
+        // A running average while warming up, then an EWMA that follows drift.
+        let w = (1.0 / self.samples as f64).max(OUTPUT_EWMA_ALPHA);
+        self.mean += w * (x - self.mean);
+    }
+
+    fn get(&self) -> Option<f64> {
+        (self.samples >= OUTPUT_MIN_SAMPLES).then_some(self.mean)
+    }
+}
+
+/// Predicted output lengths, learned online from completions per priority class. A
+/// request's prediction is `min(max_tokens, mean of its class)`, falling back to the
+/// pool-wide mean and, before any completion, to `max_tokens` itself (the most it could
+/// take). The request's true length is never an input.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct OutputLengths {
+    classes: [Mean; 4],
+    all: Mean,
+}
+
+impl OutputLengths {
+    /// Nothing learned yet.
+    pub const EMPTY: OutputLengths = OutputLengths {
+        classes: [Mean {
+            mean: 0.0,
+            samples: 0,
+        }; 4],
+        all: Mean {
+            mean: 0.0,
+            samples: 0,
+        },
+    };
+
+    /// Learns from one completed request.
+    pub fn observe(&mut self, class: Priority, completion_tokens: u32) {
+        let x = f64::from(completion_tokens);
+        self.classes[class.index()].observe(x);
+        self.all.observe(x);
+    }
+
+    /// The predicted output length of `req`.
+    pub fn predict(&self, req: &RequestMeta) -> u32 {
+        let learned = self.classes[req.priority.index()]
+            .get()
+            .or_else(|| self.all.get());
+        match learned {
+            Some(m) => (m.round().max(1.0) as u32).min(req.max_tokens.max(1)),
+            None => req.max_tokens.max(1),
+        }
+    }
+
+    /// The pool-wide mean output length, once warmed up.
+    pub fn mean(&self) -> Option<f64> {
+        self.all.get()
+    }
+
+    /// Completions learned from.
+    pub fn samples(&self) -> u64 {
+        self.all.samples
+    }
+}
+
+/// Dollars `req` is predicted to cost on an instance (`spec`, `rates`, running at most
+/// `batch` requests at once) with `output_tokens` of output: a GPU-hour price times the GPU
+/// time one request takes at the instance's full-batch throughput (service time over the
+/// batch), a token price times the tokens. An instance without a price costs 0.
+pub fn cost_estimate(
     spec: &InstanceSpec,
     rates: &Rates,
-    inflight: u32,
-    wait_secs: f64,
-) -> Estimate {
-    let ttft = wait_secs + rates.ttft_secs(req.prompt_tokens);
-    let service = rates.service_secs(req.prompt_tokens, req.max_tokens);
-    let cost = spec.price.map_or(0.0, |p| {
-        p.cost(
-            u64::from(req.prompt_tokens),
-            u64::from(req.max_tokens),
-            spec.gpu_count(),
-            service,
-            f64::from(inflight.saturating_add(1)),
-        )
-    });
-    Estimate {
-        ttft_secs: ttft,
-        completion_secs: wait_secs + service,
-        cost,
+    batch: u32,
+    prompt_tokens: u32,
+    output_tokens: u32,
+) -> f64 {
+    match spec.price {
+        None => 0.0,
+        Some(Price::PerGpuHour(per_hour)) => {
+            let service = rates.service_secs(prompt_tokens, output_tokens);
+            per_hour * f64::from(spec.gpu_count().max(1)) * service
+                / 3600.0
+                / f64::from(batch.max(1))
+        }
+        Some(Price::PerMillionTokens { input, output }) => {
+            (input * f64::from(prompt_tokens) + output * f64::from(output_tokens)) / 1e6
+        }
     }
 }
 
@@ -137,7 +221,6 @@ pub fn secs(d: f64) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::instance::Price;
     use crate::request::RequestId;
     use crate::time::Time;
 
@@ -160,26 +243,6 @@ mod tests {
     }
 
     #[test]
-    fn estimates_add_wait_prefill_and_decode_and_price_the_service_time() {
-        let rates = Rates {
-            prefill_tokens_per_sec: 1000.0,
-            decode_secs_per_token: 0.01,
-            overhead_secs: 0.0,
-            samples: 0,
-        };
-        let mut spec = InstanceSpec::new("a", "u", "m", 4);
-        spec.price = Some(Price::PerGpuHour(3600.0));
-        let req = RequestMeta::new(RequestId(1), "m", 500, 100, Time::ZERO);
-        let e = estimate(&req, &spec, &rates, 0, 1.0);
-        assert!((e.ttft_secs - 1.5).abs() < 1e-9);
-        assert!((e.completion_secs - 2.5).abs() < 1e-9);
-        // $1 per GPU-second, 1.5 s of service, alone
-        assert!((e.cost - 1.5).abs() < 1e-9);
-        let shared = estimate(&req, &spec, &rates, 2, 0.0);
-        assert!((shared.cost - 0.5).abs() < 1e-9);
-    }
-
-    #[test]
     fn observed_completions_move_rates_by_the_ewma_weight() {
         let mut r = Rates {
             prefill_tokens_per_sec: 1000.0,
@@ -188,13 +251,66 @@ mod tests {
             samples: 0,
         };
         // 1000 tokens in 0.5 s = 2000 tok/s; 11 tokens over 1.0 s of decode = 0.1 s/token
-        r.observe(1000, 11, 0.5, 1.5);
+        r.observe(1000, 11, Some(0.5), Some(1.0));
         assert!((r.prefill_tokens_per_sec - 1200.0).abs() < 1e-9);
         assert!((r.decode_secs_per_token - 0.028).abs() < 1e-12);
         assert_eq!(r.samples, 1);
         let before = r;
-        r.observe(0, 0, -1.0, f64::NAN);
+        r.observe(0, 0, Some(-1.0), Some(f64::NAN));
+        r.observe(100, 5, None, None);
         assert_eq!(r.prefill_tokens_per_sec, before.prefill_tokens_per_sec);
         assert_eq!(r.decode_secs_per_token, before.decode_secs_per_token);
+    }
+
+    #[test]
+    fn output_lengths_start_at_max_tokens_then_follow_the_class_mean_capped_by_max_tokens() {
+        let mut o = OutputLengths::EMPTY;
+        let mut req = RequestMeta::new(RequestId(1), "m", 10, 1000, Time::ZERO);
+        assert_eq!(
+            o.predict(&req),
+            1000,
+            "nothing learned: the most it could take"
+        );
+        for _ in 0..OUTPUT_MIN_SAMPLES {
+            o.observe(Priority::Low, 100);
+        }
+        assert_eq!(
+            o.predict(&req),
+            100,
+            "the pool-wide mean stands in for the class"
+        );
+        for _ in 0..OUTPUT_MIN_SAMPLES {
+            o.observe(Priority::Normal, 300);
+        }
+        assert_eq!(o.predict(&req), 300);
+        req.max_tokens = 50;
+        assert_eq!(o.predict(&req), 50, "never beyond the cap");
+        req.priority = Priority::Low;
+        req.max_tokens = 1000;
+        assert_eq!(o.predict(&req), 100);
+        assert_eq!(o.samples(), 2 * OUTPUT_MIN_SAMPLES);
+    }
+
+    #[test]
+    fn cost_is_the_gpu_time_of_one_request_at_full_batch_or_the_token_price() {
+        let rates = Rates {
+            prefill_tokens_per_sec: 1000.0,
+            decode_secs_per_token: 0.01,
+            overhead_secs: 0.0,
+            samples: 0,
+        };
+        let mut spec = InstanceSpec::new("a", "u", "m", 4);
+        assert_eq!(cost_estimate(&spec, &rates, 4, 500, 100), 0.0);
+        spec.price = Some(Price::PerGpuHour(3600.0));
+        spec.layout.tp = 2;
+        // 1.5 s of service at $2 per second (two GPUs), shared by a batch of 4
+        let c = cost_estimate(&spec, &rates, 4, 500, 100);
+        assert!((c - 0.75).abs() < 1e-9, "{c}");
+        spec.price = Some(Price::PerMillionTokens {
+            input: 1.0,
+            output: 2.0,
+        });
+        let t = cost_estimate(&spec, &rates, 1, 1_000_000, 500_000);
+        assert!((t - 2.0).abs() < 1e-9);
     }
 }

@@ -10,6 +10,10 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+/// The output length the gateway assumes for a request that names no `max_tokens` (the
+/// gateway's `default_max_tokens`, and the simulation's, which must know no more).
+pub const DEFAULT_MAX_TOKENS: u32 = 256;
+
 /// A request's identity inside one control plane, unique for its lifetime.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -104,6 +108,46 @@ impl FromStr for Priority {
     }
 }
 
+/// One duration per priority class (config: `{ critical = "2s", high = "4s", ... }`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassDurations {
+    /// For `critical`.
+    #[serde(with = "humantime_serde")]
+    pub critical: Duration,
+    /// For `high`.
+    #[serde(with = "humantime_serde")]
+    pub high: Duration,
+    /// For `normal`.
+    #[serde(with = "humantime_serde")]
+    pub normal: Duration,
+    /// For `low`.
+    #[serde(with = "humantime_serde")]
+    pub low: Duration,
+}
+
+impl ClassDurations {
+    /// The duration of `class`.
+    pub const fn get(&self, class: Priority) -> Duration {
+        match class {
+            Priority::Critical => self.critical,
+            Priority::High => self.high,
+            Priority::Normal => self.normal,
+            Priority::Low => self.low,
+        }
+    }
+
+    /// The same duration for every class.
+    pub const fn uniform(d: Duration) -> Self {
+        ClassDurations {
+            critical: d,
+            high: d,
+            normal: d,
+            low: d,
+        }
+    }
+}
+
 /// Parallelism layout kinds (the seed's `ParallelismType`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -181,6 +225,9 @@ pub struct RequestMeta {
     pub cost_budget: Option<f64>,
     /// Upper bound on generated tokens (the request's `max_tokens`, or a pool default).
     pub max_tokens: u32,
+    /// The `max_tokens` the client asked for, if it did (engines reserve context for it).
+    #[serde(default)]
+    pub max_tokens_requested: Option<u32>,
     /// Prompt length in tokens (counted or estimated by the gateway).
     pub prompt_tokens: u32,
     /// Session or user key; `affinity` routing keeps one key on one instance.
@@ -213,6 +260,7 @@ impl RequestMeta {
             ttft_target: None,
             cost_budget: None,
             max_tokens,
+            max_tokens_requested: None,
             prompt_tokens,
             session: None,
             prefix_hash: None,
@@ -229,6 +277,12 @@ impl RequestMeta {
     /// The absolute time by which the first token should arrive, if it has a TTFT target.
     pub fn ttft_deadline_at(&self) -> Option<Time> {
         self.ttft_target.map(|d| self.arrival + d)
+    }
+
+    /// Tokens that must fit an instance's context: the prompt plus the requested output
+    /// when the client asked for a length, else the prompt and one token.
+    pub fn context_tokens(&self) -> u64 {
+        u64::from(self.prompt_tokens) + u64::from(self.max_tokens_requested.unwrap_or(1).max(1))
     }
 }
 

@@ -175,6 +175,24 @@ pub struct Usage {
     /// Completion tokens.
     #[serde(default)]
     pub completion_tokens: u32,
+    /// Prompt tokens served from the engine's prefix cache
+    /// (`prompt_tokens_details.cached_tokens`), if reported.
+    #[serde(
+        default,
+        rename = "prompt_tokens_details",
+        deserialize_with = "cached_tokens"
+    )]
+    pub cached_tokens: Option<u32>,
+}
+
+fn cached_tokens<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    #[derive(serde::Deserialize)]
+    struct Details {
+        #[serde(default)]
+        cached_tokens: Option<u32>,
+    }
+    let details: Option<Details> = serde::Deserialize::deserialize(d)?;
+    Ok(details.and_then(|d| d.cached_tokens))
 }
 
 #[derive(serde::Deserialize)]

@@ -78,7 +78,7 @@ impl ControlPlaneBuilder {
             Some(i) => self.file.pools.remove(i),
             None => PoolSection {
                 model: model.to_string(),
-                max_inflight: 64,
+                max_inflight: None,
                 max_queue,
                 queue_timeout,
                 api_key: None,

@@ -11,7 +11,7 @@ use crate::dispatcher::{
 use crate::dispatcher::{PolicyChange, PolicyView};
 use crate::error::ApiError;
 use crate::telemetry::{PoolMetrics, Route, Telemetry};
-use inferplane_core::{InstanceId, InstanceSpec, RequestId, RequestMeta, Time};
+use inferplane_core::{AttemptId, InstanceId, InstanceSpec, RequestId, RequestMeta, Time};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -167,14 +167,18 @@ impl ControlPlane {
         self.place(meta, route, None, Some(request_id)).await
     }
 
-    /// Queues a retry at the head of the queue, avoiding the instance that failed.
+    /// Queues the next attempt of a request whose attempt `failed` (reported with
+    /// `Outcome::Failed { retrying: true }`) failed on `instance` before any byte reached
+    /// the client: it goes ahead of the queue and avoids that instance.
     pub async fn retry(
         &self,
         meta: RequestMeta,
         route: Route,
-        failed: InstanceId,
+        failed: AttemptId,
+        instance: InstanceId,
     ) -> Result<Assignment, ApiError> {
-        self.place(meta, route, Some(failed), None).await
+        self.place(meta, route, Some((failed, instance)), None)
+            .await
     }
 
     /// [`retry`](Self::retry), with the caller's request id for the access log.
@@ -182,10 +186,11 @@ impl ControlPlane {
         &self,
         meta: RequestMeta,
         route: Route,
-        failed: InstanceId,
+        failed: AttemptId,
+        instance: InstanceId,
         request_id: Arc<str>,
     ) -> Result<Assignment, ApiError> {
-        self.place(meta, route, Some(failed), Some(request_id))
+        self.place(meta, route, Some((failed, instance)), Some(request_id))
             .await
     }
 
@@ -193,7 +198,7 @@ impl ControlPlane {
         &self,
         meta: RequestMeta,
         route: Route,
-        avoid: Option<InstanceId>,
+        retry: Option<(AttemptId, InstanceId)>,
         tag: Option<Arc<str>>,
     ) -> Result<Assignment, ApiError> {
         let (reply, rx) = oneshot::channel();
@@ -208,7 +213,7 @@ impl ControlPlane {
             .send(Submission {
                 meta,
                 route,
-                avoid,
+                retry,
                 tag,
                 reply,
             })

@@ -20,6 +20,9 @@ pub struct ApiError {
     pub param: Option<String>,
     /// A stable machine-readable code.
     pub code: &'static str,
+    /// Seconds after which a retry may succeed (`Retry-After`); 429 and 503 answers
+    /// without one say 1.
+    pub retry_after: Option<u32>,
 }
 
 impl ApiError {
@@ -31,6 +34,7 @@ impl ApiError {
             kind: "invalid_request_error",
             param: param.map(str::to_string),
             code: "invalid_request",
+            retry_after: None,
         }
     }
 
@@ -49,6 +53,7 @@ impl ApiError {
             kind: "invalid_request_error",
             param: Some("model".into()),
             code: "model_not_found",
+            retry_after: None,
         }
     }
 
@@ -60,6 +65,7 @@ impl ApiError {
             kind: "authentication_error",
             param: None,
             code: "unauthorized",
+            retry_after: None,
         }
     }
 
@@ -71,6 +77,7 @@ impl ApiError {
             kind: "permission_error",
             param: None,
             code: "forbidden",
+            retry_after: None,
         }
     }
 
@@ -82,6 +89,7 @@ impl ApiError {
             kind: "invalid_request_error",
             param: None,
             code: "not_found",
+            retry_after: None,
         }
     }
 
@@ -93,6 +101,7 @@ impl ApiError {
             kind: "invalid_request_error",
             param: None,
             code: "conflict",
+            retry_after: None,
         }
     }
 
@@ -104,6 +113,7 @@ impl ApiError {
             kind: "server_error",
             param: None,
             code: "upstream_error",
+            retry_after: None,
         }
     }
 
@@ -115,6 +125,7 @@ impl ApiError {
             kind: "server_error",
             param: None,
             code: "shutting_down",
+            retry_after: None,
         }
     }
 
@@ -132,12 +143,20 @@ impl ApiError {
             RejectKind::ContextLengthExceeded => StatusCode::BAD_REQUEST,
         };
         let code = kind.as_str();
+        let invalid = kind == RejectKind::ContextLengthExceeded;
         ApiError {
             status,
             message: format!("model `{model}`: {reason}"),
-            kind: "server_error",
-            param: None,
+            kind: if invalid {
+                "invalid_request_error"
+            } else {
+                "server_error"
+            },
+            param: invalid.then(|| "messages".to_string()),
             code,
+            retry_after: reason
+                .retry_after()
+                .map(|d| u32::try_from(d.as_secs().max(1)).unwrap_or(u32::MAX)),
         }
     }
 
@@ -163,13 +182,15 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut resp = (self.status, axum::Json(self.body())).into_response();
         // Overload answers tell well-behaved clients when to come back.
-        if matches!(
+        let after = self.retry_after.or(matches!(
             self.status,
             StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
-        ) {
+        )
+        .then_some(1));
+        if let Some(secs) = after {
             resp.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from_static("1"),
+                axum::http::HeaderValue::from(secs),
             );
         }
         resp

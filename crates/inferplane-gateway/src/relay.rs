@@ -5,10 +5,11 @@
 //! not ask for it, and a stream that breaks midway ends with an OpenAI-style error event.
 //! The attempt's guard reports the outcome when the stream ends or the client leaves.
 
-use crate::dispatcher::{AttemptGuard, AttemptResult};
+use crate::dispatcher::AttemptGuard;
 use crate::error::ApiError;
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
+use inferplane_core::Outcome;
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::time::Duration;
@@ -172,6 +173,9 @@ impl Relay {
             self.content_events += 1;
             if self.ttft.is_none() {
                 self.ttft = Some(self.params.arrival.elapsed());
+                if let Some(g) = self.guard.as_mut() {
+                    g.first_token();
+                }
             }
         }
         if data.windows(7).any(|w| w == b"\"usage\"")
@@ -187,22 +191,24 @@ impl Relay {
         self.ready.push_back(event);
     }
 
-    fn finish(&mut self, result: AttemptResult) {
+    fn finish(&mut self, outcome: Outcome) {
         self.finished = true;
         if let Some(g) = self.guard.take() {
-            g.finish(result);
+            g.finish(outcome);
         }
     }
 
-    fn success(&self) -> AttemptResult {
+    fn success(&self) -> Outcome {
         let usage = self.usage.unwrap_or(crate::backend::Usage {
             prompt_tokens: self.params.prompt_estimate,
             completion_tokens: self.content_events,
+            cached_tokens: None,
         });
-        AttemptResult::Success {
+        Outcome::Success {
             prompt_tokens: usage.prompt_tokens,
             completion_tokens: usage.completion_tokens,
-            ttft: self.ttft,
+            cached_tokens: usage.cached_tokens,
+            first_token: self.ttft,
             latency: self.params.arrival.elapsed(),
         }
     }
@@ -247,7 +253,7 @@ impl Relay {
         self.buf.clear();
         let err = ApiError::upstream(why);
         self.ready.push_back(Bytes::from(err.sse_event()));
-        self.finish(AttemptResult::StreamBroken);
+        self.finish(Outcome::StreamBroken);
     }
 
     /// The client-facing body stream.

@@ -4,6 +4,7 @@
 //! per instance. Owned by the dispatcher task; no locks.
 
 use hdrhistogram::Histogram;
+use inferplane_core::Outcome;
 use serde::Serialize;
 use std::time::Duration;
 
@@ -69,6 +70,34 @@ pub enum Finished {
     },
     /// The client went away.
     Cancelled,
+}
+
+impl Finished {
+    /// How the request ended, from its ending attempt's outcome (with the SLO verdict and
+    /// cost computed once): `None` for an attempt being retried.
+    pub fn of(outcome: &Outcome, slo_met: Option<bool>, cost_usd: f64) -> Option<Finished> {
+        match *outcome {
+            Outcome::Success {
+                prompt_tokens,
+                completion_tokens,
+                first_token,
+                latency,
+                ..
+            } => Some(Finished::Completed {
+                latency,
+                ttft: Some(first_token.unwrap_or(latency)),
+                prompt_tokens: u64::from(prompt_tokens),
+                completion_tokens: u64::from(completion_tokens),
+                cost_usd,
+                slo_met,
+            }),
+            Outcome::Failed { retrying: true } => None,
+            Outcome::Cancelled => Some(Finished::Cancelled),
+            Outcome::ClientError | Outcome::Failed { .. } | Outcome::StreamBroken => {
+                Some(Finished::Failed { slo_met })
+            }
+        }
+    }
 }
 
 fn histogram() -> Histogram<u64> {

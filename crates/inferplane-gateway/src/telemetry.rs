@@ -58,6 +58,20 @@ pub enum Status {
 }
 
 impl Status {
+    /// The status of a request whose ending attempt had this outcome (`None` for an
+    /// attempt being retried: the request goes on).
+    pub fn of(outcome: &inferplane_core::Outcome) -> Option<Status> {
+        use inferplane_core::Outcome;
+        match outcome {
+            Outcome::Success { .. } => Some(Status::success),
+            Outcome::ClientError => Some(Status::client_error),
+            Outcome::Failed { retrying: true } => None,
+            Outcome::Failed { retrying: false } => Some(Status::upstream_error),
+            Outcome::StreamBroken => Some(Status::stream_broken),
+            Outcome::Cancelled => Some(Status::cancelled),
+        }
+    }
+
     /// All values, for pre-resolving handles.
     pub const ALL: [Status; 6] = [
         Status::success,
@@ -113,14 +127,11 @@ struct PolicyLabels {
     policy: &'static str,
 }
 
-/// The scheduling policies, as label values of `inferplane_active_policy`.
-pub const POLICIES: [&str; 5] = [
-    "fifo",
-    "priority",
-    "slo_aware",
-    "cost_optimized",
-    "adaptive",
-];
+/// The scheduling policies, as label values of `inferplane_active_policy` (from the
+/// core's own list).
+pub fn policies() -> [&'static str; 5] {
+    inferplane_core::PolicyConfig::all().map(|p| p.name())
+}
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct InstanceLabels {
@@ -434,7 +445,7 @@ impl Telemetry {
                 g.set(f64::NAN);
                 g
             },
-            active_policy: POLICIES.map(|policy| {
+            active_policy: policies().map(|policy| {
                 self.active_policy
                     .get_or_create(&PolicyLabels {
                         model: model.to_string(),

@@ -10,7 +10,7 @@ use inferplane_core::{
     InstanceId, InstanceSpec, PolicyConfig, Priority, RequestId, RequestMeta, RoutingConfig,
 };
 use inferplane_gateway::ControlPlane;
-use inferplane_gateway::dispatcher::{AttemptResult, PolicyChange};
+use inferplane_gateway::dispatcher::PolicyChange;
 use inferplane_gateway::telemetry::Route;
 use std::time::Duration;
 
@@ -98,10 +98,11 @@ async fn a_finished_or_dropped_placement_frees_its_slot_for_the_next_request() {
     drop(first); // a client disconnect: the guard reports the attempt as cancelled
     let second = second.await.unwrap().unwrap();
     assert_eq!(second.backend.spec.id.as_str(), "i0");
-    second.guard.finish(AttemptResult::Success {
+    second.guard.finish(inferplane_core::Outcome::Success {
         prompt_tokens: 16,
         completion_tokens: 16,
-        ttft: Some(Duration::from_millis(5)),
+        cached_tokens: None,
+        first_token: Some(Duration::from_millis(5)),
         latency: Duration::from_millis(50),
     });
     let m = cp.metrics().await.unwrap();

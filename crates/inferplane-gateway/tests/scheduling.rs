@@ -173,7 +173,7 @@ async fn policies_switch_at_run_time_over_the_admin_api() {
     assert_eq!(v["pools"][0]["routing"]["kind"], "load_balanced");
     let resp = http
         .put(&url)
-        .json(&json!({"policy": {"kind": "priority", "aging_step": "2s"}, "balancing": {"kind": "power_of_two"}}))
+        .json(&json!({"policy": {"kind": "priority"}, "balancing": {"kind": "power_of_two"}}))
         .send()
         .await
         .unwrap();

@@ -210,7 +210,13 @@ async fn bad_min_tokens_gets_a_400_naming_the_field() {
 async fn preemption_counter_moves_when_the_kv_cache_is_too_small_for_two_requests() {
     // 8 blocks = 128 tokens. Each request (16 prompt + 100 output = 116 tokens) fits alone
     // but needs all 8 blocks at its end, so any overlap forces a recompute preemption.
-    let server = start_with(|c| c.profile.kv_blocks = 8).await;
+    // 20 ms per step: the first request decodes for 2 s, a window wide enough for the
+    // second to overlap it however loaded the machine is.
+    let server = start_with(|c| {
+        c.profile.kv_blocks = 8;
+        c.profile.decode_step_base_secs = 0.02;
+    })
+    .await;
     let url = format!("{}/v1/completions", server.url());
     let body = json!({"model": MODEL, "prompt": "a".repeat(64), "max_tokens": 100, "stream": true});
     let metrics_url = format!("{}/metrics", server.url());

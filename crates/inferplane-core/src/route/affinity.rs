@@ -12,8 +12,8 @@
 //! the least-loaded eligible instance.
 
 use super::{Allowed, PoolView, RoutingStrategy};
+use crate::pool::Slot;
 use crate::request::RequestMeta;
-use crate::scheduler::InstanceIx;
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
@@ -68,7 +68,7 @@ impl Affinity {
     }
 
     /// The instance owning `hash` on the ring, ignoring load and health.
-    pub fn home(&self, hash: u64) -> Option<InstanceIx> {
+    pub fn home(&self, hash: u64) -> Option<Slot> {
         let at = self.ring.partition_point(|&(h, _)| h < hash) % self.ring.len().max(1);
         self.ring.get(at).map(|&(_, ix)| ix as usize)
     }
@@ -94,7 +94,7 @@ impl RoutingStrategy for Affinity {
         req: &RequestMeta,
         view: &PoolView<'_>,
         allowed: Allowed<'_>,
-    ) -> Option<InstanceIx> {
+    ) -> Option<Slot> {
         let len = self.ring.len();
         if len == 0 {
             return None;
@@ -162,6 +162,7 @@ mod tests {
             .map(|r| a.pick(r, &testkit::view(&st), Allowed::All).unwrap())
             .collect();
         st[3].as_mut().unwrap().ready = false;
+        testkit::refresh_all(&mut st);
         let during: Vec<_> = sessions()
             .iter()
             .map(|r| a.pick(r, &testkit::view(&st), Allowed::All).unwrap())
@@ -174,6 +175,7 @@ mod tests {
         }
         assert!(before.contains(&3));
         st[3].as_mut().unwrap().ready = true;
+        testkit::refresh_all(&mut st);
         let after: Vec<_> = sessions()
             .iter()
             .map(|r| a.pick(r, &testkit::view(&st), Allowed::All).unwrap())

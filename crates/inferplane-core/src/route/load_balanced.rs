@@ -3,8 +3,8 @@
 
 use super::balance::{BalanceConfig, Balancer};
 use super::{Allowed, PoolView, RoutingStrategy};
+use crate::pool::Slot;
 use crate::request::RequestMeta;
-use crate::scheduler::InstanceIx;
 use serde::{Deserialize, Serialize};
 
 /// The config tag.
@@ -50,7 +50,7 @@ impl RoutingStrategy for LoadBalanced {
         req: &RequestMeta,
         view: &PoolView<'_>,
         allowed: Allowed<'_>,
-    ) -> Option<InstanceIx> {
+    ) -> Option<Slot> {
         self.balancer.pick(req, view, allowed)
     }
 }

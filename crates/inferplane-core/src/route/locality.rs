@@ -13,8 +13,8 @@
 //! loaded.
 
 use super::{Allowed, PoolView, RoutingStrategy};
+use crate::pool::Slot;
 use crate::request::RequestMeta;
-use crate::scheduler::InstanceIx;
 use serde::{Deserialize, Serialize};
 
 /// The config tag.
@@ -42,7 +42,7 @@ impl Default for LocalityConfig {
 }
 
 #[derive(Debug, Clone, Copy, Default)]
-struct Slot {
+struct Way {
     tag: u64,
     ix: u32,
     stamp: u64,
@@ -52,7 +52,7 @@ struct Slot {
 #[derive(Debug)]
 pub struct Locality {
     load_factor: f64,
-    table: Vec<Slot>,
+    table: Vec<Way>,
     clock: u64,
     cursor: usize,
 }
@@ -63,7 +63,7 @@ impl Locality {
         let capacity = config.capacity.max(WAYS).div_ceil(WAYS) * WAYS;
         Locality {
             load_factor: config.load_factor,
-            table: vec![Slot::default(); capacity],
+            table: vec![Way::default(); capacity],
             clock: 0,
             cursor: 0,
         }
@@ -75,7 +75,7 @@ impl Locality {
     }
 
     /// The instance a prefix is homed on, if indexed.
-    pub fn home(&self, prefix: u64) -> Option<InstanceIx> {
+    pub fn home(&self, prefix: u64) -> Option<Slot> {
         let set = self.set(prefix);
         self.table[set..set + WAYS]
             .iter()
@@ -88,7 +88,7 @@ impl Locality {
         (prefix % sets as u64) as usize * WAYS
     }
 
-    fn remember(&mut self, prefix: u64, ix: InstanceIx) {
+    fn remember(&mut self, prefix: u64, ix: Slot) {
         self.clock += 1;
         let set = self.set(prefix);
         let ways = &mut self.table[set..set + WAYS];
@@ -97,14 +97,14 @@ impl Locality {
             .position(|s| s.stamp != 0 && s.tag == prefix)
             .or_else(|| ways.iter().position(|s| s.stamp == 0))
             .unwrap_or_else(|| (0..WAYS).min_by_key(|&w| ways[w].stamp).unwrap_or_default());
-        ways[way] = Slot {
+        ways[way] = Way {
             tag: prefix,
             ix: ix as u32,
             stamp: self.clock,
         };
     }
 
-    fn least_loaded(&mut self, view: &PoolView<'_>, allowed: Allowed<'_>) -> Option<InstanceIx> {
+    fn least_loaded(&mut self, view: &PoolView<'_>, allowed: Allowed<'_>) -> Option<Slot> {
         let ix = view.least_loaded(allowed, self.cursor)?;
         self.cursor = ix + 1;
         Some(ix)
@@ -120,7 +120,7 @@ impl RoutingStrategy for Locality {
         req: &RequestMeta,
         view: &PoolView<'_>,
         allowed: Allowed<'_>,
-    ) -> Option<InstanceIx> {
+    ) -> Option<Slot> {
         let Some(prefix) = req.prefix_hash else {
             return self.least_loaded(view, allowed);
         };
@@ -211,6 +211,7 @@ mod tests {
             Allowed::All,
         );
         st[first.unwrap()].as_mut().unwrap().ready = false;
+        testkit::refresh_all(&mut st);
         let second = l.pick(
             &testkit::req(2, None, Some(7)),
             &testkit::view(&st),

@@ -16,9 +16,9 @@ pub mod random;
 pub mod round_robin;
 
 use crate::request::RequestMeta;
-use crate::scheduler::{InstanceIx, InstanceState};
-use crate::time::Time;
 use serde::{Deserialize, Serialize};
+
+pub use crate::pool::{Allowed, CandidateSet, PoolView, Slot};
 
 pub use affinity::{Affinity, AffinityConfig};
 pub use balance::{BalanceConfig, Balancer};
@@ -26,177 +26,6 @@ pub use load_balanced::{LoadBalanced, LoadBalancedConfig};
 pub use locality::{Locality, LocalityConfig};
 pub use random::{Random, RandomConfig};
 pub use round_robin::{RoundRobin, RoundRobinConfig};
-
-/// The pool as routing sees it: the instance table and totals over routable instances
-/// (ready and not draining).
-#[derive(Debug, Clone, Copy)]
-pub struct PoolView<'a> {
-    /// The instance table; `None` marks a removed instance's free index.
-    pub instances: &'a [Option<InstanceState>],
-    /// Routable instances.
-    pub routable: usize,
-    /// Requests in flight on routable instances.
-    pub routable_inflight: u64,
-    /// Sum of `max_inflight` over routable instances.
-    pub capacity: u64,
-    /// Free slots over routable instances.
-    pub free_slots: u64,
-    /// Requests waiting in the queue.
-    pub queued: usize,
-    /// Bumped whenever the routable set or an instance's spec changes.
-    pub epoch: u64,
-    /// The current time.
-    pub now: Time,
-}
-
-impl<'a> PoolView<'a> {
-    /// The instance at `ix`, if any.
-    pub fn get(&self, ix: InstanceIx) -> Option<&'a InstanceState> {
-        self.instances.get(ix).and_then(Option::as_ref)
-    }
-
-    /// Whether the instance at `ix` exists, has room and is allowed.
-    pub fn eligible(&self, ix: InstanceIx, allowed: Allowed<'_>) -> bool {
-        allowed.contains(ix) && self.get(ix).is_some_and(InstanceState::has_room)
-    }
-
-    /// Routable instances (ready, not draining), with their index.
-    pub fn routable(&self) -> impl Iterator<Item = (InstanceIx, &'a InstanceState)> + 'a {
-        self.instances
-            .iter()
-            .enumerate()
-            .filter_map(|(ix, s)| s.as_ref().filter(|s| s.routable()).map(|s| (ix, s)))
-    }
-
-    /// Bounded-load test of consistent hashing with bounded loads: whether the instance
-    /// could take one more request and stay within `factor` times the mean in-flight count
-    /// (rounded up) of routable instances.
-    pub fn within_load_bound(&self, ix: InstanceIx, factor: f64) -> bool {
-        let Some(inst) = self.get(ix) else {
-            return false;
-        };
-        let mean = (self.routable_inflight + 1) as f64 / self.routable.max(1) as f64;
-        f64::from(inst.inflight + 1) <= (factor * mean).ceil()
-    }
-
-    /// The eligible instance with the lowest `load_score`, scanning from `start` so that
-    /// ties rotate. O(instances).
-    pub fn least_loaded(&self, allowed: Allowed<'_>, start: usize) -> Option<InstanceIx> {
-        let n = self.instances.len();
-        let mut best: Option<(InstanceIx, f64)> = None;
-        for i in 0..n {
-            let ix = (start + i) % n;
-            if !self.eligible(ix, allowed) {
-                continue;
-            }
-            let score = self
-                .get(ix)
-                .map_or(f64::INFINITY, InstanceState::load_score);
-            if best.is_none_or(|(_, s)| score < s) {
-                best = Some((ix, score));
-            }
-        }
-        best.map(|(ix, _)| ix)
-    }
-}
-
-/// A set of instance indexes, as a bitset reused from pick to pick (it only allocates when
-/// the instance table grows).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CandidateSet {
-    words: Vec<u64>,
-    len: usize,
-}
-
-impl CandidateSet {
-    /// Empties the set and makes room for indexes below `n`.
-    pub fn reset(&mut self, n: usize) {
-        let words = n.div_ceil(64);
-        self.words.clear();
-        self.words.resize(words, 0);
-        self.len = 0;
-    }
-
-    /// Adds `ix` (ignored if beyond the size given to `reset`).
-    pub fn insert(&mut self, ix: InstanceIx) {
-        if let Some(w) = self.words.get_mut(ix / 64) {
-            let bit = 1u64 << (ix % 64);
-            if *w & bit == 0 {
-                *w |= bit;
-                self.len += 1;
-            }
-        }
-    }
-
-    /// Removes `ix`.
-    pub fn remove(&mut self, ix: InstanceIx) {
-        if let Some(w) = self.words.get_mut(ix / 64) {
-            let bit = 1u64 << (ix % 64);
-            if *w & bit != 0 {
-                *w &= !bit;
-                self.len -= 1;
-            }
-        }
-    }
-
-    /// Whether `ix` is in the set.
-    pub fn contains(&self, ix: InstanceIx) -> bool {
-        self.words
-            .get(ix / 64)
-            .is_some_and(|w| w & (1u64 << (ix % 64)) != 0)
-    }
-
-    /// Members.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether it has no member.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Members in increasing order.
-    pub fn iter(&self) -> impl Iterator<Item = InstanceIx> + '_ {
-        self.words.iter().enumerate().flat_map(|(wi, &w)| {
-            let mut w = w;
-            std::iter::from_fn(move || {
-                if w == 0 {
-                    return None;
-                }
-                let b = w.trailing_zeros() as usize;
-                w &= w - 1;
-                Some(wi * 64 + b)
-            })
-        })
-    }
-
-    /// Copies `other` into `self` (reusing its buffer).
-    pub fn copy_from(&mut self, other: &CandidateSet) {
-        self.words.clear();
-        self.words.extend_from_slice(&other.words);
-        self.len = other.len;
-    }
-}
-
-/// Which instances a pick may choose (besides having room).
-#[derive(Debug, Clone, Copy)]
-pub enum Allowed<'a> {
-    /// Every instance.
-    All,
-    /// Only these.
-    Only(&'a CandidateSet),
-}
-
-impl Allowed<'_> {
-    /// Whether `ix` is allowed.
-    pub fn contains(&self, ix: InstanceIx) -> bool {
-        match self {
-            Allowed::All => true,
-            Allowed::Only(set) => set.contains(ix),
-        }
-    }
-}
 
 /// Picks the instance. Runs against the pool view; never blocks or allocates in `pick`.
 pub trait RoutingStrategy: Send {
@@ -210,7 +39,7 @@ pub trait RoutingStrategy: Send {
         req: &RequestMeta,
         view: &PoolView<'_>,
         allowed: Allowed<'_>,
-    ) -> Option<InstanceIx>;
+    ) -> Option<Slot>;
 }
 
 /// Which routing strategy a pool runs, with its settings; the config tag is `kind`.
@@ -236,6 +65,18 @@ impl Default for RoutingConfig {
 }
 
 impl RoutingConfig {
+    /// Every strategy with its default settings, in the seed's order (names for CLIs,
+    /// benchmarks and metric labels derive from this list).
+    pub fn all() -> [RoutingConfig; 5] {
+        [
+            RoutingConfig::LoadBalanced(LoadBalancedConfig::default()),
+            RoutingConfig::RoundRobin(RoundRobinConfig::default()),
+            RoutingConfig::Random(RandomConfig::default()),
+            RoutingConfig::Affinity(AffinityConfig::default()),
+            RoutingConfig::Locality(LocalityConfig::default()),
+        ]
+    }
+
     /// The config tag.
     pub const fn name(&self) -> &'static str {
         match self {
@@ -300,82 +141,17 @@ impl RoutingStrategy for Router {
         req: &RequestMeta,
         view: &PoolView<'_>,
         allowed: Allowed<'_>,
-    ) -> Option<InstanceIx> {
+    ) -> Option<Slot> {
         each!(self, r => r.pick(req, view, allowed))
     }
 }
 
-/// Test helpers: pools of instance states without a scheduler.
 #[cfg(test)]
-pub(crate) mod testkit {
-    use super::*;
-    use crate::instance::InstanceSpec;
-    use crate::request::RequestId;
-
-    /// Ready instances with the given `(max_inflight, inflight)`.
-    pub fn states(slots: &[(u32, u32)]) -> Vec<Option<InstanceState>> {
-        slots
-            .iter()
-            .enumerate()
-            .map(|(i, &(max, inflight))| {
-                let mut s = InstanceState::new(InstanceSpec::new(format!("i{i}"), "u", "m", max));
-                s.ready = true;
-                s.inflight = inflight;
-                Some(s)
-            })
-            .collect()
-    }
-
-    /// A view over `states` with totals computed.
-    pub fn view(states: &[Option<InstanceState>]) -> PoolView<'_> {
-        let mut v = PoolView {
-            instances: states,
-            routable: 0,
-            routable_inflight: 0,
-            capacity: 0,
-            free_slots: 0,
-            queued: 0,
-            epoch: 0,
-            now: Time::ZERO,
-        };
-        for s in states.iter().flatten().filter(|s| s.routable()) {
-            v.routable += 1;
-            v.routable_inflight += u64::from(s.inflight);
-            v.capacity += u64::from(s.spec.max_inflight);
-            v.free_slots += u64::from(s.spec.max_inflight.saturating_sub(s.inflight));
-        }
-        v
-    }
-
-    /// A request with an optional session and prefix.
-    pub fn req(id: u64, session: Option<&str>, prefix: Option<u64>) -> RequestMeta {
-        let mut m = RequestMeta::new(RequestId(id), "m", 100, 100, Time::ZERO);
-        m.session = session.map(str::to_string);
-        m.prefix_hash = prefix;
-        m
-    }
-}
+pub(crate) use crate::pool::testkit;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn candidate_set_counts_members_and_iterates_in_order() {
-        let mut s = CandidateSet::default();
-        s.reset(130);
-        for ix in [129, 3, 64, 3] {
-            s.insert(ix);
-        }
-        s.insert(500);
-        assert_eq!(s.len(), 3);
-        assert_eq!(s.iter().collect::<Vec<_>>(), [3, 64, 129]);
-        s.remove(64);
-        assert!(!s.contains(64) && s.contains(129));
-        assert_eq!(s.len(), 2);
-        s.reset(10);
-        assert!(s.is_empty());
-    }
 
     #[test]
     fn routing_configs_use_the_snake_case_kind_tag() {
@@ -394,15 +170,5 @@ mod tests {
             assert_eq!(c.build(1).name(), name);
         }
         assert!(serde_json::from_str::<RoutingConfig>(r#"{"kind":"sticky"}"#).is_err());
-    }
-
-    #[test]
-    fn load_bound_allows_at_most_the_ceiling_of_factor_times_mean() {
-        let st = testkit::states(&[(10, 3), (10, 1), (10, 0), (10, 0)]);
-        let v = testkit::view(&st);
-        // mean after one more = 5/4 = 1.25; 1.25 * 1.25 = 1.5625 -> ceil 2
-        assert!(!v.within_load_bound(0, 1.25));
-        assert!(v.within_load_bound(1, 1.25));
-        assert!(v.within_load_bound(2, 1.25));
     }
 }

@@ -2,8 +2,8 @@
 
 use super::balance::sample_eligible;
 use super::{Allowed, PoolView, RoutingStrategy};
+use crate::pool::Slot;
 use crate::request::RequestMeta;
-use crate::scheduler::InstanceIx;
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use serde::{Deserialize, Serialize};
@@ -40,7 +40,7 @@ impl RoutingStrategy for Random {
         _req: &RequestMeta,
         view: &PoolView<'_>,
         allowed: Allowed<'_>,
-    ) -> Option<InstanceIx> {
+    ) -> Option<Slot> {
         sample_eligible(&mut self.rng, view, allowed, None)
     }
 }

@@ -2,8 +2,8 @@
 //! most instances have room.
 
 use super::{Allowed, PoolView, RoutingStrategy};
+use crate::pool::Slot;
 use crate::request::RequestMeta;
-use crate::scheduler::InstanceIx;
 use serde::{Deserialize, Serialize};
 
 /// The config tag.
@@ -36,7 +36,7 @@ impl RoutingStrategy for RoundRobin {
         _req: &RequestMeta,
         view: &PoolView<'_>,
         allowed: Allowed<'_>,
-    ) -> Option<InstanceIx> {
+    ) -> Option<Slot> {
         let n = view.instances.len();
         let start = if self.cursor >= n { 0 } else { self.cursor };
         let ix = (start..n)

@@ -1,36 +1,36 @@
-//! `adaptive`: watches load, queue depth and SLO attainment and hands the queue to
-//! `fifo`, `priority`, `slo_aware` or `cost_optimized`. The recommended default.
+//! `adaptive`: watches the traffic and the pool and hands the queue to `fifo`, `priority`,
+//! `slo_aware` or `cost_optimized`. The recommended default.
 //!
-//! Every request is kept in all three orders at once (the FIFO deque, the priority
-//! deques and the deadline heap; a request placed through one is a stale key in the
-//! others), so a switch is O(1) and loses nothing.
+//! The scheduler keeps every request in every order, so a switch is O(1) and loses
+//! nothing; the policy only decides which order serves and which placement filter runs.
 //!
 //! # Rule and hysteresis
 //!
-//! Four flags, each with its own enter and exit threshold (defaults in brackets), where
-//! `pressure = (queued + in flight) / capacity` of routable instances:
+//! Four flags, each with an enter and an exit threshold (defaults in brackets):
 //!
-//! * `overloaded`: set when pressure >= `overload_enter` [1.5], cleared when pressure <=
-//!   `overload_exit` [1.0];
-//! * `slo_trouble`: set when recent SLO attainment < `slo_enter` [0.95], cleared when it is
-//!   >= `slo_exit` [0.98];
-//! * `light`: set when pressure <= `light_enter` [0.5], cleared when >= `light_exit` [0.75];
-//! * `deadlines`: set when the recent share of requests with an SLO >= `deadline_enter`
-//!   [0.2], cleared when <= `deadline_exit` [0.05].
+//! * `deadlines`: the recent share of requests with an SLO (TTFT target or deadline) is
+//!   >= `deadline_enter` [0.05]; cleared at <= `deadline_exit` [0.01];
+//! * `slo_trouble`: recent SLO attainment < `slo_enter` [0.95]; cleared at >= `slo_exit`
+//!   [0.98];
+//! * `classes`: the recent share of requests not of the `normal` class is >=
+//!   `class_enter` [0.05]; cleared at <= `class_exit` [0.01];
+//! * `light`: attempts in flight are at most `light_enter` [0.3] of the pool's in-flight
+//!   limits and nothing is queued; cleared at >= `light_exit` [0.5] or when requests queue.
 //!
-//! Target: `priority` if overloaded (classes and shedding matter most), else `slo_aware`
-//! if SLOs are being missed, else `cost_optimized` if load is light and instances differ
-//! in price, else `slo_aware` if requests carry deadlines, else `fifo`. The active policy
-//! changes to the target only when at least `min_dwell` [5 s] has passed since the last
-//! switch (the first switch may happen at once). Shedding on a full queue always follows
-//! the priority classes. Every switch is counted and the last 64 are kept.
+//! Target, first match: `slo_aware` when requests carry SLOs or SLOs are being missed (it
+//! orders by urgency, is class-aware through the class wait targets, and places only where
+//! the SLO holds); `cost_optimized` when `light`, instances differ in price and
+//! `prefer_cost` is set; `priority` when classes are mixed; else `fifo`. The active policy
+//! changes to the target only when at least `min_dwell` [2 s] has passed since the last
+//! switch (the first may happen at once). Every switch is counted and the last 64 are
+//! kept with the reason and the signals that made it.
 
 use super::{
-    Admission, CostOptimized, CostOptimizedConfig, Eligibility, Entry, Fifo, FifoConfig, Live,
-    PriorityConfig, PriorityPolicy, QueueKey, SchedulingPolicy, Signals,
+    Admission, CostOptimized, CostOptimizedConfig, Eligibility, OrderKind, SchedulingPolicy,
+    Signals, SloAware, SloAwareConfig,
 };
+use crate::pool::{CandidateSet, PoolView};
 use crate::request::RequestMeta;
-use crate::route::{CandidateSet, PoolView};
 use crate::time::Time;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
@@ -46,44 +46,48 @@ pub const SWITCH_HISTORY: usize = 64;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdaptiveConfig {
-    /// Pressure at which `overloaded` is set.
-    pub overload_enter: f64,
-    /// Pressure at which `overloaded` is cleared.
-    pub overload_exit: f64,
-    /// SLO attainment below which `slo_trouble` is set.
-    pub slo_enter: f64,
-    /// SLO attainment at which `slo_trouble` is cleared.
-    pub slo_exit: f64,
-    /// Pressure at which `light` is set.
-    pub light_enter: f64,
-    /// Pressure at which `light` is cleared.
-    pub light_exit: f64,
     /// Share of SLO requests at which `deadlines` is set.
     pub deadline_enter: f64,
     /// Share of SLO requests at which `deadlines` is cleared.
     pub deadline_exit: f64,
+    /// SLO attainment below which `slo_trouble` is set.
+    pub slo_enter: f64,
+    /// SLO attainment at which `slo_trouble` is cleared.
+    pub slo_exit: f64,
+    /// Share of non-`normal` requests at which `classes` is set.
+    pub class_enter: f64,
+    /// Share of non-`normal` requests at which `classes` is cleared.
+    pub class_exit: f64,
+    /// Utilisation (in flight over limits) at which `light` is set.
+    pub light_enter: f64,
+    /// Utilisation at which `light` is cleared.
+    pub light_exit: f64,
+    /// Whether a light pool with differently priced instances switches to
+    /// `cost_optimized` (trading some latency for cost).
+    pub prefer_cost: bool,
     /// Least time between two switches.
     #[serde(with = "humantime_serde")]
     pub min_dwell: Duration,
-    /// Settings of the priority policy it may hand over to.
-    pub priority: PriorityConfig,
-    /// Settings of the cost and SLO policies it may hand over to.
+    /// Settings of the SLO policy it may hand over to.
+    pub slo: SloAwareConfig,
+    /// Settings of the cost policy it may hand over to.
     pub cost: CostOptimizedConfig,
 }
 
 impl Default for AdaptiveConfig {
     fn default() -> Self {
         AdaptiveConfig {
-            overload_enter: 1.5,
-            overload_exit: 1.0,
+            deadline_enter: 0.05,
+            deadline_exit: 0.01,
             slo_enter: 0.95,
             slo_exit: 0.98,
-            light_enter: 0.5,
-            light_exit: 0.75,
-            deadline_enter: 0.2,
-            deadline_exit: 0.05,
-            min_dwell: Duration::from_secs(5),
-            priority: PriorityConfig::default(),
+            class_enter: 0.05,
+            class_exit: 0.01,
+            light_enter: 0.3,
+            light_exit: 0.5,
+            prefer_cost: false,
+            min_dwell: Duration::from_secs(2),
+            slo: SloAwareConfig::default(),
             cost: CostOptimizedConfig::default(),
         }
     }
@@ -114,62 +118,131 @@ impl Mode {
     }
 }
 
-/// One switch of the active policy.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// Why the adaptive policy chose its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SwitchReason {
+    /// Requests carry SLOs.
+    Deadlines,
+    /// SLOs are being missed.
+    SloTrouble,
+    /// The pool is light and instances differ in price.
+    LightAndPriced,
+    /// Requests of several priority classes arrive.
+    MixedClasses,
+    /// None of the above: plain arrival order.
+    Plain,
+}
+
+impl SwitchReason {
+    /// A short phrase for logs and the admin API.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            SwitchReason::Deadlines => "requests carry SLOs",
+            SwitchReason::SloTrouble => "SLOs are being missed",
+            SwitchReason::LightAndPriced => "light load and instances differ in price",
+            SwitchReason::MixedClasses => "several priority classes arrive",
+            SwitchReason::Plain => "one class, no SLOs",
+        }
+    }
+}
+
+/// One switch of the active policy, with why.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct PolicySwitch {
     /// When.
+    #[serde(skip)]
     pub at: Time,
+    /// Seconds since the scheduler's origin (for JSON).
+    pub at_secs: f64,
     /// The policy before.
     pub from: &'static str,
     /// The policy after.
     pub to: &'static str,
-    /// Pool pressure at the time.
-    pub pressure: f64,
-    /// Recent SLO attainment at the time.
+    /// Why.
+    pub reason: SwitchReason,
+    /// The signals at the time.
+    #[serde(flatten)]
+    pub signals: SignalsView,
+}
+
+/// The signals a switch was made on, as shown in the admin API.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+pub struct SignalsView {
+    /// Requests queued.
+    pub queued: usize,
+    /// Predicted queue wait of a new normal request, seconds.
+    pub wait_secs: f64,
+    /// Recent SLO attainment.
     pub slo_attainment: Option<f64>,
+    /// Recent share of requests with an SLO.
+    pub deadline_share: f64,
+    /// Recent share of requests not of the normal class.
+    pub class_share: f64,
+    /// In flight over the pool's in-flight limits.
+    pub utilisation: f64,
 }
 
 /// The adaptive policy.
 #[derive(Debug)]
 pub struct Adaptive {
     config: AdaptiveConfig,
-    fifo: Fifo,
-    priority: PriorityPolicy,
+    slo: SloAware,
     cost: CostOptimized,
     mode: Mode,
-    head: Mode,
-    overloaded: bool,
-    slo_trouble: bool,
-    light: bool,
+    reason: SwitchReason,
     deadlines: bool,
+    slo_trouble: bool,
+    classes: bool,
+    light: bool,
     last_switch: Option<Time>,
     switches: u64,
     history: VecDeque<PolicySwitch>,
+    last_signals: SignalsView,
+}
+
+fn hysteresis(on: bool, x: f64, enter: f64, exit: f64, rising: bool) -> bool {
+    match (on, rising) {
+        (true, true) => x > exit,
+        (false, true) => x >= enter,
+        (true, false) => x < exit,
+        (false, false) => x <= enter,
+    }
 }
 
 impl Adaptive {
-    /// An empty queue, starting as `fifo`.
+    /// A policy starting as `fifo`.
     pub fn new(config: AdaptiveConfig) -> Self {
         Adaptive {
-            fifo: Fifo::new(FifoConfig {}),
-            priority: PriorityPolicy::new(config.priority.clone()),
+            slo: SloAware::new(config.slo.clone()),
             cost: CostOptimized::new(config.cost.clone()),
             config,
             mode: Mode::Fifo,
-            head: Mode::Fifo,
-            overloaded: false,
-            slo_trouble: false,
-            light: false,
+            reason: SwitchReason::Plain,
             deadlines: false,
+            slo_trouble: false,
+            classes: false,
+            light: false,
             last_switch: None,
             switches: 0,
             history: VecDeque::with_capacity(SWITCH_HISTORY),
+            last_signals: SignalsView::default(),
         }
     }
 
     /// The policy in charge now.
     pub fn mode(&self) -> Mode {
         self.mode
+    }
+
+    /// Why the policy in charge was chosen.
+    pub fn reason(&self) -> SwitchReason {
+        self.reason
+    }
+
+    /// The signals last observed.
+    pub fn last_signals(&self) -> SignalsView {
+        self.last_signals
     }
 
     /// Switches so far.
@@ -182,39 +255,38 @@ impl Adaptive {
         self.history.iter()
     }
 
-    fn target(&mut self, s: &Signals) -> Mode {
+    fn target(&mut self, s: &Signals, utilisation: f64) -> (Mode, SwitchReason) {
         let c = &self.config;
-        let p = s.pressure();
-        self.overloaded = if self.overloaded {
-            p > c.overload_exit
-        } else {
-            p >= c.overload_enter
-        };
-        self.light = if self.light {
-            p < c.light_exit
-        } else {
-            p <= c.light_enter
-        };
+        self.deadlines = hysteresis(
+            self.deadlines,
+            s.deadline_share,
+            c.deadline_enter,
+            c.deadline_exit,
+            true,
+        );
+        self.classes = hysteresis(
+            self.classes,
+            s.class_share,
+            c.class_enter,
+            c.class_exit,
+            true,
+        );
         self.slo_trouble = match s.slo_attainment {
             None => false,
-            Some(a) if self.slo_trouble => a < c.slo_exit,
-            Some(a) => a < c.slo_enter,
+            Some(a) => hysteresis(self.slo_trouble, a, c.slo_enter, c.slo_exit, false),
         };
-        self.deadlines = if self.deadlines {
-            s.deadline_share > c.deadline_exit
-        } else {
-            s.deadline_share >= c.deadline_enter
-        };
-        if self.overloaded {
-            Mode::Priority
+        self.light = !s.saturated()
+            && hysteresis(self.light, utilisation, c.light_enter, c.light_exit, false);
+        if self.deadlines {
+            (Mode::SloAware, SwitchReason::Deadlines)
         } else if self.slo_trouble {
-            Mode::SloAware
-        } else if self.light && s.price_spread {
-            Mode::CostOptimized
-        } else if self.deadlines {
-            Mode::SloAware
+            (Mode::SloAware, SwitchReason::SloTrouble)
+        } else if self.light && s.price_spread && c.prefer_cost {
+            (Mode::CostOptimized, SwitchReason::LightAndPriced)
+        } else if self.classes {
+            (Mode::Priority, SwitchReason::MixedClasses)
         } else {
-            Mode::Fifo
+            (Mode::Fifo, SwitchReason::Plain)
         }
     }
 }
@@ -226,50 +298,18 @@ impl SchedulingPolicy for Adaptive {
     fn active(&self) -> &'static str {
         self.mode.as_str()
     }
-    fn push(&mut self, entry: Entry<'_>) {
-        self.fifo.push(entry);
-        self.priority.push(entry);
-        self.cost.push(entry);
-    }
-    fn peek(&mut self, live: Live<'_>) -> Option<QueueKey> {
-        self.head = self.mode;
+    fn order(&self) -> OrderKind {
         match self.mode {
-            Mode::Fifo => self.fifo.peek(live),
-            Mode::Priority => self.priority.peek(live),
-            Mode::SloAware | Mode::CostOptimized => self.cost.peek(live),
+            Mode::Fifo => OrderKind::Arrival,
+            Mode::Priority => OrderKind::ClassAging,
+            Mode::SloAware | Mode::CostOptimized => OrderKind::Urgency,
         }
     }
-    fn pop_head(&mut self) {
-        match self.head {
-            Mode::Fifo => self.fifo.pop_head(),
-            Mode::Priority => self.priority.pop_head(),
-            Mode::SloAware | Mode::CostOptimized => self.cost.pop_head(),
-        }
-    }
-    fn stored(&self) -> usize {
-        self.fifo
-            .stored()
-            .max(self.priority.stored())
-            .max(self.cost.stored())
-    }
-    fn compact(&mut self, live: Live<'_>) {
-        self.fifo.compact(live);
-        self.priority.compact(live);
-        self.cost.compact(live);
-    }
-    fn clear(&mut self) {
-        self.fifo.clear();
-        self.priority.clear();
-        self.cost.clear();
-    }
-    fn shed_victim(&mut self, incoming: &RequestMeta, live: Live<'_>) -> Option<QueueKey> {
-        self.priority.shed_victim(incoming, live)
-    }
-    fn admit(&mut self, req: &RequestMeta, view: &PoolView<'_>) -> Admission {
+    fn admit(&mut self, req: &RequestMeta, view: &PoolView<'_>, wait_secs: f64) -> Admission {
         match self.mode {
             Mode::Fifo | Mode::Priority => Admission::Admit,
-            Mode::SloAware => self.cost.edf_mut().admit(req, view),
-            Mode::CostOptimized => self.cost.admit(req, view),
+            Mode::SloAware => self.slo.admit(req, view, wait_secs),
+            Mode::CostOptimized => self.cost.admit(req, view, wait_secs),
         }
     }
     fn candidates(
@@ -280,13 +320,23 @@ impl SchedulingPolicy for Adaptive {
     ) -> Eligibility {
         match self.mode {
             Mode::Fifo | Mode::Priority => Eligibility::All,
-            Mode::SloAware => self.cost.edf_mut().candidates(req, view, out),
+            Mode::SloAware => self.slo.candidates(req, view, out),
             Mode::CostOptimized => self.cost.candidates(req, view, out),
         }
     }
     fn observe(&mut self, signals: &Signals, now: Time) {
-        let target = self.target(signals);
+        let utilisation = signals.utilisation();
+        self.last_signals = SignalsView {
+            queued: signals.queued,
+            wait_secs: signals.wait_secs,
+            slo_attainment: signals.slo_attainment,
+            deadline_share: signals.deadline_share,
+            class_share: signals.class_share,
+            utilisation,
+        };
+        let (target, reason) = self.target(signals, utilisation);
         if target == self.mode {
+            self.reason = reason;
             return;
         }
         let dwelt = self
@@ -300,12 +350,14 @@ impl SchedulingPolicy for Adaptive {
         }
         self.history.push_back(PolicySwitch {
             at: now,
+            at_secs: now.as_secs_f64(),
             from: self.mode.as_str(),
             to: target.as_str(),
-            pressure: signals.pressure(),
-            slo_attainment: signals.slo_attainment,
+            reason,
+            signals: self.last_signals,
         });
         self.mode = target;
+        self.reason = reason;
         self.last_switch = Some(now);
         self.switches += 1;
     }
@@ -315,105 +367,88 @@ impl SchedulingPolicy for Adaptive {
 mod tests {
     use super::*;
 
-    fn signals(queued: usize, inflight: u64, attainment: Option<f64>) -> Signals {
+    fn signals() -> Signals {
         Signals {
-            queued,
-            inflight,
+            queued: 0,
+            routable: 4,
+            with_room: 4,
+            inflight: 10,
             capacity: 100,
-            slo_attainment: attainment,
+            wait_secs: 0.0,
+            slo_attainment: None,
             deadline_share: 0.0,
+            class_share: 0.0,
             price_spread: false,
         }
     }
 
+    fn s(secs: u64) -> Time {
+        Time::from_secs_f64(secs as f64)
+    }
+
     #[test]
-    fn adaptive_switches_to_priority_under_overload_and_back_with_hysteresis() {
+    fn adaptive_turns_slo_aware_when_requests_carry_slos_and_back_with_hysteresis() {
         let mut a = Adaptive::new(AdaptiveConfig::default());
-        let s = |secs: u64| Time::from_millis(secs * 1000);
-        a.observe(&signals(0, 80, None), s(0));
+        let mut sig = signals();
+        a.observe(&sig, s(0));
         assert_eq!(a.active(), "fifo");
-        a.observe(&signals(50, 100, None), s(1)); // pressure 1.5: enter
-        assert_eq!(a.active(), "priority");
-        a.observe(&signals(20, 100, None), s(10)); // 1.2: still overloaded (exit at 1.0)
-        assert_eq!(a.active(), "priority");
-        a.observe(&signals(0, 100, None), s(11)); // 1.0: cleared, but ...
-        assert_eq!(a.active(), "fifo", "5 s have passed since the last switch");
-        a.observe(&signals(60, 100, None), s(12)); // overloaded again, but dwell not over
+        sig.deadline_share = 0.3;
+        a.observe(&sig, s(1));
+        assert_eq!(
+            a.active(),
+            "slo_aware",
+            "the first switch may happen at once"
+        );
+        assert_eq!(a.reason(), SwitchReason::Deadlines);
+        sig.deadline_share = 0.02;
+        a.observe(&sig, s(10));
+        assert_eq!(a.active(), "slo_aware", "exit needs 0.01");
+        sig.deadline_share = 0.0;
+        a.observe(&sig, s(11));
         assert_eq!(a.active(), "fifo");
-        a.observe(&signals(60, 100, None), s(16));
-        assert_eq!(a.active(), "priority");
-        assert_eq!(a.switches(), 3);
+        sig.deadline_share = 0.3;
+        a.observe(&sig, s(12));
+        assert_eq!(a.active(), "fifo", "min dwell: 2 s since the last switch");
+        a.observe(&sig, s(13));
+        assert_eq!(a.active(), "slo_aware");
         let h: Vec<_> = a.history().map(|e| (e.from, e.to, e.at)).collect();
         assert_eq!(
             h,
             [
-                ("fifo", "priority", s(1)),
-                ("priority", "fifo", s(11)),
-                ("fifo", "priority", s(16))
+                ("fifo", "slo_aware", s(1)),
+                ("slo_aware", "fifo", s(11)),
+                ("fifo", "slo_aware", s(13))
             ]
         );
+        assert_eq!(a.switches(), 3);
     }
 
     #[test]
-    fn adaptive_turns_slo_aware_when_attainment_drops_and_cost_optimized_when_light_and_priced() {
+    fn mixed_classes_get_priority_missed_slos_get_slo_aware_and_cost_needs_its_flag() {
         let mut a = Adaptive::new(AdaptiveConfig {
             min_dwell: Duration::ZERO,
             ..AdaptiveConfig::default()
         });
-        a.observe(&signals(0, 80, Some(0.94)), Time::ZERO);
+        let mut sig = signals();
+        sig.class_share = 0.5;
+        a.observe(&sig, Time::ZERO);
+        assert_eq!(a.active(), "priority");
+        sig.slo_attainment = Some(0.9);
+        a.observe(&sig, Time::ZERO);
         assert_eq!(a.active(), "slo_aware");
-        a.observe(&signals(0, 80, Some(0.97)), Time::ZERO);
-        assert_eq!(a.active(), "slo_aware", "exit needs 0.98");
-        a.observe(&signals(0, 80, Some(0.98)), Time::ZERO);
-        assert_eq!(a.active(), "fifo");
-        let mut light = signals(0, 10, None);
-        light.price_spread = true;
-        a.observe(&light, Time::ZERO);
-        assert_eq!(a.active(), "cost_optimized");
-        light.inflight = 70; // 0.7 < light_exit 0.75: stays light
-        a.observe(&light, Time::ZERO);
-        assert_eq!(a.active(), "cost_optimized");
-        light.inflight = 75;
-        light.deadline_share = 0.5;
-        a.observe(&light, Time::ZERO);
-        assert_eq!(a.active(), "slo_aware");
-    }
-
-    #[test]
-    fn adaptive_keeps_every_request_across_a_switch() {
-        let mut a = Adaptive::new(AdaptiveConfig::default());
-        let mut metas = Vec::new();
-        for (i, p) in [
-            crate::request::Priority::Low,
-            crate::request::Priority::Critical,
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            let mut m =
-                RequestMeta::new(crate::request::RequestId(i as u64), "m", 1, 1, Time::ZERO);
-            m.priority = p;
-            metas.push(m);
-        }
-        for (i, m) in metas.iter().enumerate() {
-            a.push(Entry {
-                key: QueueKey {
-                    slot: i as u32,
-                    seq: i as u64 + 1,
-                },
-                meta: m,
-                enqueued: Time::ZERO,
-            });
-        }
-        let mut seqs = vec![1, 2];
-        assert_eq!(a.peek(Live(&seqs)).map(|k| k.seq), Some(1), "fifo");
-        a.observe(&signals(200, 100, None), Time::ZERO);
-        assert_eq!(a.peek(Live(&seqs)).map(|k| k.seq), Some(2), "priority");
-        a.pop_head();
-        seqs[1] = 0;
-        assert_eq!(a.peek(Live(&seqs)).map(|k| k.seq), Some(1));
-        a.pop_head();
-        seqs[0] = 0;
-        assert_eq!(a.peek(Live(&seqs)), None);
+        assert_eq!(a.reason(), SwitchReason::SloTrouble);
+        sig.slo_attainment = Some(0.99);
+        sig.price_spread = true;
+        a.observe(&sig, Time::ZERO);
+        assert_eq!(a.active(), "priority", "cost is not preferred by default");
+        let mut c = Adaptive::new(AdaptiveConfig {
+            prefer_cost: true,
+            ..AdaptiveConfig::default()
+        });
+        c.observe(&sig, Time::ZERO);
+        assert_eq!(c.active(), "cost_optimized");
+        sig.queued = 5;
+        c.observe(&sig, s(5));
+        assert_eq!(c.active(), "priority", "a queue ends `light`");
     }
 }

@@ -1,28 +1,27 @@
-//! `cost_optimized`: the cheapest instance that meets the request's SLO, within its budget.
+//! `cost_optimized`: the cheapest instances that meet the request's SLO, within its budget.
 //!
-//! Order: earliest deadline first, exactly as `slo_aware` (it holds one for the queue and
-//! the SLO predictions).
+//! Order: earliest urgency first, exactly as `slo_aware`.
 //!
-//! Cost of a request on an instance: its `Price` applied to the predicted service time
-//! with `max_tokens` of output (the most it could cost); a GPU-hour price is shared by the
-//! requests in flight there, so filling an instance that already runs work is cheaper
-//! than waking an idle one. An instance without a price costs 0.
+//! Cost of a request on an instance ([`crate::predict::cost_estimate`]): its price times
+//! the GPU time one request takes at the instance's full-batch throughput, for its
+//! predicted output length. It does not depend on the instance's momentary load, so two
+//! instances of one kind cost the same and the routing strategy balances between them;
+//! the cheapest kind fills until it is saturated, then the next cheapest takes the rest.
+//! An instance without a price costs 0.
 //!
 //! * Admission: rejected with `over_budget` when even the cheapest routable instance would
 //!   exceed the budget, and with `slo_infeasible` as `slo_aware` does.
 //! * Dispatch: among instances with room that meet the SLO, the candidates are those whose
-//!   cost is within `tolerance` of the cheapest; the routing strategy balances among them.
+//!   cost is within `tolerance` of the cheapest; the routing strategy picks among them.
 
-use super::slo_aware::{Targets, has_slo};
-use super::{
-    Admission, Eligibility, Entry, Live, QueueKey, SchedulingPolicy, SloAware, SloAwareConfig,
-};
-use crate::predict::estimate;
+use super::slo_aware::{Targets, feasible_on_admission};
+use super::{Admission, Eligibility, OrderKind, SchedulingPolicy, SloAware, SloAwareConfig};
+use crate::outcome::has_slo;
+use crate::pool::{CandidateSet, InstanceState, PoolView};
+use crate::predict::cost_estimate;
+use crate::reject::RejectReason;
 use crate::request::RequestMeta;
-use crate::route::{CandidateSet, PoolView};
-use crate::scheduler::{InstanceState, RejectReason};
 use serde::{Deserialize, Serialize};
-use std::time::Duration;
 
 /// The config tag.
 pub const NAME: &str = "cost_optimized";
@@ -35,9 +34,6 @@ pub struct CostOptimizedConfig {
     pub tolerance: f64,
     /// Serve a request predicted to miss its SLO anyway (as `slo_aware`).
     pub best_effort: bool,
-    /// Ordering deadline of a request without an SLO (as `slo_aware`).
-    #[serde(with = "humantime_serde")]
-    pub default_deadline: Duration,
     /// Safety factor on predicted service times (as `slo_aware`).
     pub margin: f64,
 }
@@ -46,42 +42,41 @@ impl Default for CostOptimizedConfig {
     fn default() -> Self {
         let slo = SloAwareConfig::default();
         CostOptimizedConfig {
-            tolerance: 0.0,
+            tolerance: 0.1,
             best_effort: slo.best_effort,
-            default_deadline: slo.default_deadline,
             margin: slo.margin,
         }
     }
 }
 
-/// Cheapest SLO-feasible placement, EDF order.
+/// Cheapest SLO-feasible placement, urgency order.
 #[derive(Debug)]
 pub struct CostOptimized {
     tolerance: f64,
-    edf: SloAware,
+    slo: SloAware,
 }
 
-/// Estimated dollars for `req` on `inst` if placed now.
-pub fn cost_on(req: &RequestMeta, inst: &InstanceState) -> f64 {
-    estimate(req, &inst.spec, &inst.rates, inst.inflight, 0.0).cost
+/// Estimated dollars for `req` on `inst` with `output` tokens.
+pub fn cost_on(req: &RequestMeta, inst: &InstanceState, output: u32) -> f64 {
+    cost_estimate(
+        &inst.spec,
+        &inst.rates,
+        inst.limit(),
+        req.prompt_tokens,
+        output,
+    )
 }
 
 impl CostOptimized {
-    /// An empty queue.
+    /// The policy.
     pub fn new(config: CostOptimizedConfig) -> Self {
         CostOptimized {
             tolerance: config.tolerance.max(0.0),
-            edf: SloAware::new(SloAwareConfig {
+            slo: SloAware::new(SloAwareConfig {
                 best_effort: config.best_effort,
-                default_deadline: config.default_deadline,
                 margin: config.margin,
             }),
         }
-    }
-
-    /// The deadline order and SLO predictions it uses (the adaptive policy's `slo_aware`).
-    pub fn edf_mut(&mut self) -> &mut SloAware {
-        &mut self.edf
     }
 
     fn over_budget(req: &RequestMeta, cheapest: f64) -> Option<RejectReason> {
@@ -98,35 +93,26 @@ impl SchedulingPolicy for CostOptimized {
     fn name(&self) -> &'static str {
         NAME
     }
-    fn push(&mut self, entry: Entry<'_>) {
-        self.edf.push(entry);
+    fn order(&self) -> OrderKind {
+        OrderKind::Urgency
     }
-    fn peek(&mut self, live: Live<'_>) -> Option<QueueKey> {
-        self.edf.peek(live)
-    }
-    fn pop_head(&mut self) {
-        self.edf.pop_head();
-    }
-    fn stored(&self) -> usize {
-        self.edf.stored()
-    }
-    fn compact(&mut self, live: Live<'_>) {
-        self.edf.compact(live);
-    }
-    fn clear(&mut self) {
-        self.edf.clear();
-    }
-    fn admit(&mut self, req: &RequestMeta, view: &PoolView<'_>) -> Admission {
+    fn admit(&mut self, req: &RequestMeta, view: &PoolView<'_>, wait_secs: f64) -> Admission {
         if req.cost_budget.is_some() {
+            let out = view.output_tokens(req);
             let cheapest = view
                 .routable()
-                .map(|(_, inst)| cost_on(req, inst))
+                .map(|(_, inst)| cost_on(req, inst, out))
                 .fold(f64::INFINITY, f64::min);
             if let Some(reason) = Self::over_budget(req, cheapest) {
                 return Admission::Reject(reason);
             }
         }
-        self.edf.admit(req, view)
+        let margin = self.slo.config().margin;
+        match feasible_on_admission(req, view, margin, wait_secs) {
+            Ok(()) => Admission::Admit,
+            Err(_) if self.slo.config().best_effort => Admission::AdmitBestEffort,
+            Err(reason) => Admission::Reject(reason),
+        }
     }
     fn candidates(
         &mut self,
@@ -134,26 +120,30 @@ impl SchedulingPolicy for CostOptimized {
         view: &PoolView<'_>,
         out: &mut CandidateSet,
     ) -> Eligibility {
-        let margin = self.edf.config().margin;
+        let margin = self.slo.config().margin;
+        let output = view.output_tokens(req);
         let slo = has_slo(req);
-        let targets = Targets::new(req, view.now);
+        let targets = Targets::new(req, view.now, output);
+        let feasible = |inst: &InstanceState| !slo || targets.slack(inst, margin) >= 0.0;
         let mut cheapest = f64::INFINITY;
         let mut cheapest_any = f64::INFINITY;
-        for (_, inst) in view.routable().filter(|(_, i)| i.has_room()) {
-            let cost = cost_on(req, inst);
+        for (_, inst) in view.with_room_iter() {
+            let cost = cost_on(req, inst, output);
             cheapest_any = cheapest_any.min(cost);
-            if !slo || targets.slack(&inst.rates, margin) >= 0.0 {
+            if feasible(inst) {
                 cheapest = cheapest.min(cost);
             }
         }
         if cheapest.is_infinite() {
             // no instance with room meets the SLO: wait, reject or best effort as slo_aware
-            return match self.edf.feasible_now(req, view, out) {
+            return match self.slo.feasible_now(req, view, out) {
                 Eligibility::AllBestEffort if cheapest_any.is_finite() => {
                     if let Some(reason) = Self::over_budget(req, cheapest_any) {
                         return Eligibility::Reject(reason);
                     }
-                    fill_cheapest(req, view, out, cheapest_any, self.tolerance, None);
+                    fill(view, out, |inst| {
+                        cost_on(req, inst, output) <= limit(cheapest_any, self.tolerance)
+                    });
                     Eligibility::OnlyBestEffort
                 }
                 other => other,
@@ -162,26 +152,22 @@ impl SchedulingPolicy for CostOptimized {
         if let Some(reason) = Self::over_budget(req, cheapest) {
             return Eligibility::Reject(reason);
         }
-        let slo_filter = slo.then_some(margin);
-        fill_cheapest(req, view, out, cheapest, self.tolerance, slo_filter);
+        let tolerance = self.tolerance;
+        fill(view, out, |inst| {
+            feasible(inst) && cost_on(req, inst, output) <= limit(cheapest, tolerance)
+        });
         Eligibility::Only
     }
 }
 
-fn fill_cheapest(
-    req: &RequestMeta,
-    view: &PoolView<'_>,
-    out: &mut CandidateSet,
-    cheapest: f64,
-    tolerance: f64,
-    slo_margin: Option<f64>,
-) {
+fn limit(cheapest: f64, tolerance: f64) -> f64 {
+    cheapest * (1.0 + tolerance) + 1e-12
+}
+
+fn fill(view: &PoolView<'_>, out: &mut CandidateSet, keep: impl Fn(&InstanceState) -> bool) {
     out.reset(view.instances.len());
-    let targets = Targets::new(req, view.now);
-    let limit = cheapest * (1.0 + tolerance) + 1e-12;
-    for (ix, inst) in view.routable().filter(|(_, i)| i.has_room()) {
-        let feasible = slo_margin.is_none_or(|m| targets.slack(&inst.rates, m) >= 0.0);
-        if feasible && cost_on(req, inst) <= limit {
+    for (ix, inst) in view.with_room_iter() {
+        if keep(inst) {
             out.insert(ix);
         }
     }
@@ -204,10 +190,11 @@ pub fn price_spread<'a>(instances: impl Iterator<Item = &'a InstanceState>) -> b
 mod tests {
     use super::*;
     use crate::instance::Price;
+    use crate::pool::testkit;
     use crate::predict::Rates;
     use crate::request::RequestId;
-    use crate::route::testkit;
     use crate::time::Time;
+    use std::time::Duration;
 
     fn priced(slots: &[(u32, u32, f64, f64)]) -> Vec<Option<InstanceState>> {
         let mut st = testkit::states(&slots.iter().map(|s| (s.0, s.1)).collect::<Vec<_>>());
@@ -232,16 +219,19 @@ mod tests {
     }
 
     #[test]
-    fn cost_optimized_picks_the_cheapest_instance_that_meets_the_slo() {
-        // service: i0 1000 tok/s -> 2 s at $3600/h ($2); i1 4000 -> 1.25 s at $7200/h ($2.5);
-        // i2 same as i0 but full.
+    fn cost_optimized_picks_the_cheapest_instances_that_meet_the_slo() {
+        // batch 1 each. service: i0 1000 tok/s -> 2 s at $3600/h ($2); i1 4000 -> 1.25 s at
+        // $7200/h ($2.5); i2 as i0 but full.
         let st = priced(&[
-            (4, 0, 3600.0, 1000.0),
-            (4, 0, 7200.0, 4000.0),
+            (1, 0, 3600.0, 1000.0),
+            (1, 0, 7200.0, 4000.0),
             (1, 1, 1.0, 1000.0),
         ]);
         let view = testkit::view(&st);
-        let mut p = CostOptimized::new(CostOptimizedConfig::default());
+        let mut p = CostOptimized::new(CostOptimizedConfig {
+            tolerance: 0.0,
+            ..CostOptimizedConfig::default()
+        });
         let mut out = CandidateSet::default();
         assert_eq!(
             p.candidates(&req(None, None), &view, &mut out),
@@ -269,13 +259,31 @@ mod tests {
     }
 
     #[test]
-    fn cost_optimized_rejects_on_admission_when_every_instance_exceeds_the_budget() {
-        let st = priced(&[(4, 0, 3600.0, 1000.0), (4, 0, 7200.0, 4000.0)]);
+    fn instances_of_one_kind_cost_the_same_whatever_their_load() {
+        // two identical instances, one busy: both are candidates (the router balances)
+        let st = priced(&[
+            (8, 6, 2.49, 8000.0),
+            (8, 0, 2.49, 8000.0),
+            (8, 0, 9.0, 8000.0),
+        ]);
         let view = testkit::view(&st);
         let mut p = CostOptimized::new(CostOptimizedConfig::default());
-        assert_eq!(p.admit(&req(None, Some(2.0)), &view), Admission::Admit);
+        let mut out = CandidateSet::default();
+        assert_eq!(
+            p.candidates(&req(None, None), &view, &mut out),
+            Eligibility::Only
+        );
+        assert_eq!(out.iter().collect::<Vec<_>>(), [0, 1]);
+    }
+
+    #[test]
+    fn cost_optimized_rejects_on_admission_when_every_instance_exceeds_the_budget() {
+        let st = priced(&[(1, 0, 3600.0, 1000.0), (1, 0, 7200.0, 4000.0)]);
+        let view = testkit::view(&st);
+        let mut p = CostOptimized::new(CostOptimizedConfig::default());
+        assert_eq!(p.admit(&req(None, Some(2.0)), &view, 0.0), Admission::Admit);
         assert!(matches!(
-            p.admit(&req(None, Some(1.99)), &view),
+            p.admit(&req(None, Some(1.99)), &view, 0.0),
             Admission::Reject(RejectReason::OverBudget { .. })
         ));
         assert!(price_spread(st.iter().flatten()));
@@ -284,7 +292,7 @@ mod tests {
 
     #[test]
     fn cost_optimized_best_effort_still_takes_the_cheapest_instance() {
-        let st = priced(&[(4, 0, 3600.0, 1000.0), (4, 0, 7200.0, 1000.0)]);
+        let st = priced(&[(1, 0, 3600.0, 1000.0), (1, 0, 7200.0, 1000.0)]);
         let view = testkit::view(&st);
         let mut p = CostOptimized::new(CostOptimizedConfig {
             best_effort: true,

@@ -1,30 +1,41 @@
-//! Scheduling policies: which queued request goes next, and (for the SLO and cost
-//! policies) which instances it may go to.
+//! Scheduling policies: which queued request goes next (the queue order it serves from,
+//! see [`order`]) and, for the SLO and cost policies, where it may go (a placement filter:
+//! [`SchedulingPolicy::admit`] and [`SchedulingPolicy::candidates`]).
 //!
-//! The queue itself (the requests and their payloads) lives in the `Scheduler`; a policy
-//! only holds [`QueueKey`]s in its own order. Removal from the queue (cancel, expiry,
-//! shedding, placement through another structure) is lazy: a key whose slot no longer holds
-//! the same sequence number is stale ([`Live`]) and is skipped and dropped when it reaches
-//! the head. The scheduler calls [`SchedulingPolicy::compact`] when stale keys outnumber
-//! live ones, so memory stays proportional to the queue.
+//! The queue itself (the requests and their payloads) lives in the `Scheduler`, which keeps
+//! every request in all three orders; a policy only says which order serves now and which
+//! instances suit the request at the head.
+//!
+//! Ordering guarantees, each held by a test in `scheduler/tests.rs` or `scheduler/props.rs`:
+//!
+//! * `fifo`: requests are placed in arrival order, except that a request no instance it
+//!   may use has room for is skipped (it keeps its place) while later ones are placed.
+//! * `priority`: class aging (see [`order`]): a request is placed before every request with
+//!   a later virtual start, under the same skipping rule.
+//! * `slo_aware`, `cost_optimized`: earliest urgency first, under the same skipping rule,
+//!   and only where the request's SLO is predicted to hold (and, for `cost_optimized`,
+//!   among the cheapest such instances).
+//! * `adaptive`: the guarantee of the policy it hands over to at the time.
 //!
 //! The registry is [`Policy`], an exhaustive `match` over [`PolicyConfig`].
 
 pub mod adaptive;
 pub mod cost_optimized;
 pub mod fifo;
+pub mod order;
 pub mod priority;
 pub mod slo_aware;
 
+use crate::pool::{CandidateSet, PoolView};
+use crate::reject::RejectReason;
 use crate::request::RequestMeta;
-use crate::route::{CandidateSet, PoolView};
-use crate::scheduler::RejectReason;
 use crate::time::Time;
 use serde::{Deserialize, Serialize};
 
 pub use adaptive::{Adaptive, AdaptiveConfig, PolicySwitch};
 pub use cost_optimized::{CostOptimized, CostOptimizedConfig};
 pub use fifo::{Fifo, FifoConfig};
+pub use order::OrderKind;
 pub use priority::{PriorityConfig, PriorityPolicy};
 pub use slo_aware::{SloAware, SloAwareConfig};
 
@@ -49,17 +60,6 @@ impl Live<'_> {
     }
 }
 
-/// A request entering a policy's order.
-#[derive(Debug, Clone, Copy)]
-pub struct Entry<'a> {
-    /// Its key.
-    pub key: QueueKey,
-    /// Its description.
-    pub meta: &'a RequestMeta,
-    /// When it entered the queue.
-    pub enqueued: Time,
-}
-
 /// A policy's verdict on a new request.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Admission {
@@ -82,7 +82,8 @@ pub enum Eligibility {
     AllBestEffort,
     /// Only the candidate set, although it is predicted to miss its SLO (best effort).
     OnlyBestEffort,
-    /// No instance with room suits it now but a busy one would: it stays at the head.
+    /// No instance with room suits it now but a busy one would: it keeps its place and
+    /// later requests may go first.
     Wait,
     /// No instance can serve it as asked: reject it.
     Reject(RejectReason),
@@ -93,26 +94,39 @@ pub enum Eligibility {
 pub struct Signals {
     /// Requests waiting in the queue.
     pub queued: usize,
-    /// Requests placed and not completed on routable instances.
+    /// Routable instances.
+    pub routable: usize,
+    /// Routable instances with room.
+    pub with_room: usize,
+    /// Attempts in flight on routable instances.
     pub inflight: u64,
-    /// Sum of `max_inflight` over routable instances.
+    /// Sum of in-flight limits over routable instances.
     pub capacity: u64,
+    /// Predicted queue wait of a new `normal` request, seconds (0 when it would go at once).
+    pub wait_secs: f64,
     /// Recent SLO attainment (EWMA over requests with an SLO), if any had one.
     pub slo_attainment: Option<f64>,
     /// Recent share of submitted requests that carry a deadline or TTFT target (EWMA).
     pub deadline_share: f64,
+    /// Recent share of submitted requests not of the `normal` class (EWMA).
+    pub class_share: f64,
     /// Whether routable instances have different prices.
     pub price_spread: bool,
 }
 
 impl Signals {
-    /// `(queued + inflight) / capacity`: above 1 a queue is building.
-    pub fn pressure(&self) -> f64 {
-        (self.queued as f64 + self.inflight as f64) / (self.capacity.max(1) as f64)
+    /// Whether the gateway is holding requests (every instance saturated, or a queue).
+    pub fn saturated(&self) -> bool {
+        self.queued > 0 || (self.routable > 0 && self.with_room == 0)
+    }
+
+    /// Attempts in flight over the pool's in-flight limits.
+    pub fn utilisation(&self) -> f64 {
+        self.inflight as f64 / self.capacity.max(1) as f64
     }
 }
 
-/// Orders queued requests. Owned by one task: `&mut self`, no locks, O(log n) or better.
+/// What a policy decides. Owned by one task: `&mut self`, no locks.
 pub trait SchedulingPolicy: Send {
     /// The config tag (`fifo`, `priority`, ...).
     fn name(&self) -> &'static str;
@@ -120,25 +134,11 @@ pub trait SchedulingPolicy: Send {
     fn active(&self) -> &'static str {
         self.name()
     }
-    /// Adds a request to the order.
-    fn push(&mut self, entry: Entry<'_>);
-    /// The next request to serve, dropping stale keys on the way.
-    fn peek(&mut self, live: Live<'_>) -> Option<QueueKey>;
-    /// Removes the head returned by the last `peek` (it was placed or rejected).
-    fn pop_head(&mut self);
-    /// Keys held, stale ones included.
-    fn stored(&self) -> usize;
-    /// Drops every stale key.
-    fn compact(&mut self, live: Live<'_>);
-    /// Forgets every key.
-    fn clear(&mut self);
-    /// When the queue is full: a queued request to evict so that `incoming` can enter,
-    /// removed from the order. Default: none (the newcomer is rejected).
-    fn shed_victim(&mut self, _incoming: &RequestMeta, _live: Live<'_>) -> Option<QueueKey> {
-        None
-    }
-    /// Admission check for a new request. Default: admit.
-    fn admit(&mut self, _req: &RequestMeta, _view: &PoolView<'_>) -> Admission {
+    /// The queue order it serves from now.
+    fn order(&self) -> OrderKind;
+    /// Admission check for a new request predicted to wait `wait_secs` in the queue.
+    /// Default: admit.
+    fn admit(&mut self, _req: &RequestMeta, _view: &PoolView<'_>, _wait_secs: f64) -> Admission {
         Admission::Admit
     }
     /// Which instances with room the head request may go to; writes them into `out`
@@ -151,7 +151,7 @@ pub trait SchedulingPolicy: Send {
     ) -> Eligibility {
         Eligibility::All
     }
-    /// Pool signals, given once per `dispatch`. Default: ignored.
+    /// Pool signals, given once per poll. Default: ignored.
     fn observe(&mut self, _signals: &Signals, _now: Time) {}
 }
 
@@ -161,13 +161,13 @@ pub trait SchedulingPolicy: Send {
 pub enum PolicyConfig {
     /// First come, first served.
     Fifo(FifoConfig),
-    /// Strict classes with aging and shedding of the lowest class.
+    /// Strict classes with aging; overload sheds the lowest class first.
     Priority(PriorityConfig),
     /// Earliest deadline first, placed where the SLO is met.
     SloAware(SloAwareConfig),
     /// The cheapest instance that meets the SLO, within budget.
     CostOptimized(CostOptimizedConfig),
-    /// Switches between the others by load, queue depth and SLO attainment.
+    /// Switches between the others by load, queue, SLOs and prices.
     Adaptive(AdaptiveConfig),
 }
 
@@ -178,6 +178,18 @@ impl Default for PolicyConfig {
 }
 
 impl PolicyConfig {
+    /// Every policy with its default settings, in the seed's order (names for CLIs,
+    /// benchmarks and metric labels derive from this list).
+    pub fn all() -> [PolicyConfig; 5] {
+        [
+            PolicyConfig::Fifo(FifoConfig::default()),
+            PolicyConfig::Priority(PriorityConfig::default()),
+            PolicyConfig::SloAware(SloAwareConfig::default()),
+            PolicyConfig::CostOptimized(CostOptimizedConfig::default()),
+            PolicyConfig::Adaptive(AdaptiveConfig::default()),
+        ]
+    }
+
     /// The config tag.
     pub const fn name(&self) -> &'static str {
         match self {
@@ -189,7 +201,7 @@ impl PolicyConfig {
         }
     }
 
-    /// Builds the policy (empty).
+    /// Builds the policy.
     pub fn build(&self) -> Policy {
         match self {
             PolicyConfig::Fifo(c) => Policy::Fifo(Fifo::new(c.clone())),
@@ -245,29 +257,11 @@ impl SchedulingPolicy for Policy {
     fn active(&self) -> &'static str {
         each!(self, p => p.active())
     }
-    fn push(&mut self, entry: Entry<'_>) {
-        each!(self, p => p.push(entry))
+    fn order(&self) -> OrderKind {
+        each!(self, p => p.order())
     }
-    fn peek(&mut self, live: Live<'_>) -> Option<QueueKey> {
-        each!(self, p => p.peek(live))
-    }
-    fn pop_head(&mut self) {
-        each!(self, p => p.pop_head())
-    }
-    fn stored(&self) -> usize {
-        each!(self, p => p.stored())
-    }
-    fn compact(&mut self, live: Live<'_>) {
-        each!(self, p => p.compact(live))
-    }
-    fn clear(&mut self) {
-        each!(self, p => p.clear())
-    }
-    fn shed_victim(&mut self, incoming: &RequestMeta, live: Live<'_>) -> Option<QueueKey> {
-        each!(self, p => p.shed_victim(incoming, live))
-    }
-    fn admit(&mut self, req: &RequestMeta, view: &PoolView<'_>) -> Admission {
-        each!(self, p => p.admit(req, view))
+    fn admit(&mut self, req: &RequestMeta, view: &PoolView<'_>, wait_secs: f64) -> Admission {
+        each!(self, p => p.admit(req, view, wait_secs))
     }
     fn candidates(
         &mut self,
@@ -290,9 +284,12 @@ mod tests {
     fn policy_configs_use_the_snake_case_kind_tag_and_build_their_policy() {
         for (json, name) in [
             (r#"{"kind":"fifo"}"#, "fifo"),
-            (r#"{"kind":"priority","aging_step":"500ms"}"#, "priority"),
+            (r#"{"kind":"priority"}"#, "priority"),
             (r#"{"kind":"slo_aware","best_effort":true}"#, "slo_aware"),
-            (r#"{"kind":"cost_optimized"}"#, "cost_optimized"),
+            (
+                r#"{"kind":"cost_optimized","tolerance":0.2}"#,
+                "cost_optimized",
+            ),
             (r#"{"kind":"adaptive"}"#, "adaptive"),
         ] {
             let c: PolicyConfig = serde_json::from_str(json).unwrap();
@@ -305,6 +302,17 @@ mod tests {
         assert!(serde_json::from_str::<PolicyConfig>(r#"{"kind":"lifo"}"#).is_err());
         assert!(serde_json::from_str::<PolicyConfig>(r#"{"kind":"fifo","x":1}"#).is_err());
         assert_eq!(PolicyConfig::default().name(), "adaptive");
+        let names: Vec<_> = PolicyConfig::all().iter().map(PolicyConfig::name).collect();
+        assert_eq!(
+            names,
+            [
+                "fifo",
+                "priority",
+                "slo_aware",
+                "cost_optimized",
+                "adaptive"
+            ]
+        );
     }
 
     #[test]

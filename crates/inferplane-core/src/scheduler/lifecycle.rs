@@ -1,101 +1,149 @@
-//! The end of a request's life in the `Scheduler`: `complete` (which also teaches the
-//! instance's rates, latency EWMA and the SLO accounting), `cancel`, `expire`,
-//! `take_rejected`, `next_expiry`, and the lazy-deletion compaction.
+//! The end of an attempt and of a queued request: `first_token`, `complete` (which also
+//! teaches the instance's rates, the prefill backlog, the output-length predictor, the
+//! SLO accounting and the drain rate), `cancel`, expiry, and lazy-deletion compaction.
 
-use super::machine::{HINTS, Scheduler};
-use super::{InstanceIx, Outcome, RejectReason, Rejected};
+use super::machine::{Budget, Queued, Scheduler};
+use super::{Completion, RejectReason};
+use crate::outcome::{AttemptId, Outcome};
 use crate::request::RequestId;
-use crate::schedule::{Live, QueueKey, SchedulingPolicy};
+use crate::schedule::{Live, QueueKey};
 use crate::time::Time;
 use std::cmp::Reverse;
 
-impl<T> Scheduler<T> {
-    /// Gives back the slot of a placed request and learns from it: the instance's rates
-    /// and latency EWMA (on success), SLO attainment and outcome counters. Unknown ids are
-    /// ignored (returns false).
-    pub fn complete(&mut self, id: RequestId, outcome: Outcome, now: Time) -> bool {
-        let now = self.advance(now);
-        let Some(f) = self.inflight.remove(&id) else {
-            return false;
-        };
-        let mut slo_met = None;
-        let has_slo = f.deadline.is_some() || f.ttft_deadline.is_some();
-        match outcome {
-            Outcome::Success {
-                prompt_tokens,
-                completion_tokens,
-                ttft,
-            } => {
-                self.stats.succeeded += 1;
-                let total = now.saturating_since(f.placed_at).as_secs_f64();
-                let queued = f.placed_at.saturating_since(f.arrival);
-                if let Some(inst) = self.instances.get_mut(f.ix).and_then(Option::as_mut) {
-                    inst.latency.observe(total, now);
-                    if let Some(ttft) = ttft {
-                        let ttft_p = ttft.saturating_sub(queued).as_secs_f64();
-                        inst.rates
-                            .observe(prompt_tokens, completion_tokens, ttft_p, total);
-                    }
-                }
-                let first = ttft.map(|t| f.arrival + t);
-                let in_time = f.deadline.is_none_or(|d| now <= d);
-                let ttft_ok = match (f.ttft_deadline, first) {
-                    (Some(d), Some(at)) => at <= d,
-                    _ => true,
-                };
-                slo_met = Some(in_time && ttft_ok);
-            }
-            Outcome::Failure => {
-                self.stats.failed += 1;
-                slo_met = Some(false);
-            }
-            Outcome::Cancelled => self.stats.cancelled += 1,
-        }
-        if let (true, Some(met)) = (has_slo, slo_met) {
-            self.stats.slo.record(met);
-        }
-        self.release(f.ix);
-        true
-    }
+/// What a queued request's wait is bounded by, and the reason to give when it runs out.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum Limit {
+    Timeout,
+    Deadline,
+    Budget(Budget),
+}
 
-    pub(super) fn release(&mut self, ix: InstanceIx) {
-        let Some(inst) = self.instances.get_mut(ix).and_then(Option::as_mut) else {
+impl<T> Scheduler<T> {
+    /// Records that the attempt's first token reached the caller at `now` (streamed
+    /// answers): the instance's prefill backlog is corrected by the prediction's error.
+    /// Unknown attempts are ignored.
+    pub fn first_token(&mut self, attempt: AttemptId, now: Time) {
+        let now = self.advance(now);
+        let Some(f) = self.inflight.get_mut(&attempt) else {
             return;
         };
-        inst.inflight = inst.inflight.saturating_sub(1);
-        if inst.routable() {
-            self.totals.inflight = self.totals.inflight.saturating_sub(1);
-            self.totals.free_slots += 1;
-            for (h, kind) in HINTS.iter().enumerate() {
-                if inst.spec.layout.matches_hint(*kind) {
-                    self.totals.hint_free[h] += 1;
-                }
-            }
+        if f.first_seen {
+            return;
         }
+        f.first_seen = true;
+        let (ix, predicted) = (f.ix, f.predicted_first);
+        if let Some(inst) = self
+            .instances
+            .get_mut(ix.slot())
+            .and_then(Option::as_mut)
+            .filter(|i| i.ix == ix)
+        {
+            inst.signals.correct_prefill(predicted, now);
+        }
+    }
+
+    /// Gives back the slot of a placed attempt and learns from how it ended: the
+    /// instance's rates and latency EWMA, the prefill backlog and the output-length
+    /// predictor (on success), the SLO accounting (once, for the attempt that ends the
+    /// request; a retried attempt is not judged) and the counters. Returns what it
+    /// concluded; `None` for an unknown attempt (already completed, or its instance was
+    /// removed).
+    pub fn complete(
+        &mut self,
+        attempt: AttemptId,
+        outcome: Outcome,
+        now: Time,
+    ) -> Option<Completion> {
+        let now = self.advance(now);
+        let f = self.inflight.remove(&attempt)?;
+        self.stats.record_outcome(&outcome);
+        let slo_met = f.slo.judge(&outcome);
+        if let Some(met) = slo_met {
+            self.stats.slo.record(met);
+        }
+        self.drain.on_finish();
+        let Some(inst) = self
+            .instances
+            .get_mut(f.ix.slot())
+            .and_then(Option::as_mut)
+            .filter(|i| i.ix == f.ix)
+        else {
+            return None;
+        };
+        if let Outcome::Success {
+            prompt_tokens,
+            completion_tokens,
+            cached_tokens,
+            first_token,
+            latency,
+        } = outcome
+        {
+            inst.latency
+                .observe(now.saturating_since(f.placed_at).as_secs_f64(), now);
+            let first_at = first_token.map(|t| f.arrival + t);
+            let prefill = first_at.map(|at| at.saturating_since(f.prefill_start).as_secs_f64());
+            let decode = first_token.map(|t| latency.saturating_sub(t).as_secs_f64());
+            let computed = prompt_tokens.saturating_sub(cached_tokens.unwrap_or(0));
+            inst.rates
+                .observe(computed, completion_tokens, prefill, decode);
+            if let Some(at) = first_at
+                && !f.first_seen
+            {
+                inst.signals.correct_prefill(f.predicted_first, at);
+            }
+            self.outputs.observe(f.class, completion_tokens);
+        }
+        let concurrency = inst.inflight;
+        let instance = inst.spec.id.clone();
+        let routable = inst.routable();
+        let had_room = inst.has_room();
+        inst.inflight = inst.inflight.saturating_sub(1);
+        inst.signals.finished_since = inst.signals.finished_since.saturating_add(1);
+        if routable {
+            self.totals.inflight = self.totals.inflight.saturating_sub(1);
+        }
+        self.refresh_room_of(f.ix.slot(), had_room);
+        Some(Completion {
+            instance,
+            slo_met,
+            concurrency,
+        })
     }
 
     /// Removes a queued request (or one rejected but not yet handed out) and returns its
-    /// payload, in O(1) for queued ones; a placed one is completed as cancelled (returns
-    /// `None`).
+    /// payload, in O(1) for queued ones. A placed attempt is ended with `complete` and
+    /// `Outcome::Cancelled` instead.
     pub fn cancel(&mut self, id: RequestId, now: Time) -> Option<T> {
+        self.advance(now);
         if let Some(&slot) = self.queued_ids.get(&id) {
             let q = self.take(slot)?;
             self.stats.cancelled += 1;
             self.maybe_compact();
             return Some(q.payload);
         }
-        if let Some(pos) = self.pending.iter().position(|r| r.meta.id == id) {
-            return Some(self.pending.swap_remove(pos).payload);
-        }
-        self.complete(id, Outcome::Cancelled, now);
-        None
+        let pos = self.pending.iter().position(|r| r.meta.id == id)?;
+        Some(self.pending.swap_remove(pos).payload)
     }
 
-    /// Hands out requests rejected since the last call (shed, or infeasible at dispatch),
-    /// then rejects queued requests that waited past the queue timeout or their deadline.
-    pub fn expire(&mut self, now: Time, out: &mut Vec<Rejected<T>>) {
-        let now = self.advance(now);
-        out.append(&mut self.pending);
+    /// The earliest limit on a queued request's wait under the policy in force.
+    pub(super) fn first_limit(&self, q: &Queued<T>) -> Option<(Time, Limit)> {
+        let timeout = self
+            .config
+            .queue_timeout
+            .map(|t| (q.enqueued + t, Limit::Timeout));
+        let deadline = q.meta.deadline_at().map(|d| (d, Limit::Deadline));
+        let budget = q
+            .budget_at
+            .filter(|_| self.class_aware())
+            .map(|(at, why)| (at, Limit::Budget(why)));
+        [timeout, deadline, budget]
+            .into_iter()
+            .flatten()
+            .min_by_key(|(at, _)| *at)
+    }
+
+    /// Rejects queued requests whose wait limit has passed; re-arms the others.
+    pub(super) fn expire_due(&mut self, now: Time) {
         while let Some(&Reverse((at, seq, slot))) = self.expiry.peek() {
             if at > now {
                 break;
@@ -104,41 +152,41 @@ impl<T> Scheduler<T> {
             if !Live(&self.seqs).contains(QueueKey { slot, seq }) {
                 continue;
             }
+            let Some(q) = self.slots[slot as usize].as_ref() else {
+                continue;
+            };
+            let Some((limit_at, limit)) = self.first_limit(q) else {
+                continue;
+            };
+            if limit_at > now {
+                self.expiry.push(Reverse((limit_at, seq, slot)));
+                continue;
+            }
             let Some(q) = self.take(slot) else { continue };
             let waited = now.saturating_since(q.enqueued);
-            let reason = match self.config.queue_timeout {
-                Some(timeout) if waited >= timeout => {
+            let reason = match limit {
+                Limit::Timeout => RejectReason::QueueTimeout {
+                    waited,
+                    timeout: self.config.queue_timeout.unwrap_or(waited),
+                },
+                Limit::Budget(Budget::Class(timeout)) => {
                     RejectReason::QueueTimeout { waited, timeout }
                 }
-                _ => RejectReason::DeadlineMissed { waited },
+                Limit::Deadline | Limit::Budget(Budget::Slo) => {
+                    RejectReason::DeadlineMissed { waited }
+                }
             };
-            let r = self.reject(q.meta, q.payload, reason);
-            out.push(r);
+            self.reject(q.meta, q.payload, reason);
         }
-        self.maybe_compact();
-    }
-
-    /// Hands out requests rejected since the last call without expiring anything.
-    pub fn take_rejected(&mut self, out: &mut Vec<Rejected<T>>) {
-        out.append(&mut self.pending);
-    }
-
-    /// The earliest time at which `expire` could reject something: the latest `now` seen
-    /// when rejections are pending. May be early (a request already gone), never late.
-    pub fn next_expiry(&self) -> Option<Time> {
-        if !self.pending.is_empty() {
-            return Some(self.clock);
-        }
-        self.expiry.peek().map(|Reverse((at, _, _))| *at)
     }
 
     /// Drops stale keys once they outnumber live ones (amortised O(1)).
     pub(super) fn maybe_compact(&mut self) {
-        let live = self.queued_ids.len().max(self.live_slots());
+        let live = self.live_slots();
         let limit = 2 * live + 1024;
         let seqs = Live(&self.seqs);
-        if self.policy.stored() > limit {
-            self.policy.compact(seqs);
+        if self.queues.stored() > limit {
+            self.queues.compact(seqs);
         }
         if self.retry.len() > limit {
             self.retry.retain(|k| seqs.contains(*k));

@@ -1,23 +1,36 @@
-//! The `Scheduler` struct and its request path: `submit`, `requeue`, `dispatch`,
-//! `complete`, `cancel`, `expire`, `next_expiry`.
+//! The `Scheduler` struct and admission: `submit` and `retry`.
 //!
-//! Queued requests live in a slot table; the policy, the retry lane and the expiry heap
-//! hold `QueueKey`s into it and drop stale ones lazily, so cancelling, expiring or shedding
-//! one request is O(1) plus O(log n) for the expiry heap, never a scan of the queue.
-//! Requests that leave the queue other than by a return value of the call that removed
-//! them (shed by a newcomer, rejected at dispatch as infeasible) wait in a pending list:
-//! `next_expiry` then answers "now" and `expire` (or `take_rejected`) hands them out.
+//! Queued requests live in a slot table; the queue orders, the retry lane and the expiry
+//! heap hold `QueueKey`s into it and drop stale ones lazily, so cancelling, expiring or
+//! shedding one request is O(1) plus O(log n) for the expiry heap, never a scan of the
+//! queue. Requests turned away by a call that cannot return them wait in a pending list
+//! that the next `poll` hands out.
 
-use super::{InstanceIx, InstanceState, Placement, RejectReason, Rejected, SchedulerConfig};
+use super::overload::DrainMeter;
+use super::{InstanceIx, QueueAt, Rejection, SchedulerConfig};
 use crate::instance::InstanceId;
+use crate::outcome::{AttemptId, has_slo};
+use crate::pool::{CandidateSet, InstanceState, PoolView};
+use crate::predict::OutputLengths;
+use crate::reject::RejectReason;
 use crate::request::{ParallelismKind, Priority, RequestId, RequestMeta};
-use crate::route::{Allowed, CandidateSet, PoolView, Router, RoutingStrategy};
-use crate::schedule::slo_aware::has_slo;
-use crate::schedule::{Admission, Eligibility, Entry, Live, Policy, QueueKey, SchedulingPolicy};
+use crate::route::Router;
+use crate::schedule::order::{Entry, OrderKind, Queues};
+use crate::schedule::{Admission, Live, Policy, QueueKey, SchedulingPolicy};
 use crate::stats::Stats;
 use crate::time::Time;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::time::Duration;
+
+/// Why a queued request's wait is bounded when it is.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum Budget {
+    /// Its class's wait target.
+    Class(Duration),
+    /// Its own SLO (TTFT slack or end-to-end deadline).
+    Slo,
+}
 
 pub(super) struct Queued<T> {
     pub(super) meta: RequestMeta,
@@ -26,14 +39,21 @@ pub(super) struct Queued<T> {
     pub(super) avoid: Option<InstanceIx>,
     pub(super) seq: u64,
     pub(super) best_effort: bool,
+    pub(super) attempt: AttemptId,
+    /// When its wait budget runs out (class-aware orders), and why.
+    pub(super) budget_at: Option<(Time, Budget)>,
+    pub(super) virtual_start: Time,
 }
 
 pub(super) struct Inflight {
     pub(super) ix: InstanceIx,
-    pub(super) placed_at: Time,
+    pub(super) class: Priority,
+    pub(super) slo: crate::outcome::Slo,
     pub(super) arrival: Time,
-    pub(super) deadline: Option<Time>,
-    pub(super) ttft_deadline: Option<Time>,
+    pub(super) placed_at: Time,
+    pub(super) prefill_start: Time,
+    pub(super) predicted_first: Time,
+    pub(super) first_seen: bool,
 }
 
 /// Totals over routable instances, kept up to date incrementally.
@@ -42,9 +62,14 @@ pub(super) struct Totals {
     pub(super) routable: usize,
     pub(super) inflight: u64,
     pub(super) capacity: u64,
-    pub(super) free_slots: u64,
-    /// Free slots on routable instances matching each parallelism hint.
-    pub(super) hint_free: [u64; 5],
+    pub(super) with_room: usize,
+    /// Routable instances with room matching each parallelism hint.
+    pub(super) hint_room: [usize; 5],
+    /// Smallest and largest known context over instances (routable or not), and whether
+    /// any instance's context is unknown.
+    pub(super) min_context: Option<u32>,
+    pub(super) max_context: Option<u32>,
+    pub(super) unknown_context: bool,
 }
 
 pub(super) const fn hint_index(k: ParallelismKind) -> usize {
@@ -66,7 +91,7 @@ pub(super) const HINTS: [ParallelismKind; 5] = [
 ];
 
 /// The scheduler of one pool. `T` is the caller's payload (a reply channel in the gateway,
-/// a request record in the simulation).
+/// a request index in the simulation).
 pub struct Scheduler<T> {
     pub(super) config: SchedulerConfig,
     pub(super) policy: Policy,
@@ -78,23 +103,28 @@ pub struct Scheduler<T> {
     pub(super) free: Vec<u32>,
     pub(super) queued_ids: HashMap<RequestId, u32>,
     pub(super) queued_by_class: [usize; 4],
+    pub(super) queues: Queues,
     pub(super) retry: VecDeque<QueueKey>,
     pub(super) expiry: BinaryHeap<Reverse<(Time, u64, u32)>>,
     pub(super) next_seq: u64,
     pub(super) clock: Time,
-    pub(super) pending: Vec<Rejected<T>>,
+    pub(super) pending: Vec<Rejection<T>>,
     // instances
     pub(super) instances: Vec<Option<InstanceState>>,
+    pub(super) generations: Vec<u32>,
     pub(super) index: HashMap<InstanceId, InstanceIx>,
-    pub(super) inflight: HashMap<RequestId, Inflight>,
+    pub(super) inflight: HashMap<AttemptId, Inflight>,
     pub(super) totals: Totals,
     pub(super) epoch: u64,
     pub(super) price_spread: bool,
     pub(super) hint_sets: [CandidateSet; 5],
+    // learning
+    pub(super) outputs: OutputLengths,
+    pub(super) drain: DrainMeter,
     // scratch, reused from pick to pick
     pub(super) cand: CandidateSet,
     pub(super) narrowed: CandidateSet,
-    pub(super) avoid_set: CandidateSet,
+    pub(super) skipped: Vec<super::dispatch::Skipped>,
     pub(super) stats: Stats,
 }
 
@@ -103,6 +133,7 @@ pub struct Scheduler<T> {
 pub(super) fn view<'a>(
     instances: &'a [Option<InstanceState>],
     totals: &Totals,
+    outputs: &'a OutputLengths,
     queued: usize,
     epoch: u64,
     now: Time,
@@ -111,11 +142,12 @@ pub(super) fn view<'a>(
         instances,
         routable: totals.routable,
         routable_inflight: totals.inflight,
+        with_room: totals.with_room,
         capacity: totals.capacity,
-        free_slots: totals.free_slots,
         queued,
         epoch,
         now,
+        outputs,
     }
 }
 
@@ -132,21 +164,25 @@ impl<T> Scheduler<T> {
             free: Vec::new(),
             queued_ids: HashMap::new(),
             queued_by_class: [0; 4],
+            queues: Queues::default(),
             retry: VecDeque::new(),
             expiry: BinaryHeap::new(),
             next_seq: 1,
             clock: Time::ZERO,
             pending: Vec::new(),
             instances: Vec::new(),
+            generations: Vec::new(),
             index: HashMap::new(),
             inflight: HashMap::new(),
             totals: Totals::default(),
             epoch: 0,
             price_spread: false,
             hint_sets: Default::default(),
+            outputs: OutputLengths::EMPTY,
+            drain: DrainMeter::default(),
             cand: CandidateSet::default(),
             narrowed: CandidateSet::default(),
-            avoid_set: CandidateSet::default(),
+            skipped: Vec::new(),
             stats: Stats::default(),
         }
     }
@@ -157,33 +193,22 @@ impl<T> Scheduler<T> {
         self.clock
     }
 
-    pub(super) fn reject(
-        &mut self,
-        meta: RequestMeta,
-        payload: T,
-        reason: RejectReason,
-    ) -> Rejected<T> {
-        self.stats.record_reject(&reason);
-        if reason.kind().is_slo_miss() && has_slo(&meta) {
-            self.stats.slo.record(false);
-        }
-        Rejected {
+    /// Whether the order in force is class-aware (shedding and wait budgets apply).
+    pub(super) fn class_aware(&self) -> bool {
+        self.policy.order() != OrderKind::Arrival && self.config.queue_at == QueueAt::Gateway
+    }
+
+    /// Records a rejection and queues it for the next poll.
+    pub(super) fn reject(&mut self, meta: RequestMeta, payload: T, reason: RejectReason) {
+        self.stats.record_reject(&meta, &reason);
+        self.pending.push(Rejection {
             meta,
             payload,
             reason,
-        }
+        });
     }
 
-    fn insert(
-        &mut self,
-        meta: RequestMeta,
-        payload: T,
-        enqueued: Time,
-        avoid: Option<InstanceIx>,
-        best_effort: bool,
-    ) -> QueueKey {
-        let seq = self.next_seq;
-        self.next_seq += 1;
+    pub(super) fn insert(&mut self, q: Queued<T>) -> QueueKey {
         let slot = match self.free.pop() {
             Some(s) => s,
             None => {
@@ -192,26 +217,14 @@ impl<T> Scheduler<T> {
                 (self.slots.len() - 1) as u32
             }
         };
-        let key = QueueKey { slot, seq };
-        let timeout_at = self.config.queue_timeout.map(|t| enqueued + t);
-        let expires = match (timeout_at, meta.deadline_at()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        if let Some(at) = expires {
-            self.expiry.push(Reverse((at, seq, slot)));
+        let key = QueueKey { slot, seq: q.seq };
+        if let Some(at) = self.first_limit(&q) {
+            self.expiry.push(Reverse((at.0, q.seq, slot)));
         }
-        self.queued_ids.insert(meta.id, slot);
-        self.queued_by_class[meta.priority.index()] += 1;
-        self.seqs[slot as usize] = seq;
-        self.slots[slot as usize] = Some(Queued {
-            meta,
-            payload,
-            enqueued,
-            avoid,
-            seq,
-            best_effort,
-        });
+        self.queued_ids.insert(q.meta.id, slot);
+        self.queued_by_class[q.meta.priority.index()] += 1;
+        self.seqs[slot as usize] = q.seq;
+        self.slots[slot as usize] = Some(q);
         key
     }
 
@@ -226,52 +239,86 @@ impl<T> Scheduler<T> {
         Some(q)
     }
 
-    /// Admits a request to the queue, or rejects it at once with the reason. When the
-    /// queue is full and the policy sheds (`priority`, `adaptive`), a lower-class request
-    /// is evicted instead; it is handed out by `expire` / `take_rejected` with reason
-    /// `shed`.
-    pub fn submit(
-        &mut self,
-        meta: RequestMeta,
-        payload: T,
-        now: Time,
-    ) -> Result<(), Box<Rejected<T>>> {
+    pub(super) fn queued_ref(&self, key: QueueKey) -> Option<&Queued<T>> {
+        self.slots
+            .get(key.slot as usize)
+            .and_then(Option::as_ref)
+            .filter(|q| q.seq == key.seq)
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        let s = self.next_seq;
+        self.next_seq += 1;
+        s
+    }
+
+    /// Admits a request to the queue, or turns it away (the next `poll` hands the
+    /// rejection out): no instance at all, a context no instance has, overload (shed by
+    /// class, see `overload.rs`), the policy's own checks (SLO infeasible, over budget),
+    /// or a full queue (where class-aware policies shed the newest request of the lowest
+    /// class below the newcomer instead).
+    pub fn submit(&mut self, meta: RequestMeta, payload: T, now: Time) {
         let now = self.advance(now);
-        self.stats.record_submission(has_slo(&meta));
+        self.stats.record_submission(&meta);
+        self.drain.on_submit(meta.prompt_tokens, meta.max_tokens);
         if self.index.is_empty() {
-            return Err(Box::new(self.reject(
-                meta,
-                payload,
-                RejectReason::NoInstances,
-            )));
+            return self.reject(meta, payload, RejectReason::NoInstances);
         }
-        let queued = self.queue_len();
-        let v = view(&self.instances, &self.totals, queued, self.epoch, now);
-        let best_effort = match self.policy.admit(&meta, &v) {
+        if let Some(reason) = self.context_too_long(&meta) {
+            return self.reject(meta, payload, reason);
+        }
+        let class_aware = self.class_aware();
+        let wait = self.predicted_wait(&meta, now);
+        let budget = if class_aware {
+            self.budget(&meta, now, wait)
+        } else {
+            None
+        };
+        if let Some((budget_secs, _)) = budget
+            && self.config.overload.shed
+            && wait.is_finite()
+            && wait > budget_secs
+        {
+            let reason = RejectReason::Shed {
+                class: meta.priority,
+                predicted_wait: crate::predict::secs(wait),
+                budget: crate::predict::secs(budget_secs),
+            };
+            return self.reject(meta, payload, reason);
+        }
+        let v = view(
+            &self.instances,
+            &self.totals,
+            &self.outputs,
+            self.slots.len() - self.free.len(),
+            self.epoch,
+            now,
+        );
+        let best_effort = match self.policy.admit(&meta, &v, wait) {
             Admission::Admit => false,
             Admission::AdmitBestEffort => true,
-            Admission::Reject(reason) => return Err(Box::new(self.reject(meta, payload, reason))),
+            Admission::Reject(reason) => return self.reject(meta, payload, reason),
         };
-        if queued >= self.config.max_queue {
-            let victim = self.policy.shed_victim(&meta, Live(&self.seqs));
+        if self.queue_len() >= self.config.max_queue {
+            let victim = if class_aware {
+                self.shed_victim(meta.priority)
+            } else {
+                None
+            };
             match victim.and_then(|k| self.take(k.slot)) {
                 Some(v) => {
-                    let r = self.reject(
-                        v.meta,
-                        v.payload,
-                        RejectReason::Shed {
-                            class: Priority::Low,
-                            predicted_wait: std::time::Duration::ZERO,
-                            budget: std::time::Duration::ZERO,
-                        },
-                    );
-                    self.pending.push(r);
+                    let reason = RejectReason::Shed {
+                        class: v.meta.priority,
+                        predicted_wait: Duration::ZERO,
+                        budget: Duration::ZERO,
+                    };
+                    self.reject(v.meta, v.payload, reason);
                 }
                 None => {
                     let reason = RejectReason::QueueFull {
                         max_queue: self.config.max_queue,
                     };
-                    return Err(Box::new(self.reject(meta, payload, reason)));
+                    return self.reject(meta, payload, reason);
                 }
             }
         }
@@ -279,183 +326,112 @@ impl<T> Scheduler<T> {
             self.stats.best_effort += 1;
         }
         self.stats.admitted += 1;
-        let key = self.insert(meta, payload, now, None, best_effort);
-        if let Some(Some(q)) = self.slots.get(key.slot as usize) {
-            self.policy.push(Entry {
-                key,
-                meta: &q.meta,
-                enqueued: q.enqueued,
-            });
-        }
-        Ok(())
+        let budget_at = budget.map(|(secs, why)| (now + crate::predict::secs(secs), why));
+        let seq = self.next_seq();
+        let virtual_start = now + self.class_offset(meta.priority);
+        let urgency = self.urgency(&meta, virtual_start);
+        let class = meta.priority;
+        let attempt = AttemptId::first(meta.id);
+        let key = self.insert(Queued {
+            meta,
+            payload,
+            enqueued: now,
+            avoid: None,
+            seq,
+            best_effort,
+            attempt,
+            budget_at: if best_effort { None } else { budget_at },
+            virtual_start,
+        });
+        self.queues.push(Entry {
+            key,
+            class,
+            enqueued: now,
+            virtual_start,
+            urgency,
+        });
     }
 
-    /// Puts a request whose attempt failed before any byte reached the client back at the
-    /// head of the queue (ahead of the policy's order), preferring any instance but
-    /// `avoid`. Call `complete` for the failed attempt first.
-    pub fn requeue(&mut self, meta: RequestMeta, payload: T, avoid: &InstanceId, now: Time) {
+    /// Queues the next attempt of a request whose attempt `previous` failed before any
+    /// byte reached the client (report it first with `complete` and `Failed { retrying:
+    /// true }`). It goes ahead of the policy's order, preferring any instance but `avoid`.
+    pub fn retry(
+        &mut self,
+        previous: AttemptId,
+        meta: RequestMeta,
+        payload: T,
+        avoid: &InstanceId,
+        now: Time,
+    ) {
         let now = self.advance(now);
         let avoid = self.index.get(avoid).copied();
-        self.stats.requeued += 1;
-        let key = self.insert(meta, payload, now, avoid, false);
-        self.retry.push_front(key);
-    }
-
-    fn head(&mut self) -> Option<(QueueKey, bool)> {
-        while let Some(&k) = self.retry.front() {
-            if Live(&self.seqs).contains(k) {
-                return Some((k, true));
-            }
-            self.retry.pop_front();
-        }
-        self.policy.peek(Live(&self.seqs)).map(|k| (k, false))
-    }
-
-    /// Places as many queued requests as instances have room for, in the policy's order.
-    /// Requests the policy rejects here (SLO infeasible, over budget) are handed out by
-    /// `expire` / `take_rejected`.
-    pub fn dispatch(&mut self, now: Time, out: &mut Vec<Placement<T>>) {
-        let now = self.advance(now);
-        self.refresh_router(now);
-        let signals = self.signals();
-        self.policy.observe(&signals, now);
-        while self.totals.free_slots > 0 {
-            let Some((key, from_retry)) = self.head() else {
-                break;
-            };
-            let Some(q) = self.slots.get(key.slot as usize).and_then(Option::as_ref) else {
-                break;
-            };
-            let queued = self.queued_ids.len();
-            let v = view(&self.instances, &self.totals, queued, self.epoch, now);
-            let elig = self.policy.candidates(&q.meta, &v, &mut self.cand);
-            let mut best_effort = false;
-            let mut allowed = match elig {
-                Eligibility::All => Allowed::All,
-                Eligibility::AllBestEffort => {
-                    best_effort = !q.best_effort;
-                    Allowed::All
-                }
-                Eligibility::Only => Allowed::Only(&self.cand),
-                Eligibility::OnlyBestEffort => {
-                    best_effort = !q.best_effort;
-                    Allowed::Only(&self.cand)
-                }
-                Eligibility::Wait => break,
-                Eligibility::Reject(reason) => {
-                    if !from_retry {
-                        self.policy.pop_head();
-                    }
-                    if let Some(q) = self.take(key.slot) {
-                        let r = self.reject(q.meta, q.payload, reason);
-                        self.pending.push(r);
-                    }
-                    continue;
-                }
-            };
-            if let Some(hint) = q.meta.parallelism_hint {
-                let h = hint_index(hint);
-                if self.totals.hint_free[h] > 0 {
-                    allowed = match allowed {
-                        Allowed::All => Allowed::Only(&self.hint_sets[h]),
-                        Allowed::Only(set) => {
-                            narrow(&mut self.narrowed, set, |ix| self.hint_sets[h].contains(ix));
-                            if self.narrowed.iter().any(|ix| v.eligible(ix, Allowed::All)) {
-                                Allowed::Only(&self.narrowed)
-                            } else {
-                                Allowed::Only(set)
-                            }
-                        }
-                    };
-                }
-            }
-            let mut pick = None;
-            if let Some(avoid) = q.avoid {
-                let n = v.instances.len();
-                self.avoid_set.reset(n);
-                for ix in (0..n).filter(|&ix| ix != avoid) {
-                    if allowed.contains(ix) && v.eligible(ix, Allowed::All) {
-                        self.avoid_set.insert(ix);
-                    }
-                }
-                if !self.avoid_set.is_empty() {
-                    pick = self
-                        .router
-                        .pick(&q.meta, &v, Allowed::Only(&self.avoid_set));
-                }
-            }
-            let pick = pick.or_else(|| self.router.pick(&q.meta, &v, allowed));
-            let Some(ix) = pick.filter(|&ix| v.eligible(ix, Allowed::All)) else {
-                break;
-            };
-            if from_retry {
-                self.retry.pop_front();
-            } else {
-                self.policy.pop_head();
-            }
-            let Some(q) = self.take(key.slot) else {
-                break;
-            };
-            if best_effort {
-                self.stats.best_effort += 1;
-            }
-            self.place(q, ix, now, out);
-        }
-        self.maybe_compact();
-    }
-
-    fn place(&mut self, q: Queued<T>, ix: InstanceIx, now: Time, out: &mut Vec<Placement<T>>) {
-        let Some(inst) = self.instances.get_mut(ix).and_then(Option::as_mut) else {
-            return;
-        };
-        let routable = inst.routable();
-        inst.inflight += 1;
-        inst.placed_total += 1;
-        let instance = inst.spec.id.clone();
-        if routable {
-            self.totals.inflight += 1;
-            self.totals.free_slots = self.totals.free_slots.saturating_sub(1);
-            for (h, kind) in HINTS.iter().enumerate() {
-                if inst.spec.layout.matches_hint(*kind) {
-                    self.totals.hint_free[h] = self.totals.hint_free[h].saturating_sub(1);
-                }
-            }
-        }
-        self.stats.placed += 1;
-        self.inflight.insert(
-            q.meta.id,
-            Inflight {
-                ix,
-                placed_at: now,
-                arrival: q.meta.arrival,
-                deadline: q.meta.deadline_at(),
-                ttft_deadline: q.meta.ttft_deadline_at(),
-            },
-        );
-        out.push(Placement {
-            instance,
-            ix,
-            queued_for: now.saturating_since(q.enqueued),
-            meta: q.meta,
-            payload: q.payload,
+        self.stats.retried += 1;
+        let seq = self.next_seq();
+        let virtual_start = now;
+        let key = self.insert(Queued {
+            meta,
+            payload,
+            enqueued: now,
+            avoid,
+            seq,
+            best_effort: false,
+            attempt: previous.next(),
+            budget_at: None,
+            virtual_start,
         });
+        self.retry.push_back(key);
+    }
+
+    /// The virtual-start offset of `class`: its wait target less the top class's.
+    pub(super) fn class_offset(&self, class: Priority) -> Duration {
+        let w = &self.config.overload.wait;
+        w.get(class).saturating_sub(w.get(Priority::Critical))
+    }
+
+    fn urgency(&self, meta: &RequestMeta, virtual_start: Time) -> Time {
+        meta.ttft_deadline_at()
+            .or(meta.deadline_at())
+            .unwrap_or(virtual_start)
+    }
+
+    /// A rejection when the request's context fits no instance whose context is known and
+    /// none is unknown.
+    fn context_too_long(&self, meta: &RequestMeta) -> Option<RejectReason> {
+        let t = &self.totals;
+        let max = t.max_context?;
+        let requested = meta.context_tokens();
+        (!t.unknown_context && requested > u64::from(max)).then_some(
+            RejectReason::ContextLengthExceeded {
+                requested,
+                max_model_len: max,
+            },
+        )
+    }
+
+    /// The newest queued request of the lowest class below `incoming`, for a full queue.
+    fn shed_victim(&mut self, incoming: Priority) -> Option<QueueKey> {
+        for class in [Priority::Low, Priority::Normal, Priority::High] {
+            if class >= incoming {
+                break;
+            }
+            if let Some((k, _)) = self.queues.newest(class, Live(&self.seqs)) {
+                return Some(k);
+            }
+        }
+        None
     }
 
     pub(super) fn live_slots(&self) -> usize {
         self.slots.len() - self.free.len()
     }
 
-    /// Requests waiting in the queue.
+    /// Requests waiting in the queue (retries included).
     pub fn queue_len(&self) -> usize {
         self.live_slots()
     }
-}
 
-fn narrow(out: &mut CandidateSet, set: &CandidateSet, keep: impl Fn(InstanceIx) -> bool) {
-    out.copy_from(set);
-    for ix in set.iter() {
-        if !keep(ix) {
-            out.remove(ix);
-        }
+    /// Whether the request carries an SLO (re-exported for drivers).
+    pub fn has_slo(meta: &RequestMeta) -> bool {
+        has_slo(meta)
     }
 }

@@ -1,47 +1,95 @@
 //! `Scheduler`: the pure state machine of one pool (all instances serving one model and
 //! that model's queue). It admits requests, lets the scheduling policy order the queue,
-//! lets the routing strategy place requests on instances with room, and accounts for
-//! completions, cancellations, expiry and instance changes. The gateway's dispatcher task
-//! and the discrete-event simulation drive the very same code; it never reads a clock
+//! lets the routing strategy place requests on instances with room, controls overload by
+//! class, and accounts for attempts' outcomes, cancellations, expiry and instance changes.
+//! The gateway's dispatcher task and the discrete-event simulation drive the very same
+//! code the same way: apply an event (`submit`, `retry`, `first_token`, `complete`,
+//! `cancel`, an instance change), then call [`Scheduler::poll`], which hands out the
+//! placements and rejections due and says when to poll again. It never reads a clock
 //! (`now` is an argument) and never blocks.
 //!
 //! In-flight accounting is the scheduler's: an instance's slot is taken at placement (not
-//! when the response starts) and given back by `complete` or `cancel`, so a burst can never
-//! pile onto one instance between two load reports.
+//! when the response starts) and given back by `complete`, so a burst can never pile onto
+//! one instance between two load reports. In-flight work is keyed by attempt.
 //!
-//! This file holds the public types; `machine.rs` admission and dispatch, `lifecycle.rs`
-//! completion, cancellation and expiry, `pool.rs` the instance table, runtime switching
-//! and metrics accessors.
+//! Files: this one the public types; `machine.rs` the state and admission; `dispatch.rs`
+//! `poll` and placement; `lifecycle.rs` outcomes, cancellation and expiry; `overload.rs`
+//! predicted waits and class-aware shedding; `instances.rs` the instance table;
+//! `switching.rs` run-time switching and read-only accessors.
 
+mod dispatch;
+mod instances;
 mod lifecycle;
 mod machine;
-mod pool;
+mod overload;
 #[cfg(test)]
 mod props;
+mod switching;
 #[cfg(test)]
 mod tests;
 
 pub use machine::Scheduler;
 
-use crate::instance::{InstanceId, InstanceSpec};
-use crate::predict::Rates;
-pub use crate::reject::{RejectKind, RejectReason};
-use crate::request::RequestMeta;
+use crate::instance::InstanceId;
+use crate::load::SaturationConfig;
+use crate::outcome::AttemptId;
+use crate::pool::InstanceIx;
+use crate::reject::RejectReason;
+use crate::request::{ClassDurations, RequestMeta};
 use crate::route::RoutingConfig;
-use crate::route::balance::PeakEwma;
 use crate::schedule::PolicyConfig;
+use crate::time::Time;
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
-/// Index of an instance in the scheduler's table. Stable until the instance is removed.
-pub type InstanceIx = usize;
+/// Where requests wait when the engines are busy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueAt {
+    /// In the gateway: an instance takes requests while it is not saturated (see `load`);
+    /// the rest wait where the policy orders them. The control plane.
+    #[default]
+    Gateway,
+    /// In the engines: every ready instance always has room and the gateway never holds a
+    /// request. A plain router, for baselines.
+    Engine,
+}
+
+/// Class-aware overload control (see `overload.rs`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OverloadConfig {
+    /// How long a request of each class may wait in the queue when it has no TTFT target
+    /// of its own: a request predicted to wait longer is shed (429), one that has waited
+    /// this long is rejected, and the classes age relative to these (see `order`).
+    pub wait: ClassDurations,
+    /// Whether to shed by predicted wait (with class-aware policies). Off, requests leave
+    /// the queue only by placement, timeout, deadline or a full queue.
+    pub shed: bool,
+}
+
+impl Default for OverloadConfig {
+    fn default() -> Self {
+        OverloadConfig {
+            wait: ClassDurations {
+                critical: Duration::from_secs(2),
+                high: Duration::from_secs(4),
+                normal: Duration::from_secs(12),
+                low: Duration::from_secs(32),
+            },
+            shed: true,
+        }
+    }
+}
 
 /// Pool-level settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SchedulerConfig {
-    /// Most requests waiting in the queue; beyond it new requests are rejected (or, with
-    /// the `priority` and `adaptive` policies, a lower-class request is shed).
+    /// Most requests waiting in the queue; beyond it the newest request of the lowest
+    /// class below the newcomer is shed (class-aware policies), else the newcomer is
+    /// rejected.
     pub max_queue: usize,
-    /// Longest a request may wait in the queue before it is rejected.
+    /// Longest any request may wait in the queue.
     pub queue_timeout: Option<Duration>,
     /// The scheduling policy (default `adaptive`).
     pub policy: PolicyConfig,
@@ -49,6 +97,15 @@ pub struct SchedulerConfig {
     pub routing: RoutingConfig,
     /// Seed of every random choice (`random`, `power_of_two`).
     pub seed: u64,
+    /// Where requests wait.
+    pub queue_at: QueueAt,
+    /// When an instance counts as saturated.
+    pub saturation: SaturationConfig,
+    /// Class-aware overload control.
+    pub overload: OverloadConfig,
+    /// How many queued requests a dispatch may pass over when the one at the head cannot
+    /// be placed yet (no instance it may use has room), so that it never blocks the rest.
+    pub look_ahead: usize,
 }
 
 impl Default for SchedulerConfig {
@@ -59,24 +116,17 @@ impl Default for SchedulerConfig {
             policy: PolicyConfig::default(),
             routing: RoutingConfig::default(),
             seed: 0,
+            queue_at: QueueAt::default(),
+            saturation: SaturationConfig::default(),
+            overload: OverloadConfig::default(),
+            look_ahead: 64,
         }
     }
 }
 
-/// Engine-reported load of an instance; `None` means unknown (never read as zero).
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct EngineLoad {
-    /// Requests running in the engine.
-    pub running: Option<f64>,
-    /// Requests waiting inside the engine.
-    pub waiting: Option<f64>,
-    /// KV-cache usage, 0..=1.
-    pub kv_usage: Option<f64>,
-}
-
-/// A request handed back with the reason it left the queue.
+/// A request handed back with the reason it left (or never entered) the queue.
 #[derive(Debug)]
-pub struct Rejected<T> {
+pub struct Rejection<T> {
     /// The request.
     pub meta: RequestMeta,
     /// The caller's payload, returned untouched.
@@ -85,13 +135,15 @@ pub struct Rejected<T> {
     pub reason: RejectReason,
 }
 
-/// A request placed on an instance: the caller now executes it there.
+/// An attempt placed on an instance: the caller now executes it there.
 #[derive(Debug)]
 pub struct Placement<T> {
     /// The request.
     pub meta: RequestMeta,
     /// The caller's payload.
     pub payload: T,
+    /// The attempt: report its end with this id.
+    pub attempt: AttemptId,
     /// The chosen instance.
     pub instance: InstanceId,
     /// Its index in the table.
@@ -100,79 +152,43 @@ pub struct Placement<T> {
     pub queued_for: Duration,
 }
 
-/// How a placed request ended.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Outcome {
-    /// Served; tokens and timings as measured by the caller.
-    Success {
-        /// Prompt tokens (engine-reported when known).
-        prompt_tokens: u32,
-        /// Generated tokens.
-        completion_tokens: u32,
-        /// Time from arrival to the first token.
-        ttft: Option<Duration>,
-    },
-    /// Failed at or after the instance.
-    Failure,
-    /// The client went away.
-    Cancelled,
+/// What one `poll` produced. Reused from poll to poll: `poll` appends, the caller drains.
+#[derive(Debug)]
+pub struct Effects<T> {
+    /// Attempts to execute now.
+    pub placements: Vec<Placement<T>>,
+    /// Requests to answer with an error now.
+    pub rejections: Vec<Rejection<T>>,
+    /// When to poll again if nothing else happens first (`None`: only on the next event).
+    pub wake_at: Option<Time>,
 }
 
-/// One instance as the scheduler sees it.
-#[derive(Debug, Clone)]
-pub struct InstanceState {
-    /// Its spec.
-    pub spec: InstanceSpec,
-    /// Requests placed and not yet completed.
-    pub inflight: u32,
-    /// Healthy and circuit closed: may receive work.
-    pub ready: bool,
-    /// Draining: receives nothing new, in-flight work finishes.
-    pub draining: bool,
-    /// Last engine-reported load.
-    pub load: EngineLoad,
-    /// What the engine says about itself (batch limit, context, KV capacity).
-    pub engine: crate::instance::EngineInfo,
-    /// Placements made on it.
-    pub placed_total: u64,
-    /// Predicted speeds: seeded from the layout or `Scheduler::set_rates`, then measured.
-    pub rates: Rates,
-    /// Peak-EWMA of placement-to-completion latency (`least_response_time`).
-    pub latency: PeakEwma,
-}
-
-impl InstanceState {
-    /// A new, not yet ready instance with rates seeded from its layout.
-    pub fn new(spec: InstanceSpec) -> Self {
-        InstanceState {
-            rates: Rates::for_layout(&spec.layout),
-            spec,
-            inflight: 0,
-            ready: false,
-            draining: false,
-            load: EngineLoad::default(),
-            engine: crate::instance::EngineInfo::default(),
-            placed_total: 0,
-            latency: PeakEwma::default(),
+impl<T> Default for Effects<T> {
+    fn default() -> Self {
+        Effects {
+            placements: Vec::new(),
+            rejections: Vec::new(),
+            wake_at: None,
         }
     }
+}
 
-    /// Ready and not draining: may be given new work when it has room.
-    pub fn routable(&self) -> bool {
-        self.ready && !self.draining
+impl<T> Effects<T> {
+    /// Whether there is nothing to hand out.
+    pub fn is_empty(&self) -> bool {
+        self.placements.is_empty() && self.rejections.is_empty()
     }
+}
 
-    /// Whether it can take one more request now.
-    pub fn has_room(&self) -> bool {
-        self.routable() && self.inflight < self.spec.max_inflight
-    }
-
-    /// Comparable busyness, lower is better: gateway in-flight plus engine-reported
-    /// waiting, relative to capacity.
-    pub fn load_score(&self) -> f64 {
-        let waiting = self.load.waiting.unwrap_or(0.0);
-        (f64::from(self.inflight) + waiting) / f64::from(self.spec.max_inflight.max(1))
-    }
+/// What the scheduler concluded from an attempt's end.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    /// The instance it ran on.
+    pub instance: InstanceId,
+    /// Whether its request met its SLO (`None`: no SLO, a retried attempt, or cancelled).
+    pub slo_met: Option<bool>,
+    /// Attempts in flight on the instance when it ended, itself included.
+    pub concurrency: u32,
 }
 
 /// Error for an instance id that is already registered.

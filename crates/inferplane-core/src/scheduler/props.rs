@@ -1,32 +1,39 @@
-//! Property tests of the `Scheduler` over random event sequences, every policy and every
-//! routing strategy: no request lost or duplicated, no instance above `max_inflight`,
-//! nothing new on a drained or unready instance, and the policy's order (priority with
-//! aging, earliest deadline, FIFO) held by every dispatch.
+//! Property tests of the `Scheduler` over random event sequences, for every policy and
+//! every routing strategy, under both queueing modes: no request lost or duplicated
+//! (every submitted request ends exactly once), no instance above its limit, nothing new
+//! on a drained or unready instance, work conservation (after a poll, an instance with
+//! room leaves no unconstrained request queued), and the order each policy promises
+//! (among unconstrained requests, none placed ahead of one with an earlier key).
 
 use super::*;
 use crate::instance::{InstanceSpec, Layout, Price};
+use crate::outcome::{AttemptId, Outcome, has_slo};
+use crate::pool::EngineLoad;
 use crate::request::{ParallelismKind, Priority, RequestId};
 use crate::route::{AffinityConfig, BalanceConfig, LocalityConfig, RoutingConfig};
-use crate::schedule::{PolicyConfig, PriorityConfig, SloAwareConfig};
+use crate::schedule::{PolicyConfig, SloAwareConfig};
 use crate::time::Time;
 use proptest::prelude::*;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 #[derive(Debug, Clone)]
 enum Op {
     Submit {
         class: u8,
         deadline_ms: Option<u16>,
+        ttft_ms: Option<u16>,
         hint: Option<u8>,
         session: u8,
     },
-    Dispatch,
+    Poll,
     Complete(u16),
     Fail(u16),
-    Requeue(u16),
+    Retry(u16),
+    FirstToken(u16),
     Cancel(u16),
-    Expire,
     Advance(u16),
+    Load(u8, u8, bool),
     Ready(u8, bool),
     Drain(u8, bool),
     Add(u8),
@@ -37,15 +44,17 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        6 => (0u8..4, proptest::option::of(50u16..5000), proptest::option::weighted(0.2, 0u8..5), 0u8..8)
-            .prop_map(|(class, deadline_ms, hint, session)| Op::Submit { class, deadline_ms, hint, session }),
-        4 => Just(Op::Dispatch),
+        6 => (0u8..4, proptest::option::of(50u16..5000), proptest::option::of(50u16..3000),
+              proptest::option::weighted(0.2, 0u8..5), 0u8..8)
+            .prop_map(|(class, deadline_ms, ttft_ms, hint, session)| Op::Submit { class, deadline_ms, ttft_ms, hint, session }),
+        5 => Just(Op::Poll),
         3 => any::<u16>().prop_map(Op::Complete),
         1 => any::<u16>().prop_map(Op::Fail),
-        1 => any::<u16>().prop_map(Op::Requeue),
+        1 => any::<u16>().prop_map(Op::Retry),
+        1 => any::<u16>().prop_map(Op::FirstToken),
         1 => any::<u16>().prop_map(Op::Cancel),
-        1 => Just(Op::Expire),
         2 => (1u16..2000).prop_map(Op::Advance),
+        1 => (0u8..8, 0u8..4, any::<bool>()).prop_map(|(i, w, full)| Op::Load(i, w, full)),
         1 => (0u8..8, any::<bool>()).prop_map(|(i, b)| Op::Ready(i, b)),
         1 => (0u8..8, any::<bool>()).prop_map(|(i, b)| Op::Drain(i, b)),
         1 => (1u8..5).prop_map(Op::Add),
@@ -58,10 +67,7 @@ fn op() -> impl Strategy<Value = Op> {
 fn policy(i: u8) -> PolicyConfig {
     match i % 6 {
         0 => PolicyConfig::Fifo(Default::default()),
-        1 => PolicyConfig::Priority(PriorityConfig {
-            aging_step: std::time::Duration::from_millis(700),
-            shed: true,
-        }),
+        1 => PolicyConfig::Priority(Default::default()),
         2 => PolicyConfig::SloAware(SloAwareConfig {
             best_effort: true,
             ..Default::default()
@@ -97,29 +103,14 @@ enum St {
     Done,
 }
 
-/// The order key the policy promises, or `None` when it promises none (adaptive, cost).
-fn order_key(p: &PolicyConfig, meta: &RequestMeta, enqueued: Time) -> Option<Time> {
-    match p {
-        PolicyConfig::Fifo(_) => Some(enqueued),
-        PolicyConfig::Priority(c) => {
-            Some(enqueued + c.aging_step.saturating_mul(meta.priority.index() as u32))
-        }
-        PolicyConfig::SloAware(c) => Some(
-            meta.deadline_at()
-                .or(meta.ttft_deadline_at())
-                .unwrap_or(enqueued + c.default_deadline),
-        ),
-        _ => None,
-    }
-}
-
 struct Model {
     s: Scheduler<u64>,
+    fx: Effects<u64>,
     status: HashMap<u64, St>,
-    seq_of: HashMap<u64, u64>,
+    metas: HashMap<u64, RequestMeta>,
     enqueued: HashMap<u64, Time>,
-    requeued: std::collections::HashSet<u64>,
-    placed_on: HashMap<u64, InstanceId>,
+    retried: HashSet<u64>,
+    attempt: HashMap<u64, (AttemptId, InstanceId)>,
     ids: Vec<u64>,
     instances: Vec<InstanceId>,
     next_id: u64,
@@ -128,13 +119,19 @@ struct Model {
 }
 
 impl Model {
-    fn new(limits: &[u32], max_queue: usize, p: u8, r: u8) -> Self {
+    fn new(limits: &[u32], max_queue: usize, p: u8, r: u8, engine_queues: bool) -> Self {
         let mut s = Scheduler::new(SchedulerConfig {
             max_queue,
-            queue_timeout: Some(std::time::Duration::from_secs(20)),
+            queue_timeout: Some(Duration::from_secs(20)),
             policy: policy(p),
             routing: routing(r),
             seed: 42,
+            queue_at: if engine_queues {
+                QueueAt::Engine
+            } else {
+                QueueAt::Gateway
+            },
+            ..SchedulerConfig::default()
         });
         let mut instances = Vec::new();
         for (i, &l) in limits.iter().enumerate() {
@@ -150,11 +147,12 @@ impl Model {
         }
         Model {
             s,
+            fx: Effects::default(),
             status: HashMap::new(),
-            seq_of: HashMap::new(),
+            metas: HashMap::new(),
             enqueued: HashMap::new(),
-            requeued: Default::default(),
-            placed_on: HashMap::new(),
+            retried: HashSet::new(),
+            attempt: HashMap::new(),
             ids: Vec::new(),
             instances,
             next_id: 0,
@@ -177,12 +175,98 @@ impl Model {
             .then(|| self.instances[i as usize % self.instances.len()].clone())
     }
 
+    /// The order key the active policy promises for an unconstrained request.
+    fn key(&self, id: u64) -> Time {
+        let m = &self.metas[&id];
+        let enq = self.enqueued[&id];
+        let w = &self.s.config.overload.wait;
+        let start = enq + w.get(m.priority).saturating_sub(w.get(Priority::Critical));
+        match self.s.active_policy() {
+            "fifo" => enq,
+            "priority" => start,
+            _ => m.ttft_deadline_at().or(m.deadline_at()).unwrap_or(start),
+        }
+    }
+
+    /// Whether a request may be passed over by design (a hint, or an SLO the policy
+    /// places by).
+    fn constrained(&self, id: u64) -> bool {
+        let m = &self.metas[&id];
+        m.parallelism_hint.is_some()
+            || self.retried.contains(&id)
+            || (matches!(self.s.active_policy(), "slo_aware" | "cost_optimized") && has_slo(m))
+    }
+
+    fn poll(&mut self) -> Result<(), TestCaseError> {
+        let now = self.now;
+        let routable: HashMap<InstanceIx, bool> =
+            self.s.instances().map(|i| (i.ix, i.routable())).collect();
+        self.s.poll(now, &mut self.fx);
+        let mut placed = Vec::new();
+        for p in self.fx.placements.drain(..) {
+            prop_assert_eq!(
+                self.status.get(&p.payload),
+                Some(&St::Queued),
+                "placed twice or unknown"
+            );
+            prop_assert_eq!(
+                routable.get(&p.ix),
+                Some(&true),
+                "placed on an unroutable instance"
+            );
+            self.status.insert(p.payload, St::Inflight);
+            self.attempt
+                .insert(p.payload, (p.attempt, p.instance.clone()));
+            placed.push(p.payload);
+        }
+        for r in self.fx.rejections.drain(..) {
+            prop_assert_eq!(
+                self.status.get(&r.payload),
+                Some(&St::Queued),
+                "rejected twice or unknown"
+            );
+            self.status.insert(r.payload, St::Done);
+        }
+        // order: no unconstrained request left queued behind an unconstrained one placed
+        // with a later key
+        let max_placed = placed
+            .iter()
+            .filter(|id| !self.constrained(**id))
+            .map(|id| (self.key(*id), *id))
+            .max();
+        let queued: Vec<u64> = self.s.queued().map(|(m, _)| m.id.0).collect();
+        if let Some(max) = max_placed {
+            for id in &queued {
+                if !self.constrained(*id) {
+                    prop_assert!(
+                        (self.key(*id), *id) > max,
+                        "order broken: {} left behind {:?}",
+                        id,
+                        max
+                    );
+                }
+            }
+        }
+        // work conservation: with room somewhere, only constrained requests wait
+        if self.s.with_room() > 0 {
+            for id in &queued {
+                prop_assert!(
+                    self.constrained(*id),
+                    "request {} waits while an instance has room",
+                    id
+                );
+            }
+        }
+        Ok(())
+    }
+
     fn apply(&mut self, op: Op) -> Result<(), TestCaseError> {
         let now = self.now;
         match op {
             Op::Submit {
                 class,
                 deadline_ms,
+                ttft_ms,
                 hint,
                 session,
             } => {
@@ -190,7 +274,8 @@ impl Model {
                 self.next_id += 1;
                 let mut m = RequestMeta::new(RequestId(id), "m", 200, 50, now);
                 m.priority = Priority::ALL[class as usize];
-                m.deadline = deadline_ms.map(|d| std::time::Duration::from_millis(d.into()));
+                m.deadline = deadline_ms.map(|d| Duration::from_millis(d.into()));
+                m.ttft_target = ttft_ms.map(|d| Duration::from_millis(d.into()));
                 m.parallelism_hint = hint.map(|h| {
                     [
                         ParallelismKind::Tp,
@@ -203,105 +288,69 @@ impl Model {
                 m.session = Some(format!("s{session}"));
                 m.prefix_hash = Some(u64::from(session));
                 self.ids.push(id);
-                self.seq_of.insert(id, id);
                 self.enqueued.insert(id, now);
-                let ok = self.s.submit(m, id, now).is_ok();
-                self.status
-                    .insert(id, if ok { St::Queued } else { St::Done });
+                self.metas.insert(id, m.clone());
+                self.status.insert(id, St::Queued);
+                self.s.submit(m, id, now);
             }
-            Op::Dispatch => {
-                let routable: HashMap<InstanceIx, bool> = self
-                    .s
-                    .instances
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(ix, i)| i.as_ref().map(|i| (ix, i.routable())))
-                    .collect();
-                let policy = self.s.config.policy.clone();
-                let mut out = Vec::new();
-                self.s.dispatch(now, &mut out);
-                let mut max_key: Option<(Time, u64)> = None;
-                for p in &out {
-                    prop_assert_eq!(
-                        self.status.get(&p.payload),
-                        Some(&St::Queued),
-                        "placed twice or unknown"
-                    );
-                    prop_assert_eq!(
-                        routable.get(&p.ix),
-                        Some(&true),
-                        "placed on an unroutable instance"
-                    );
-                    self.status.insert(p.payload, St::Inflight);
-                    self.placed_on.insert(p.payload, p.instance.clone());
-                    if !self.requeued.contains(&p.payload)
-                        && let Some(k) = order_key(&policy, &p.meta, self.enqueued[&p.payload])
-                    {
-                        let k = (k, self.seq_of[&p.payload]);
-                        max_key = max_key.max(Some(k));
-                    }
-                }
-                if let Some(max) = max_key {
-                    for (m, enq) in self.s.queued() {
-                        if self.requeued.contains(&m.id.0) {
-                            continue;
-                        }
-                        if let Some(k) = order_key(&policy, m, enq) {
-                            prop_assert!(
-                                (k, self.seq_of[&m.id.0]) > max,
-                                "order broken: {:?} left behind",
-                                m.id
-                            );
-                        }
-                    }
-                }
-            }
+            Op::Poll => self.poll()?,
             Op::Complete(i) | Op::Fail(i) => {
                 if let Some(id) = self.pick(i, St::Inflight) {
                     let outcome = if matches!(op, Op::Complete(_)) {
                         Outcome::Success {
                             prompt_tokens: 200,
                             completion_tokens: 50,
-                            ttft: Some(std::time::Duration::from_millis(30)),
+                            cached_tokens: None,
+                            first_token: Some(Duration::from_millis(30)),
+                            latency: Duration::from_millis(300),
                         }
                     } else {
-                        Outcome::Failure
+                        Outcome::Failed { retrying: false }
                     };
-                    prop_assert!(self.s.complete(RequestId(id), outcome, now));
+                    let (a, _) = self.attempt[&id].clone();
+                    prop_assert!(self.s.complete(a, outcome, now).is_some());
                     self.status.insert(id, St::Done);
                 }
             }
-            Op::Requeue(i) => {
+            Op::Retry(i) => {
                 if let Some(id) = self.pick(i, St::Inflight) {
-                    prop_assert!(self.s.complete(RequestId(id), Outcome::Failure, now));
-                    let m = RequestMeta::new(RequestId(id), "m", 200, 50, now);
-                    self.s.requeue(m, id, &self.placed_on[&id], now);
-                    self.requeued.insert(id);
+                    let (a, on) = self.attempt[&id].clone();
+                    let failed = Outcome::Failed { retrying: true };
+                    prop_assert!(self.s.complete(a, failed, now).is_some());
+                    let m = self.metas[&id].clone();
+                    self.s.retry(a, m, id, &on, now);
+                    self.retried.insert(id);
                     self.status.insert(id, St::Queued);
+                }
+            }
+            Op::FirstToken(i) => {
+                if let Some(id) = self.pick(i, St::Inflight) {
+                    let (a, _) = self.attempt[&id].clone();
+                    self.s.first_token(a, now);
                 }
             }
             Op::Cancel(i) => {
                 if let Some(id) = self.pick(i, St::Queued) {
-                    prop_assert_eq!(self.s.cancel(RequestId(id), now), Some(id));
-                    self.status.insert(id, St::Done);
+                    if self.s.cancel(RequestId(id), now) == Some(id) {
+                        self.status.insert(id, St::Done);
+                    }
                 } else if let Some(id) = self.pick(i, St::Inflight) {
-                    prop_assert_eq!(self.s.cancel(RequestId(id), now), None);
+                    let (a, _) = self.attempt[&id].clone();
+                    prop_assert!(self.s.complete(a, Outcome::Cancelled, now).is_some());
                     self.status.insert(id, St::Done);
                 }
             }
-            Op::Expire => {
-                let mut out = Vec::new();
-                self.s.expire(now, &mut out);
-                for r in out {
-                    prop_assert_eq!(
-                        self.status.get(&r.payload),
-                        Some(&St::Queued),
-                        "rejected twice"
-                    );
-                    self.status.insert(r.payload, St::Done);
+            Op::Advance(ms) => self.now = now + Duration::from_millis(ms.into()),
+            Op::Load(i, waiting, full) => {
+                if let Some(id) = self.inst(i) {
+                    let load = EngineLoad {
+                        running: Some(1.0),
+                        waiting: Some(f64::from(waiting)),
+                        kv_usage: Some(if full { 0.99 } else { 0.2 }),
+                    };
+                    self.s.update_load(&id, load, now);
                 }
             }
-            Op::Advance(ms) => self.now = now + std::time::Duration::from_millis(ms.into()),
             Op::Ready(i, b) => {
                 if let Some(id) = self.inst(i) {
                     self.s.set_ready(&id, b);
@@ -327,7 +376,7 @@ impl Model {
                 {
                     prop_assert!(self.s.remove_instance(&id));
                     self.instances.retain(|x| *x != id);
-                    for (rid, on) in &self.placed_on {
+                    for (rid, (_, on)) in &self.attempt {
                         if *on == id && self.status[rid] == St::Inflight {
                             self.status.insert(*rid, St::Done);
                         }
@@ -343,11 +392,11 @@ impl Model {
     fn check(&self) -> Result<(), TestCaseError> {
         let queued = self.status.values().filter(|s| **s == St::Queued).count();
         let inflight = self.status.values().filter(|s| **s == St::Inflight).count();
-        // pending rejects are out of the queue but not yet handed out
+        // rejections not yet handed out are out of the queue, still "queued" here
         let pending: Vec<u64> = self.s.pending.iter().map(|r| r.payload).collect();
         prop_assert_eq!(self.s.queue_len() + pending.len(), queued, "queued count");
         prop_assert_eq!(self.s.inflight_len(), inflight, "in-flight count");
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = HashSet::new();
         for (m, _) in self.s.queued() {
             prop_assert!(seen.insert(m.id), "duplicated in the queue");
             prop_assert_eq!(self.status.get(&m.id.0), Some(&St::Queued));
@@ -355,14 +404,18 @@ impl Model {
         for p in pending {
             prop_assert!(seen.insert(RequestId(p)), "pending and queued at once");
         }
-        let mut free = 0u64;
+        let mut with_room = 0;
         for inst in self.s.instances() {
-            prop_assert!(inst.inflight <= inst.spec.max_inflight, "over max_inflight");
-            if inst.routable() {
-                free += u64::from(inst.spec.max_inflight - inst.inflight);
+            if self.s.config.queue_at == QueueAt::Gateway {
+                prop_assert!(inst.inflight <= inst.limit(), "over the limit");
             }
+            with_room += usize::from(inst.has_room());
+            prop_assert!(
+                !inst.has_room() || inst.routable(),
+                "room on an unroutable one"
+            );
         }
-        prop_assert_eq!(self.s.free_slots(), free, "free-slot total drifted");
+        prop_assert_eq!(self.s.with_room(), with_room, "room total drifted");
         let per_class: usize = self.s.queue_len_by_priority().iter().sum();
         prop_assert_eq!(per_class, self.s.queue_len());
         Ok(())
@@ -373,20 +426,27 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
 
     #[test]
-    fn no_request_is_lost_or_duplicated_and_limits_and_order_hold(
+    fn every_policy_conserves_requests_and_holds_limits_order_and_work_conservation(
         limits in proptest::collection::vec(1u32..4, 1..5),
         max_queue in 1usize..12,
         p in 0u8..6,
         r in 0u8..8,
+        engine_queues in proptest::bool::weighted(0.2),
         ops in proptest::collection::vec(op(), 1..150),
     ) {
-        let mut m = Model::new(&limits, max_queue, p, r);
+        let mut m = Model::new(&limits, max_queue, p, r, engine_queues);
         for op in ops {
             m.apply(op)?;
         }
         // drain: every admitted request ends exactly once
+        for id in m.instances.clone() {
+            m.s.set_ready(&id, true);
+            m.s.set_draining(&id, false);
+        }
+        m.apply(Op::Poll)?;
         m.apply(Op::Advance(60_000))?;
-        m.apply(Op::Expire)?;
+        m.apply(Op::Poll)?;
         prop_assert_eq!(m.s.queue_len(), 0);
+        prop_assert!(m.status.values().all(|s| *s != St::Queued), "a request was lost");
     }
 }

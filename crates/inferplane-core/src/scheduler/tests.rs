@@ -1,416 +1,750 @@
-//! Unit tests of the `Scheduler` state machine: limits, ordering, expiry, cancellation,
-//! retries, instance changes, runtime switching and the metrics it keeps.
+//! Unit tests of the `Scheduler` state machine: limits and saturation, work-conserving
+//! order, context limits, overload by class, expiry, cancellation, retries, instance
+//! changes, run-time switching and the metrics it keeps.
 
 use super::*;
-use crate::instance::InstanceSpec;
-use crate::request::RequestId;
+use crate::instance::{InstanceSpec, Layout, Price};
+use crate::outcome::Outcome;
+use crate::pool::EngineLoad;
+use crate::predict::Rates;
+use crate::reject::RejectKind;
+use crate::request::{ParallelismKind, Priority, RequestId};
+use crate::route::{BalanceConfig, RoutingConfig};
+use crate::schedule::{CostOptimizedConfig, PolicyConfig, SloAwareConfig};
 use crate::time::Time;
 
-fn meta(id: u64, now: Time) -> RequestMeta {
+pub(super) struct H {
+    pub(super) s: Scheduler<u64>,
+    pub(super) fx: Effects<u64>,
+    pub(super) placed: Vec<Placement<u64>>,
+}
+
+pub(super) fn meta(id: u64, now: Time) -> RequestMeta {
     RequestMeta::new(RequestId(id), "m", 10, 10, now)
 }
 
-fn pool(limits: &[u32]) -> Scheduler<u64> {
-    let mut s = Scheduler::new(SchedulerConfig::default());
-    for (i, l) in limits.iter().enumerate() {
-        let id = InstanceId::new(format!("i{i}"));
-        s.add_instance(InstanceSpec::new(id.as_str(), "http://x", "m", *l))
-            .unwrap();
-        s.set_ready(&id, true);
+fn ms(n: u64) -> Time {
+    Time::from_millis(n)
+}
+
+impl H {
+    pub(super) fn new(limits: &[u32], policy: PolicyConfig) -> Self {
+        Self::with(
+            limits,
+            SchedulerConfig {
+                policy,
+                ..SchedulerConfig::default()
+            },
+        )
     }
-    s
+
+    pub(super) fn with(limits: &[u32], config: SchedulerConfig) -> Self {
+        let mut s = Scheduler::new(config);
+        for (i, l) in limits.iter().enumerate() {
+            let id = InstanceId::new(format!("i{i}"));
+            s.add_instance(InstanceSpec::new(id.as_str(), "http://x", "m", *l))
+                .unwrap();
+            s.set_ready(&id, true);
+        }
+        H {
+            s,
+            fx: Effects::default(),
+            placed: Vec::new(),
+        }
+    }
+
+    fn fifo(limits: &[u32]) -> Self {
+        Self::new(limits, PolicyConfig::Fifo(Default::default()))
+    }
+
+    /// Polls; returns the payloads placed and keeps the placements.
+    fn poll(&mut self, now: Time) -> Vec<u64> {
+        self.s.poll(now, &mut self.fx);
+        let ids: Vec<u64> = self.fx.placements.iter().map(|p| p.payload).collect();
+        self.placed.append(&mut self.fx.placements);
+        ids
+    }
+
+    /// The rejections handed out since the last call, as (payload, kind).
+    fn rejected(&mut self) -> Vec<(u64, RejectKind)> {
+        self.fx
+            .rejections
+            .drain(..)
+            .map(|r| (r.payload, r.reason.kind()))
+            .collect()
+    }
+
+    fn submit(&mut self, m: RequestMeta, now: Time) {
+        let id = m.id.0;
+        self.s.submit(m, id, now);
+    }
+
+    fn attempt_of(&self, payload: u64) -> AttemptId {
+        self.placed
+            .iter()
+            .rev()
+            .find(|p| p.payload == payload)
+            .map(|p| p.attempt)
+            .unwrap()
+    }
+
+    fn instance_of(&self, payload: u64) -> InstanceId {
+        self.placed
+            .iter()
+            .rev()
+            .find(|p| p.payload == payload)
+            .map(|p| p.instance.clone())
+            .unwrap()
+    }
+
+    fn finish(&mut self, payload: u64, outcome: Outcome, now: Time) -> Option<Completion> {
+        let a = self.attempt_of(payload);
+        self.s.complete(a, outcome, now)
+    }
+}
+
+fn success(first_ms: u64, latency_ms: u64) -> Outcome {
+    Outcome::Success {
+        prompt_tokens: 10,
+        completion_tokens: 10,
+        cached_tokens: None,
+        first_token: Some(std::time::Duration::from_millis(first_ms)),
+        latency: std::time::Duration::from_millis(latency_ms),
+    }
+}
+
+use crate::outcome::AttemptId;
+
+#[test]
+fn placements_never_exceed_the_limit_and_the_rest_wait_in_order() {
+    let mut h = H::fifo(&[2, 1]);
+    for i in 0..5 {
+        h.submit(meta(i, Time::ZERO), Time::ZERO);
+    }
+    assert_eq!(h.poll(Time::ZERO), [0, 1, 2]);
+    assert_eq!(h.s.queue_len(), 2);
+    assert!(h.s.instances().all(|i| i.inflight <= i.limit()));
+    h.finish(1, Outcome::Failed { retrying: false }, Time::ZERO);
+    assert_eq!(
+        h.poll(Time::ZERO),
+        [3],
+        "FIFO: the oldest waiting goes next"
+    );
 }
 
 #[test]
-fn placements_never_exceed_max_inflight_and_the_rest_wait_in_order() {
-    let mut s = pool(&[2, 1]);
-    for i in 0..5 {
-        s.submit(meta(i, Time::ZERO), i, Time::ZERO).unwrap();
+fn at_low_load_a_request_goes_at_once_and_the_engine_batch_limit_applies_without_a_cap() {
+    let mut h = H::fifo(&[]);
+    let mut spec = InstanceSpec::new("e", "u", "m", 1);
+    spec.max_inflight = None;
+    let id = spec.id.clone();
+    h.s.add_instance(spec).unwrap();
+    h.s.set_ready(&id, true);
+    h.s.set_engine_info(
+        &id,
+        crate::instance::EngineInfo {
+            max_batch: Some(2),
+            ..Default::default()
+        },
+    );
+    for i in 0..3 {
+        h.submit(meta(i, Time::ZERO), Time::ZERO);
     }
-    let mut out = Vec::new();
-    s.dispatch(Time::ZERO, &mut out);
-    assert_eq!(out.iter().map(|p| p.payload).collect::<Vec<_>>(), [0, 1, 2]);
-    assert_eq!(s.queue_len(), 2);
-    assert!(s.instances().all(|i| i.inflight <= i.spec.max_inflight));
-    s.complete(RequestId(1), Outcome::Failure, Time::ZERO);
-    out.clear();
-    s.dispatch(Time::ZERO, &mut out);
-    assert_eq!(out.len(), 1);
-    assert_eq!(out[0].payload, 3, "FIFO: the oldest waiting goes next");
+    assert_eq!(h.poll(Time::ZERO), [0, 1], "llama.cpp with 2 slots takes 2");
+    assert_eq!(h.s.instance(&id).unwrap().limit(), 2);
+}
+
+#[test]
+fn an_engine_reporting_waiting_requests_in_a_full_cache_is_saturated_until_enough_finish() {
+    let mut h = H::fifo(&[100]);
+    let id = InstanceId::new("i0");
+    for i in 0..3 {
+        h.submit(meta(i, Time::ZERO), Time::ZERO);
+    }
+    assert_eq!(h.poll(Time::ZERO), [0, 1, 2]);
+    h.s.update_load(
+        &id,
+        EngineLoad {
+            running: Some(2.0),
+            waiting: Some(1.0),
+            kv_usage: Some(0.97),
+        },
+        ms(10),
+    );
+    h.submit(meta(3, ms(10)), ms(10));
+    assert!(h.poll(ms(10)).is_empty(), "saturated: the gateway holds it");
+    assert_eq!(h.s.with_room(), 0);
+    h.finish(0, success(5, 20), ms(20));
+    assert!(
+        h.poll(ms(20)).is_empty(),
+        "the engine's waiting one moved in"
+    );
+    h.finish(1, success(5, 25), ms(25));
+    assert_eq!(h.poll(ms(25)), [3], "now there is a free place");
+    // a fresh reading with nothing waiting opens it up at once
+    h.s.update_load(&id, EngineLoad::default(), ms(30));
+    assert!(h.s.with_room() > 0);
+}
+
+#[test]
+fn a_plain_router_never_holds_a_request() {
+    let mut h = H::with(
+        &[1, 1],
+        SchedulerConfig {
+            queue_at: QueueAt::Engine,
+            policy: PolicyConfig::Fifo(Default::default()),
+            routing: RoutingConfig::RoundRobin(Default::default()),
+            ..SchedulerConfig::default()
+        },
+    );
+    for i in 0..6 {
+        h.submit(meta(i, Time::ZERO), Time::ZERO);
+    }
+    assert_eq!(h.poll(Time::ZERO), [0, 1, 2, 3, 4, 5]);
+    let on_i0 = h
+        .placed
+        .iter()
+        .filter(|p| p.instance.as_str() == "i0")
+        .count();
+    assert_eq!(on_i0, 3, "round robin, the engines queue");
 }
 
 #[test]
 fn unready_and_draining_instances_get_nothing() {
-    let mut s = pool(&[4, 4]);
-    s.set_ready(&InstanceId::new("i0"), false);
-    s.set_draining(&InstanceId::new("i1"), true);
-    s.submit(meta(1, Time::ZERO), 1, Time::ZERO).unwrap();
-    let mut out = Vec::new();
-    s.dispatch(Time::ZERO, &mut out);
-    assert!(out.is_empty());
-    s.set_ready(&InstanceId::new("i0"), true);
-    s.dispatch(Time::ZERO, &mut out);
-    assert_eq!(out[0].instance.as_str(), "i0");
+    let mut h = H::fifo(&[4, 4]);
+    h.s.set_ready(&InstanceId::new("i0"), false);
+    h.s.set_draining(&InstanceId::new("i1"), true);
+    h.submit(meta(1, Time::ZERO), Time::ZERO);
+    assert!(h.poll(Time::ZERO).is_empty());
+    h.s.set_ready(&InstanceId::new("i0"), true);
+    assert_eq!(h.poll(Time::ZERO), [1]);
+    assert_eq!(h.placed[0].instance.as_str(), "i0");
 }
 
 #[test]
-fn queue_timeout_and_deadlines_expire_waiting_requests() {
-    let mut s = Scheduler::new(SchedulerConfig {
-        max_queue: 2,
-        queue_timeout: Some(Duration::from_secs(5)),
-        ..SchedulerConfig::default()
-    });
-    s.add_instance(InstanceSpec::new("a", "u", "m", 1)).unwrap(); // never ready
+fn queue_timeout_and_deadlines_expire_waiting_requests_and_a_full_queue_rejects() {
+    let mut h = H::with(
+        &[],
+        SchedulerConfig {
+            max_queue: 2,
+            queue_timeout: Some(std::time::Duration::from_secs(5)),
+            policy: PolicyConfig::Fifo(Default::default()),
+            ..SchedulerConfig::default()
+        },
+    );
+    h.s.add_instance(InstanceSpec::new("a", "u", "m", 1))
+        .unwrap(); // never ready
     let mut m = meta(1, Time::ZERO);
-    m.deadline = Some(Duration::from_secs(1));
-    s.submit(m, 1, Time::ZERO).unwrap();
-    s.submit(meta(2, Time::ZERO), 2, Time::ZERO).unwrap();
-    let full = s.submit(meta(3, Time::ZERO), 3, Time::ZERO).unwrap_err();
-    assert_eq!(full.reason, RejectReason::QueueFull { max_queue: 2 });
-    assert_eq!(s.next_expiry(), Some(Time::from_millis(1000)));
-    let mut out = Vec::new();
-    s.expire(Time::from_millis(1000), &mut out);
-    assert_eq!(out.len(), 1);
-    assert!(matches!(out[0].reason, RejectReason::DeadlineMissed { .. }));
-    s.expire(Time::from_millis(5000), &mut out);
-    assert!(matches!(out[1].reason, RejectReason::QueueTimeout { .. }));
-    assert_eq!(s.queue_len(), 0);
+    m.deadline = Some(std::time::Duration::from_secs(1));
+    h.submit(m, Time::ZERO);
+    h.submit(meta(2, Time::ZERO), Time::ZERO);
+    h.submit(meta(3, Time::ZERO), Time::ZERO);
+    h.poll(Time::ZERO);
+    assert_eq!(h.rejected(), [(3, RejectKind::QueueFull)]);
+    assert_eq!(h.fx.wake_at, Some(ms(1000)));
+    h.poll(ms(1000));
+    assert_eq!(h.rejected(), [(1, RejectKind::DeadlineMissed)]);
+    h.poll(ms(5000));
+    assert_eq!(h.rejected(), [(2, RejectKind::QueueTimeout)]);
+    assert_eq!(h.s.queue_len(), 0);
+    assert_eq!(h.fx.wake_at, None);
 }
 
 #[test]
-fn cancel_removes_queued_requests_and_frees_placed_ones() {
-    let mut s = pool(&[1]);
-    s.submit(meta(1, Time::ZERO), 1, Time::ZERO).unwrap();
-    s.submit(meta(2, Time::ZERO), 2, Time::ZERO).unwrap();
-    let mut out = Vec::new();
-    s.dispatch(Time::ZERO, &mut out);
-    assert_eq!(s.cancel(RequestId(2), Time::ZERO), Some(2));
-    assert_eq!(s.cancel(RequestId(1), Time::ZERO), None);
-    assert_eq!(s.inflight_len(), 0);
-    assert_eq!(s.instances().next().unwrap().inflight, 0);
+fn cancel_removes_queued_requests_and_a_cancelled_attempt_frees_its_place() {
+    let mut h = H::fifo(&[1]);
+    h.submit(meta(1, Time::ZERO), Time::ZERO);
+    h.submit(meta(2, Time::ZERO), Time::ZERO);
+    h.poll(Time::ZERO);
+    assert_eq!(h.s.cancel(RequestId(2), Time::ZERO), Some(2));
+    assert_eq!(h.s.cancel(RequestId(1), Time::ZERO), None, "in flight");
+    let c = h.finish(1, Outcome::Cancelled, Time::ZERO).unwrap();
+    assert_eq!(c.slo_met, None);
+    assert_eq!(h.s.inflight_len(), 0);
+    assert_eq!(h.s.instances().next().unwrap().inflight, 0);
+    assert_eq!(h.s.stats().cancelled, 2);
 }
 
 #[test]
-fn requeued_request_goes_first_and_avoids_the_failed_instance() {
-    let mut s = pool(&[1, 1]);
-    s.submit(meta(1, Time::ZERO), 1, Time::ZERO).unwrap();
-    let mut out = Vec::new();
-    s.dispatch(Time::ZERO, &mut out);
-    let first = out.pop().unwrap();
-    s.complete(first.meta.id, Outcome::Failure, Time::ZERO);
-    s.submit(meta(2, Time::ZERO), 2, Time::ZERO).unwrap();
-    s.requeue(first.meta, first.payload, &first.instance, Time::ZERO);
-    s.dispatch(Time::ZERO, &mut out);
-    assert_eq!(out[0].payload, 1);
-    assert_ne!(out[0].instance, first.instance);
-}
-
-#[test]
-fn an_empty_pool_rejects_at_once_and_removed_instances_forget_their_requests() {
-    let mut s: Scheduler<u64> = Scheduler::new(SchedulerConfig::default());
-    let r = s.submit(meta(1, Time::ZERO), 1, Time::ZERO).unwrap_err();
-    assert_eq!(r.reason, RejectReason::NoInstances);
-    let mut s = pool(&[1]);
-    s.submit(meta(1, Time::ZERO), 1, Time::ZERO).unwrap();
-    let mut out = Vec::new();
-    s.dispatch(Time::ZERO, &mut out);
-    assert!(s.remove_instance(&InstanceId::new("i0")));
-    assert!(!s.complete(RequestId(1), Outcome::Failure, Time::ZERO));
-    assert!(s.add_instance(InstanceSpec::new("i0", "u", "m", 1)).is_ok());
-    assert_eq!(
-        s.add_instance(InstanceSpec::new("i0", "u", "m", 1)),
-        Err(DuplicateInstance(InstanceId::new("i0")))
+fn a_retry_goes_first_avoids_the_failed_instance_and_is_the_next_attempt() {
+    let mut h = H::fifo(&[1, 1]);
+    let mut m = meta(1, Time::ZERO);
+    m.ttft_target = Some(std::time::Duration::from_secs(1));
+    h.submit(m.clone(), Time::ZERO);
+    h.poll(Time::ZERO);
+    let first = h.attempt_of(1);
+    let failed_on = h.instance_of(1);
+    let c = h
+        .finish(1, Outcome::Failed { retrying: true }, ms(5))
+        .unwrap();
+    assert_eq!(c.slo_met, None, "a retried attempt is not judged");
+    assert_eq!(h.s.stats().slo.missed, 0, "and is no SLO miss");
+    h.submit(meta(2, ms(5)), ms(5));
+    h.s.retry(first, m, 1, &failed_on, ms(5));
+    assert_eq!(h.poll(ms(5)), [1, 2]);
+    assert_ne!(h.placed[1].instance, failed_on);
+    assert_eq!(h.placed[1].attempt.attempt, 2);
+    let c = h.finish(1, success(100, 200), ms(205)).unwrap();
+    assert_eq!(c.slo_met, Some(true));
+    assert_eq!(h.s.stats().slo.met, 1);
+    assert!(
+        h.s.complete(first, success(1, 1), ms(300)).is_none(),
+        "the old attempt is gone"
     );
 }
 
-use crate::instance::{Layout, Price};
-use crate::predict::Rates;
-use crate::request::{ParallelismKind, Priority};
-use crate::route::{BalanceConfig, RoutingConfig};
-use crate::schedule::{PolicyConfig, PriorityConfig, SloAwareConfig};
-
-fn with_policy(limits: &[u32], policy: PolicyConfig, max_queue: usize) -> Scheduler<u64> {
-    let mut s = pool(limits);
-    s.set_policy(policy);
-    s.config.max_queue = max_queue;
-    s
+#[test]
+fn an_empty_pool_rejects_at_once_and_a_reused_slot_is_never_the_old_instance() {
+    let mut h = H::fifo(&[]);
+    h.submit(meta(1, Time::ZERO), Time::ZERO);
+    h.poll(Time::ZERO);
+    assert_eq!(h.rejected(), [(1, RejectKind::NoInstances)]);
+    let mut h = H::fifo(&[1]);
+    h.submit(meta(1, Time::ZERO), Time::ZERO);
+    h.poll(Time::ZERO);
+    let old = h.placed[0].ix;
+    assert!(h.s.remove_instance(&InstanceId::new("i0")));
+    let new =
+        h.s.add_instance(InstanceSpec::new("i9", "u", "m", 1))
+            .unwrap();
+    assert_eq!(new.slot(), old.slot());
+    assert_ne!(new, old, "the next generation");
+    assert!(h.finish(1, success(1, 2), Time::ZERO).is_none());
+    assert_eq!(
+        h.s.instances().next().unwrap().inflight,
+        0,
+        "not charged to i9"
+    );
+    assert_eq!(
+        h.s.add_instance(InstanceSpec::new("i9", "u", "m", 1)),
+        Err(DuplicateInstance(InstanceId::new("i9")))
+    );
 }
 
-fn classed(id: u64, class: Priority) -> RequestMeta {
-    let mut m = meta(id, Time::ZERO);
+#[test]
+fn a_request_that_cannot_be_placed_never_blocks_the_ones_behind_it() {
+    // a context limit is hard: the long one waits for the big instance while the short
+    // ones go past it
+    let mut h2 = H::fifo(&[]);
+    for (id, len) in [("big", 100_000), ("small", 8192)] {
+        let mut spec = InstanceSpec::new(id, "u", "m", 1);
+        spec.max_model_len = Some(len);
+        let id = spec.id.clone();
+        h2.s.add_instance(spec).unwrap();
+        h2.s.set_ready(&id, true);
+    }
+    let mut long = meta(0, Time::ZERO);
+    long.prompt_tokens = 60_000;
+    h2.submit(long.clone(), Time::ZERO);
+    h2.poll(Time::ZERO);
+    assert_eq!(h2.placed[0].instance.as_str(), "big");
+    let mut long2 = long;
+    long2.id = RequestId(1);
+    h2.submit(long2, Time::ZERO);
+    h2.submit(meta(2, Time::ZERO), Time::ZERO);
+    h2.submit(meta(3, Time::ZERO), Time::ZERO);
+    assert_eq!(h2.poll(Time::ZERO), [2], "2 passes the waiting long one");
+    assert_eq!(h2.placed[1].instance.as_str(), "small");
+    h2.finish(0, success(1, 2), ms(1));
+    assert_eq!(
+        h2.poll(ms(1)),
+        [1],
+        "the long one keeps its place at the head"
+    );
+}
+
+#[test]
+fn a_context_no_instance_has_is_rejected_with_context_length_exceeded() {
+    let mut h = H::fifo(&[]);
+    for (id, len) in [("a", 8192), ("b", 32_768)] {
+        let mut spec = InstanceSpec::new(id, "u", "m", 4);
+        spec.max_model_len = Some(len);
+        h.s.add_instance(spec).unwrap();
+        h.s.set_ready(&InstanceId::new(id), true);
+    }
+    let mut m = meta(1, Time::ZERO);
+    m.prompt_tokens = 60_000;
+    h.submit(m, Time::ZERO);
+    let mut fits = meta(2, Time::ZERO);
+    fits.prompt_tokens = 30_000;
+    fits.max_tokens_requested = Some(2_000);
+    h.submit(fits, Time::ZERO);
+    let mut asks_too_much = meta(3, Time::ZERO);
+    asks_too_much.prompt_tokens = 30_000;
+    asks_too_much.max_tokens_requested = Some(4_000);
+    h.submit(asks_too_much, Time::ZERO);
+    assert_eq!(h.poll(Time::ZERO), [2]);
+    assert_eq!(h.placed[0].instance.as_str(), "b", "only b holds 32k");
+    assert_eq!(
+        h.rejected(),
+        [
+            (1, RejectKind::ContextLengthExceeded),
+            (3, RejectKind::ContextLengthExceeded)
+        ]
+    );
+    // an instance of unknown context might hold it: then it is not refused
+    h.s.add_instance(InstanceSpec::new("c", "u", "m", 4))
+        .unwrap();
+    let mut m = meta(4, Time::ZERO);
+    m.prompt_tokens = 60_000;
+    h.submit(m, Time::ZERO);
+    h.s.set_ready(&InstanceId::new("c"), true);
+    assert_eq!(h.poll(Time::ZERO), [4]);
+}
+
+fn classed(id: u64, class: Priority, now: Time) -> RequestMeta {
+    let mut m = meta(id, now);
     m.priority = class;
     m
 }
 
-fn placed(s: &mut Scheduler<u64>, now: Time) -> Vec<u64> {
-    let mut out = Vec::new();
-    s.dispatch(now, &mut out);
-    out.into_iter().map(|p| p.payload).collect()
-}
-
-fn fast_rates() -> Rates {
-    Rates {
-        prefill_tokens_per_sec: 1000.0,
-        decode_secs_per_token: 0.01,
-        overhead_secs: 0.0,
-        samples: 0,
-    }
-}
-
 #[test]
-fn priority_policy_dispatches_by_class_and_counts_queue_depth_per_class() {
-    let mut s = with_policy(&[1], PolicyConfig::Priority(PriorityConfig::default()), 100);
-    s.submit(classed(0, Priority::Normal), 0, Time::ZERO)
-        .unwrap();
-    assert_eq!(placed(&mut s, Time::ZERO), [0]);
-    for (id, c) in [
-        (1, Priority::Low),
-        (2, Priority::Normal),
-        (3, Priority::Critical),
-    ] {
-        s.submit(classed(id, c), id, Time::ZERO).unwrap();
-    }
-    assert_eq!(s.queue_len_by_priority(), [1, 0, 1, 1]);
-    assert_eq!(s.queue_len_of(Priority::Low), 1);
+fn priority_serves_by_class_and_ages_relative_to_the_class_wait_targets() {
+    let mut h = H::new(&[1], PolicyConfig::Priority(Default::default()));
+    h.submit(classed(0, Priority::Normal, Time::ZERO), Time::ZERO);
+    assert_eq!(h.poll(Time::ZERO), [0]);
+    h.submit(classed(1, Priority::Low, Time::ZERO), Time::ZERO);
+    h.submit(classed(2, Priority::Normal, Time::ZERO), Time::ZERO);
+    h.submit(classed(3, Priority::Critical, Time::ZERO), Time::ZERO);
+    assert_eq!(h.s.queue_len_by_priority(), [1, 0, 1, 1]);
     let mut order = Vec::new();
-    for id in 0..3 {
-        s.complete(
-            RequestId(order.last().copied().unwrap_or(id)),
-            Outcome::Failure,
-            Time::ZERO,
-        );
-        order.extend(placed(&mut s, Time::ZERO));
+    let mut last = 0;
+    for _ in 0..3 {
+        h.finish(last, success(1, 2), ms(1));
+        let p = h.poll(ms(1));
+        last = p[0];
+        order.extend(p);
     }
     assert_eq!(order, [3, 2, 1]);
+    // aging: a low request (offset 30 s) goes before a critical one arriving 30 s later
+    let mut h = H::with(
+        &[1],
+        SchedulerConfig {
+            policy: PolicyConfig::Priority(Default::default()),
+            queue_timeout: None,
+            ..SchedulerConfig::default()
+        },
+    );
+    h.submit(classed(0, Priority::Normal, Time::ZERO), Time::ZERO);
+    h.poll(Time::ZERO);
+    h.submit(classed(1, Priority::Low, Time::ZERO), Time::ZERO);
+    let t = Time::from_secs_f64(30.001);
+    h.submit(classed(2, Priority::Critical, t), t);
+    h.finish(0, success(1, 2), t);
+    assert_eq!(h.poll(t), [1], "its virtual start came first");
 }
 
 #[test]
-fn a_full_queue_sheds_the_newest_lowest_class_request_for_a_higher_class_newcomer() {
-    let mut s = with_policy(&[1], PolicyConfig::Priority(PriorityConfig::default()), 3);
-    s.set_ready(&InstanceId::new("i0"), false);
+fn a_full_queue_sheds_the_newest_lowest_class_request_and_fifo_rejects_the_newcomer() {
+    let mut h = H::with(
+        &[1],
+        SchedulerConfig {
+            policy: PolicyConfig::Priority(Default::default()),
+            max_queue: 3,
+            ..SchedulerConfig::default()
+        },
+    );
+    h.s.set_ready(&InstanceId::new("i0"), false);
     for id in 1..=3 {
-        s.submit(classed(id, Priority::Low), id, Time::ZERO)
-            .unwrap();
+        h.submit(classed(id, Priority::Low, Time::ZERO), Time::ZERO);
     }
-    assert_eq!(s.next_expiry(), Some(Time::from_secs_f64(30.0)));
-    s.submit(classed(4, Priority::High), 4, Time::from_millis(5))
-        .unwrap();
-    assert_eq!(s.queue_len(), 3);
-    assert_eq!(
-        s.next_expiry(),
-        Some(Time::from_millis(5)),
-        "a pending reject is due now"
+    h.submit(classed(4, Priority::High, ms(5)), ms(5));
+    assert_eq!(h.s.queue_len(), 3);
+    h.poll(ms(5));
+    assert_eq!(h.rejected(), [(3, RejectKind::Shed)]);
+    h.submit(classed(5, Priority::Low, ms(6)), ms(6));
+    h.poll(ms(6));
+    assert_eq!(h.rejected(), [(5, RejectKind::QueueFull)]);
+    assert_eq!(h.s.stats().rejects_of(RejectKind::Shed), 1);
+    let mut f = H::with(
+        &[1],
+        SchedulerConfig {
+            policy: PolicyConfig::Fifo(Default::default()),
+            max_queue: 1,
+            ..SchedulerConfig::default()
+        },
     );
-    let mut out = Vec::new();
-    s.expire(Time::from_millis(5), &mut out);
-    assert_eq!(out.len(), 1);
-    assert_eq!(out[0].payload, 3);
-    assert_eq!(out[0].reason.kind(), crate::RejectKind::Shed);
-    assert_eq!(out[0].reason.as_str(), "shed");
-    let low = s
-        .submit(classed(5, Priority::Low), 5, Time::ZERO)
-        .unwrap_err();
-    assert_eq!(low.reason, RejectReason::QueueFull { max_queue: 3 });
-    assert_eq!(s.stats().rejects_of("shed"), 1);
-    assert_eq!(s.stats().rejects_of("queue_full"), 1);
+    f.s.set_ready(&InstanceId::new("i0"), false);
+    f.submit(classed(1, Priority::Low, Time::ZERO), Time::ZERO);
+    f.submit(classed(2, Priority::Critical, Time::ZERO), Time::ZERO);
+    f.poll(Time::ZERO);
+    assert_eq!(f.rejected(), [(2, RejectKind::QueueFull)]);
 }
 
-#[test]
-fn fifo_rejects_the_newcomer_when_the_queue_is_full_instead_of_shedding() {
-    let mut s = with_policy(&[1], PolicyConfig::Fifo(Default::default()), 1);
-    s.set_ready(&InstanceId::new("i0"), false);
-    s.submit(classed(1, Priority::Low), 1, Time::ZERO).unwrap();
-    let r = s
-        .submit(classed(2, Priority::Critical), 2, Time::ZERO)
-        .unwrap_err();
-    assert_eq!(r.reason.as_str(), "queue_full");
-}
-
-#[test]
-fn switching_policy_at_run_time_keeps_every_queued_request_and_reorders_them() {
-    let mut s = with_policy(&[1], PolicyConfig::Fifo(Default::default()), 100);
-    s.set_ready(&InstanceId::new("i0"), false);
-    for (id, c) in [
-        (1, Priority::Low),
-        (2, Priority::High),
-        (3, Priority::Normal),
-    ] {
-        s.submit(classed(id, c), id, Time::ZERO).unwrap();
-    }
-    assert_eq!(s.cancel(RequestId(3), Time::ZERO), Some(3));
-    s.set_policy(PolicyConfig::Priority(PriorityConfig::default()));
-    assert_eq!(s.policy_name(), "priority");
-    assert_eq!(s.queue_len(), 2);
-    s.set_ready(&InstanceId::new("i0"), true);
-    assert_eq!(placed(&mut s, Time::ZERO), [2]);
-    s.complete(RequestId(2), Outcome::Failure, Time::ZERO);
-    assert_eq!(placed(&mut s, Time::ZERO), [1]);
-}
-
-#[test]
-fn switching_routing_and_balancing_at_run_time_takes_effect_on_the_next_pick() {
-    let mut s = pool(&[4, 4, 4]);
-    s.set_routing(RoutingConfig::RoundRobin(Default::default()));
-    assert_eq!(s.routing_name(), "round_robin");
-    assert_eq!(s.balancing_name(), None);
-    for id in 0..3 {
-        s.submit(meta(id, Time::ZERO), id, Time::ZERO).unwrap();
-    }
-    let mut out = Vec::new();
-    s.dispatch(Time::ZERO, &mut out);
-    let ixs: Vec<_> = out.iter().map(|p| p.ix).collect();
-    assert_eq!(ixs, [0, 1, 2]);
-    s.set_balancing(BalanceConfig::PowerOfTwo(Default::default()));
-    assert_eq!(s.routing_name(), "load_balanced");
-    assert_eq!(s.balancing_name(), Some("power_of_two"));
-    s.complete(RequestId(0), Outcome::Failure, Time::ZERO);
-    s.complete(RequestId(1), Outcome::Failure, Time::ZERO);
-    s.submit(meta(9, Time::ZERO), 9, Time::ZERO).unwrap();
-    out.clear();
-    s.dispatch(Time::ZERO, &mut out);
-    assert_ne!(out[0].ix, 2, "p2c never takes the busier of two");
-}
-
-#[test]
-fn slo_aware_rejects_an_unreachable_deadline_at_submit_or_serves_it_best_effort() {
-    let mut s = with_policy(&[4], PolicyConfig::SloAware(SloAwareConfig::default()), 100);
-    s.set_rates(&InstanceId::new("i0"), fast_rates());
-    // 1000 prompt tokens + 100 output: 1 s + 1 s
-    let mut m = RequestMeta::new(RequestId(1), "m", 1000, 100, Time::ZERO);
-    m.deadline = Some(std::time::Duration::from_millis(1500));
-    let r = s.submit(m.clone(), 1, Time::ZERO).unwrap_err();
-    assert_eq!(
-        r.reason,
-        RejectReason::SloInfeasible {
-            short_by: std::time::Duration::from_millis(500)
-        }
-    );
-    assert_eq!(s.stats().slo.missed, 1);
-    s.set_policy(PolicyConfig::SloAware(SloAwareConfig {
-        best_effort: true,
-        ..SloAwareConfig::default()
-    }));
-    s.submit(m, 1, Time::ZERO).unwrap();
-    assert_eq!(placed(&mut s, Time::ZERO), [1]);
-    assert_eq!(s.stats().best_effort, 1);
-}
-
-#[test]
-fn cost_optimized_places_on_the_cheapest_instance_and_rejects_over_budget_requests() {
-    let mut s: Scheduler<u64> = Scheduler::new(SchedulerConfig {
-        policy: PolicyConfig::CostOptimized(Default::default()),
-        ..SchedulerConfig::default()
-    });
-    for (id, price) in [("dear", 10.0), ("cheap", 1.0)] {
-        let mut spec = InstanceSpec::new(id, "u", "m", 2);
-        spec.price = Some(Price::PerMillionTokens {
-            input: price,
-            output: price,
-        });
-        s.add_instance(spec).unwrap();
-        s.set_ready(&InstanceId::new(id), true);
-    }
-    for id in 0..3 {
-        s.submit(meta(id, Time::ZERO), id, Time::ZERO).unwrap();
-    }
-    let mut out = Vec::new();
-    s.dispatch(Time::ZERO, &mut out);
-    let names: Vec<_> = out.iter().map(|p| p.instance.as_str()).collect();
-    assert_eq!(
-        names,
-        ["cheap", "cheap", "dear"],
-        "the dear one only once cheap is full"
-    );
-    let mut m = meta(7, Time::ZERO); // 20 tokens at $1/M = $0.00002
-    m.cost_budget = Some(0.00001);
-    let r = s.submit(m, 7, Time::ZERO).unwrap_err();
-    assert_eq!(r.reason.as_str(), "over_budget");
-}
-
-#[test]
-fn completions_update_rates_latency_and_slo_attainment() {
-    let mut s = pool(&[4]);
+/// A saturated pool of one instance serving 10 requests per second at its batch of 1.
+fn overloaded(policy: PolicyConfig) -> H {
+    let mut h = H::new(&[1], policy);
     let id = InstanceId::new("i0");
-    s.set_rates(&id, fast_rates());
-    let mut m = RequestMeta::new(RequestId(1), "m", 1000, 11, Time::ZERO);
-    m.deadline = Some(std::time::Duration::from_secs(3));
-    s.submit(m, 1, Time::ZERO).unwrap();
-    assert_eq!(placed(&mut s, Time::from_millis(500)).len(), 1);
-    // placed at 0.5 s, first token at 1.0 s (0.5 s after placement: 2000 tok/s),
-    // done at 2.5 s (1.5 s of decode for 10 tokens: 0.15 s/token)
+    h.s.set_rates(
+        &id,
+        Rates {
+            prefill_tokens_per_sec: 1e9,
+            decode_secs_per_token: 0.01,
+            overhead_secs: 0.0,
+            samples: 0,
+        },
+    );
+    h.submit(meta(1000, Time::ZERO), Time::ZERO);
+    assert_eq!(h.poll(Time::ZERO), [1000]);
+    h
+}
+
+#[test]
+fn under_overload_the_lowest_class_is_shed_at_once_and_critical_is_admitted() {
+    let mut h = overloaded(PolicyConfig::Priority(Default::default()));
+    // 100 ms per request: the low budget (32 s) holds 320 ahead, the critical one (2 s) 20
+    let mut t = Time::ZERO;
+    for i in 0..400u64 {
+        t = ms(i);
+        h.submit(classed(i, Priority::Low, t), t);
+        h.poll(t);
+    }
+    let shed: Vec<_> = h.rejected();
+    assert!(shed.iter().all(|(_, k)| *k == RejectKind::Shed));
+    assert!(
+        (70..=90).contains(&shed.len()),
+        "about 320 low requests fit their 32 s budget: {} shed",
+        shed.len()
+    );
+    for i in 0..10u64 {
+        h.submit(classed(500 + i, Priority::Critical, t), t);
+    }
+    h.poll(t);
+    let rej = h.rejected();
+    assert!(
+        rej.iter()
+            .all(|(id, k)| *id < 500 && *k == RejectKind::Shed),
+        "{rej:?}"
+    );
+    assert!(
+        (8..=10).contains(&rej.len()),
+        "each critical one pushed about one low one out: {}",
+        rej.len()
+    );
+    assert_eq!(h.s.queue_len_of(Priority::Critical), 10);
+    h.finish(1000, success(1, 100), t);
+    assert_eq!(h.poll(t), [500], "critical goes first");
+}
+
+#[test]
+fn fifo_sheds_nothing_by_class_and_waits_for_its_timeout() {
+    let mut h = overloaded(PolicyConfig::Fifo(Default::default()));
+    for i in 0..400u64 {
+        h.submit(classed(i, Priority::Low, ms(i)), ms(i));
+        h.poll(ms(i));
+    }
+    assert!(h.rejected().is_empty());
+    assert_eq!(h.s.queue_len(), 400);
+}
+
+#[test]
+fn a_switch_of_policy_keeps_every_queued_request_and_reorders_them() {
+    let mut h = H::new(&[1], PolicyConfig::Fifo(Default::default()));
+    h.submit(meta(0, Time::ZERO), Time::ZERO);
+    h.poll(Time::ZERO);
+    h.submit(classed(1, Priority::Low, Time::ZERO), Time::ZERO);
+    h.submit(classed(2, Priority::Critical, Time::ZERO), Time::ZERO);
+    h.s.set_policy(PolicyConfig::Priority(Default::default()));
+    assert_eq!(h.s.queue_len(), 2);
+    h.finish(0, success(1, 2), ms(1));
+    assert_eq!(h.poll(ms(1)), [2]);
+    assert_eq!(h.s.policy_name(), "priority");
+}
+
+#[test]
+fn a_switch_of_routing_or_balancing_takes_effect_on_the_next_pick() {
+    let mut h = H::fifo(&[4, 4]);
+    h.s.set_routing(RoutingConfig::RoundRobin(Default::default()));
+    assert_eq!(h.s.routing_name(), "round_robin");
+    assert_eq!(h.s.balancing_name(), None);
+    h.s.set_balancing(BalanceConfig::PowerOfTwo(Default::default()));
+    assert_eq!(h.s.routing_name(), "load_balanced");
+    assert_eq!(h.s.balancing_name(), Some("power_of_two"));
+    h.submit(meta(1, Time::ZERO), Time::ZERO);
+    assert_eq!(h.poll(Time::ZERO), [1]);
+}
+
+fn slow_fast(policy: PolicyConfig) -> H {
+    let mut h = H::new(&[4, 4], policy);
+    for (id, prefill, price) in [("i0", 1_000.0, 1.0), ("i1", 10_000.0, 3.0)] {
+        let id = InstanceId::new(id);
+        h.s.set_rates(
+            &id,
+            Rates {
+                prefill_tokens_per_sec: prefill,
+                decode_secs_per_token: 0.01,
+                overhead_secs: 0.0,
+                samples: 0,
+            },
+        );
+        let _ = price;
+    }
+    h
+}
+
+#[test]
+fn slo_aware_places_where_the_slo_holds_and_rejects_what_it_cannot_serve() {
+    let mut h = slow_fast(PolicyConfig::SloAware(SloAwareConfig::default()));
+    // 2000-token prompt: 2 s on i0, 0.2 s on i1; 10 tokens of output
+    let mut m = meta(1, Time::ZERO);
+    m.prompt_tokens = 2000;
+    m.ttft_target = Some(std::time::Duration::from_millis(500));
+    h.submit(m.clone(), Time::ZERO);
+    assert_eq!(h.poll(Time::ZERO), [1]);
+    assert_eq!(h.placed[0].instance.as_str(), "i1");
+    let mut impossible = m;
+    impossible.id = RequestId(2);
+    impossible.ttft_target = Some(std::time::Duration::from_millis(100));
+    h.submit(impossible.clone(), Time::ZERO);
+    h.poll(Time::ZERO);
+    assert_eq!(h.rejected(), [(2, RejectKind::SloInfeasible)]);
+    let mut be = slow_fast(PolicyConfig::SloAware(SloAwareConfig {
+        best_effort: true,
+        ..Default::default()
+    }));
+    be.submit(impossible, Time::ZERO);
+    assert_eq!(be.poll(Time::ZERO), [2]);
+    assert_eq!(be.s.stats().best_effort, 1);
+}
+
+#[test]
+fn cost_optimized_fills_the_cheaper_kind_and_refuses_over_budget_requests() {
+    let mut h = H::new(
+        &[],
+        PolicyConfig::CostOptimized(CostOptimizedConfig::default()),
+    );
+    for (id, price) in [("a", 1.0), ("b", 1.0), ("c", 5.0)] {
+        let mut spec = InstanceSpec::new(id, "u", "m", 2);
+        spec.price = Some(Price::PerGpuHour(price));
+        h.s.add_instance(spec).unwrap();
+        h.s.set_ready(&InstanceId::new(id), true);
+    }
+    for i in 0..6 {
+        h.submit(meta(i, Time::ZERO), Time::ZERO);
+    }
+    assert_eq!(h.poll(Time::ZERO).len(), 6);
+    let on = |name: &str| {
+        h.placed
+            .iter()
+            .filter(|p| p.instance.as_str() == name)
+            .count()
+    };
+    assert_eq!(
+        (on("a"), on("b"), on("c")),
+        (2, 2, 2),
+        "a and b fill, c takes the rest"
+    );
+    let mut poor = meta(9, Time::ZERO);
+    poor.cost_budget = Some(1e-12);
+    h.submit(poor, Time::ZERO);
+    h.poll(Time::ZERO);
+    assert_eq!(h.rejected(), [(9, RejectKind::OverBudget)]);
+}
+
+#[test]
+fn completions_teach_rates_output_lengths_and_slo_attainment() {
+    let mut h = H::fifo(&[4]);
+    let mut m = meta(1, Time::ZERO);
+    m.prompt_tokens = 1000;
+    m.ttft_target = Some(std::time::Duration::from_millis(100));
+    m.max_tokens = 500;
+    h.submit(m, Time::ZERO);
+    h.poll(Time::ZERO);
+    let before = h.s.instances().next().unwrap().rates;
     let outcome = Outcome::Success {
         prompt_tokens: 1000,
-        completion_tokens: 11,
-        ttft: Some(std::time::Duration::from_secs(1)),
+        completion_tokens: 40,
+        cached_tokens: Some(0),
+        first_token: Some(std::time::Duration::from_millis(200)),
+        latency: std::time::Duration::from_millis(600),
     };
-    assert!(s.complete(RequestId(1), outcome, Time::from_millis(2500)));
-    let inst = s.instance(&id).unwrap();
-    assert!((inst.rates.prefill_tokens_per_sec - 1200.0).abs() < 1e-6);
-    assert!((inst.rates.decode_secs_per_token - (0.8 * 0.01 + 0.2 * 0.15)).abs() < 1e-9);
-    assert_eq!(inst.latency.secs, 2.0);
-    assert_eq!(s.stats().slo.attainment(), Some(1.0));
-    assert_eq!(s.stats().succeeded, 1);
-    assert_eq!(inst.inflight, 0);
+    let c = h.finish(1, outcome, ms(600)).unwrap();
+    assert_eq!(c.slo_met, Some(false), "first token after 200 ms > 100 ms");
+    assert_eq!(c.concurrency, 1);
+    let after = h.s.instances().next().unwrap().rates;
+    assert_ne!(before.prefill_tokens_per_sec, after.prefill_tokens_per_sec);
+    assert_eq!(after.samples, 1);
+    assert_eq!(h.s.stats().slo.attainment(), Some(0.0));
+    assert_eq!(h.s.stats().succeeded, 1);
+}
+
+#[test]
+fn first_tokens_correct_the_predicted_prefill_backlog() {
+    let mut h = H::fifo(&[8]);
+    let id = InstanceId::new("i0");
+    h.s.set_rates(
+        &id,
+        Rates {
+            prefill_tokens_per_sec: 1000.0,
+            decode_secs_per_token: 0.01,
+            overhead_secs: 0.0,
+            samples: 0,
+        },
+    );
+    for i in 0..3 {
+        let mut m = meta(i, Time::ZERO);
+        m.prompt_tokens = 1000;
+        h.submit(m, Time::ZERO);
+    }
+    h.poll(Time::ZERO);
+    let backlog = |h: &H, t| h.s.instance(&id).unwrap().signals.prefill_backlog_secs(t);
+    assert!(
+        (backlog(&h, Time::ZERO) - 3.0).abs() < 1e-6,
+        "3 prompts of 1 s"
+    );
+    // the first came after 0.5 s, not 1 s: everything moves 0.5 s earlier
+    let a = h.attempt_of(0);
+    h.s.first_token(a, ms(500));
+    assert!((backlog(&h, ms(500)) - 2.0).abs() < 1e-6);
 }
 
 #[test]
 fn a_parallelism_hint_prefers_matching_instances_while_they_have_room() {
-    let mut s: Scheduler<u64> = Scheduler::new(SchedulerConfig::default());
-    let mut tp = InstanceSpec::new("tp4", "u", "m", 1);
-    tp.layout = Layout {
-        tp: 4,
-        ..Layout::SINGLE
-    };
-    s.add_instance(InstanceSpec::new("single", "u", "m", 4))
-        .unwrap();
-    s.add_instance(tp).unwrap();
-    for id in ["single", "tp4"] {
-        s.set_ready(&InstanceId::new(id), true);
+    let mut h = H::fifo(&[]);
+    for (id, tp) in [("tp1", 1), ("tp4", 4)] {
+        let mut spec = InstanceSpec::new(id, "u", "m", 1);
+        spec.layout = Layout {
+            tp,
+            ..Layout::SINGLE
+        };
+        h.s.add_instance(spec).unwrap();
+        h.s.set_ready(&InstanceId::new(id), true);
     }
-    for id in 0..2 {
-        let mut m = meta(id, Time::ZERO);
-        m.parallelism_hint = Some(ParallelismKind::Tp);
-        s.submit(m, id, Time::ZERO).unwrap();
-    }
-    let mut out = Vec::new();
-    s.dispatch(Time::ZERO, &mut out);
-    let names: Vec<_> = out.iter().map(|p| p.instance.as_str()).collect();
+    let mut m = meta(1, Time::ZERO);
+    m.parallelism_hint = Some(ParallelismKind::Tp);
+    h.submit(m.clone(), Time::ZERO);
+    h.poll(Time::ZERO);
+    assert_eq!(h.placed[0].instance.as_str(), "tp4");
+    m.id = RequestId(2);
+    h.submit(m, Time::ZERO);
+    h.poll(Time::ZERO);
     assert_eq!(
-        names,
-        ["tp4", "single"],
-        "tp4 while it has room, then anywhere"
+        h.placed[1].instance.as_str(),
+        "tp1",
+        "a preference, not a wait"
     );
 }
 
 #[test]
-fn the_adaptive_default_shows_its_active_policy_and_counts_switches() {
-    let mut s = pool(&[1]);
-    assert_eq!(s.policy_name(), "adaptive");
-    assert_eq!(s.active_policy(), "fifo");
-    for id in 0..3 {
-        s.submit(meta(id, Time::ZERO), id, Time::ZERO).unwrap();
+fn the_adaptive_default_shows_its_active_policy_and_why() {
+    let mut h = H::new(&[4], PolicyConfig::default());
+    assert_eq!(h.s.policy_name(), "adaptive");
+    assert_eq!(h.s.active_policy(), "fifo");
+    for i in 0..50u64 {
+        let mut m = meta(i, ms(i));
+        m.ttft_target = Some(std::time::Duration::from_secs(1));
+        h.submit(m, ms(i));
+        h.poll(ms(i));
+        let p: Vec<_> = h.placed.drain(..).collect();
+        for pl in p {
+            h.s.complete(pl.attempt, success(10, 20), ms(i));
+        }
     }
-    placed(&mut s, Time::ZERO); // pressure (2 + 1) / 1 = 3: overloaded
-    assert_eq!(s.active_policy(), "priority");
-    assert_eq!(s.policy_switches(), 1);
-    let h: Vec<_> = s.policy_switch_history().map(|e| (e.from, e.to)).collect();
-    assert_eq!(h, [("fifo", "priority")]);
-}
-
-#[test]
-fn a_request_infeasible_at_dispatch_is_rejected_and_handed_out_by_expire() {
-    let mut s = with_policy(&[1], PolicyConfig::SloAware(SloAwareConfig::default()), 100);
-    s.set_rates(&InstanceId::new("i0"), fast_rates());
-    let mut m = RequestMeta::new(RequestId(1), "m", 1000, 100, Time::ZERO);
-    m.deadline = Some(std::time::Duration::from_millis(2500));
-    s.submit(m, 1, Time::ZERO).unwrap(); // 2 s of work, 2.5 s deadline: fine now
-    let mut out = Vec::new();
-    s.dispatch(Time::from_millis(1000), &mut out); // 1 s later: 0.5 s short
-    assert!(out.is_empty());
-    assert_eq!(s.next_expiry(), Some(Time::from_millis(1000)));
-    let mut rejected = Vec::new();
-    s.expire(Time::from_millis(1000), &mut rejected);
-    assert_eq!(rejected.len(), 1);
-    assert_eq!(rejected[0].reason.as_str(), "slo_infeasible");
-    assert_eq!(s.queue_len(), 0);
+    assert_eq!(h.s.active_policy(), "slo_aware");
+    assert!(h.s.policy_switches() >= 1);
+    let (reason, signals) = h.s.policy_reason().unwrap();
+    assert_eq!(reason, crate::schedule::adaptive::SwitchReason::Deadlines);
+    assert!(signals.deadline_share > 0.5);
+    let sw = h.s.policy_switch_history().last().unwrap();
+    assert_eq!((sw.from, sw.to), ("fifo", "slo_aware"));
 }

@@ -9,7 +9,8 @@ mod validate;
 pub use validate::{check_url, instance_spec};
 
 use inferplane_core::{
-    InstanceSpec, Layout, PolicyConfig, Price, Priority, RoutingConfig, SchedulerConfig,
+    InstanceSpec, Layout, OverloadConfig, PolicyConfig, Price, Priority, RoutingConfig,
+    SaturationConfig, SchedulerConfig,
 };
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -84,7 +85,7 @@ impl Default for ServerSection {
             listen: "127.0.0.1:8080".into(),
             max_body_bytes: 8 << 20,
             shutdown_grace: Duration::from_secs(30),
-            default_max_tokens: 256,
+            default_max_tokens: inferplane_core::request::DEFAULT_MAX_TOKENS,
             default_priority: Priority::Normal,
         }
     }
@@ -179,7 +180,7 @@ impl Default for ScrapeSection {
     fn default() -> Self {
         ScrapeSection {
             active: true,
-            interval: Duration::from_secs(1),
+            interval: inferplane_core::load::DEFAULT_READING_INTERVAL,
             timeout: Duration::from_secs(1),
             stale_after: Duration::from_secs(5),
         }
@@ -236,9 +237,11 @@ impl Default for TimeoutSection {
 }
 
 /// `[scheduler]`: the scheduling policy and routing strategy of every pool that does not
-/// choose its own. TOML: `policy = { kind = "priority", aging_step = "2s" }`,
-/// `routing = { kind = "load_balanced", algorithm = { kind = "power_of_two" } }`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// choose its own, and the admission and overload rules of all pools. TOML:
+/// `policy = { kind = "slo_aware" }`,
+/// `routing = { kind = "load_balanced", algorithm = { kind = "power_of_two" } }`,
+/// `overload = { wait = { critical = "2s", high = "4s", normal = "12s", low = "32s" } }`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SchedulerSection {
     /// Which queued request goes next (default `adaptive`).
@@ -247,6 +250,56 @@ pub struct SchedulerSection {
     pub routing: RoutingConfig,
     /// Seed of the `random` strategy and `power_of_two`.
     pub seed: u64,
+    /// When an instance counts as saturated: `default_limit` (in-flight limit of an
+    /// instance with no `max_inflight` whose engine did not say its batch limit) and
+    /// `kv_full` (KV usage at which an engine with waiting requests is full).
+    pub saturation: SaturationConfig,
+    /// Class-aware overload control: each class's queue-wait target (`wait`) and whether
+    /// to shed by predicted wait (`shed`).
+    pub overload: OverloadConfig,
+    /// How many queued requests one dispatch may pass over when the head cannot be placed.
+    pub look_ahead: usize,
+}
+
+impl Default for SchedulerSection {
+    fn default() -> Self {
+        let d = SchedulerConfig::default();
+        SchedulerSection {
+            policy: d.policy,
+            routing: d.routing,
+            seed: d.seed,
+            saturation: d.saturation,
+            overload: d.overload,
+            look_ahead: d.look_ahead,
+        }
+    }
+}
+
+impl SchedulerSection {
+    /// Checks the admission and overload settings.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.saturation.default_limit == 0 {
+            return Err(ConfigError::new(
+                "scheduler.saturation.default_limit",
+                "must be at least 1",
+            ));
+        }
+        if !(self.saturation.kv_full > 0.0 && self.saturation.kv_full <= 1.0) {
+            return Err(ConfigError::new(
+                "scheduler.saturation.kv_full",
+                "must be within (0, 1]",
+            ));
+        }
+        for p in inferplane_core::Priority::ALL {
+            if self.overload.wait.get(p).is_zero() {
+                return Err(ConfigError::new(
+                    format!("scheduler.overload.wait.{}", p.as_str()),
+                    "must be longer than zero",
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// One `[[pools.instances]]` entry.
@@ -258,7 +311,9 @@ pub struct InstanceSection {
     pub id: Option<String>,
     /// Base URL, e.g. `http://10.0.0.5:8000`.
     pub url: String,
-    /// Most requests sent at once; defaults to the pool's `max_inflight`.
+    /// The most requests sent at once, an upper bound (below it the engine's own
+    /// saturation decides); defaults to the pool's `max_inflight`, else the engine's batch
+    /// limit where known.
     #[serde(default)]
     pub max_inflight: Option<u32>,
     /// Parallelism layout.
@@ -316,9 +371,10 @@ impl std::fmt::Debug for Secret {
 pub struct PoolSection {
     /// The model name clients ask for.
     pub model: String,
-    /// Default per-instance in-flight limit.
-    #[serde(default = "default_max_inflight")]
-    pub max_inflight: u32,
+    /// Default per-instance in-flight cap (none: each engine's own batch limit and
+    /// saturation decide).
+    #[serde(default)]
+    pub max_inflight: Option<u32>,
     /// Most requests waiting in the gateway's queue for this model.
     #[serde(default = "default_max_queue")]
     pub max_queue: usize,
@@ -339,9 +395,6 @@ pub struct PoolSection {
     pub instances: Vec<InstanceSection>,
 }
 
-fn default_max_inflight() -> u32 {
-    64
-}
 fn default_max_queue() -> usize {
     10_000
 }
@@ -387,8 +440,8 @@ pub struct FileConfig {
 pub struct PoolConfig {
     /// Model name.
     pub model: String,
-    /// Default per-instance in-flight limit for instances added later.
-    pub max_inflight: u32,
+    /// Default per-instance in-flight cap for instances added later.
+    pub max_inflight: Option<u32>,
     /// Queue limit, queue timeout, policy, routing and seed.
     pub scheduler: SchedulerConfig,
     /// Instances from the file.
@@ -440,17 +493,20 @@ impl GatewayConfig {
                 policy: self.scheduler.policy.clone(),
                 routing: self.scheduler.routing.clone(),
                 seed: self.scheduler.seed,
+                queue_at: inferplane_core::QueueAt::Gateway,
+                saturation: self.scheduler.saturation.clone(),
+                overload: self.scheduler.overload.clone(),
+                look_ahead: self.scheduler.look_ahead,
             },
         }
     }
 
-    /// The default in-flight limit for a new instance of `model`.
-    pub fn max_inflight_for(&self, model: &str) -> u32 {
+    /// The default in-flight cap for a new instance of `model` (none: the engine's own).
+    pub fn max_inflight_for(&self, model: &str) -> Option<u32> {
         self.pools
             .iter()
             .find(|p| p.model == model)
-            .map(|p| p.max_inflight)
-            .unwrap_or_else(default_max_inflight)
+            .and_then(|p| p.max_inflight)
     }
 }
 
@@ -488,7 +544,7 @@ impl FileConfig {
             Some(p) => p.instances.push(section),
             None => self.pools.push(PoolSection {
                 model: model.to_string(),
-                max_inflight: default_max_inflight(),
+                max_inflight: None,
                 max_queue: default_max_queue(),
                 queue_timeout: default_queue_timeout(),
                 api_key: None,

@@ -42,9 +42,9 @@ fn a_full_config_parses_with_durations_and_defaults() {
     assert_eq!(pool.scheduler.policy, PolicyConfig::default());
     assert_eq!(pool.instances[0].id.as_str(), "10.0.0.1:8000");
     assert_eq!(pool.instances[0].url, "http://10.0.0.1:8000");
-    assert_eq!(pool.instances[0].max_inflight, 8, "pool default");
+    assert_eq!(pool.instances[0].max_inflight, Some(8), "pool default");
     assert_eq!(pool.instances[0].layout.tp, 2);
-    assert_eq!(pool.instances[1].max_inflight, 4);
+    assert_eq!(pool.instances[1].max_inflight, Some(4));
 }
 
 #[test]
@@ -52,7 +52,7 @@ fn scheduling_choices_come_from_the_section_or_the_pool() {
     let c = validate(
         r#"
         [scheduler]
-        policy = { kind = "priority", aging_step = "2s" }
+        policy = { kind = "priority" }
         routing = { kind = "load_balanced", algorithm = { kind = "power_of_two" } }
         seed = 9
         [[pools]]

@@ -61,6 +61,7 @@ impl FileConfig {
         positive("timeouts.connect", self.timeouts.connect)?;
         positive("timeouts.first_byte", self.timeouts.first_byte)?;
         positive("timeouts.total", self.timeouts.total)?;
+        self.scheduler.validate()?;
 
         let mut models = HashSet::new();
         let mut ids = HashSet::new();
@@ -77,7 +78,9 @@ impl FileConfig {
                     format!("model {:?} has two pools; merge them", pool.model),
                 ));
             }
-            at_least_one(&at("max_inflight"), pool.max_inflight)?;
+            if let Some(m) = pool.max_inflight {
+                at_least_one(&at("max_inflight"), m)?;
+            }
             if pool.max_queue == 0 {
                 return Err(ConfigError::new(at("max_queue"), "must be at least 1"));
             }
@@ -124,6 +127,10 @@ impl FileConfig {
                         .clone()
                         .unwrap_or_else(|| self.scheduler.routing.clone()),
                     seed: self.scheduler.seed,
+                    queue_at: inferplane_core::QueueAt::Gateway,
+                    saturation: self.scheduler.saturation.clone(),
+                    overload: self.scheduler.overload.clone(),
+                    look_ahead: self.scheduler.look_ahead,
                 },
                 instances,
             });
@@ -151,7 +158,7 @@ impl FileConfig {
 pub fn instance_spec(
     inst: &InstanceSection,
     model: &str,
-    default_max_inflight: u32,
+    default_max_inflight: Option<u32>,
 ) -> Result<InstanceSpec, (&'static str, String)> {
     let url = check_url(&inst.url).map_err(|m| ("url", m))?;
     let id = match &inst.id {
@@ -159,8 +166,8 @@ pub fn instance_spec(
         Some(id) => id.clone(),
         None => url.trim_start_matches("http://").to_string(),
     };
-    let max_inflight = inst.max_inflight.unwrap_or(default_max_inflight);
-    if max_inflight == 0 {
+    let max_inflight = inst.max_inflight.or(default_max_inflight);
+    if max_inflight == Some(0) {
         return Err(("max_inflight", "must be at least 1".into()));
     }
     let l = inst.layout;
@@ -189,6 +196,7 @@ pub fn instance_spec(
         gpu: inst.gpu.clone(),
         price: inst.price,
         max_inflight,
+        max_model_len: None,
     })
 }
 

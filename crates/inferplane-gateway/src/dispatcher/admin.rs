@@ -97,6 +97,7 @@ impl Dispatcher {
             .iter()
             .map(|(model, pool)| {
                 let s = &pool.scheduler;
+                let reason = s.policy_reason();
                 PolicyView {
                     model: model.to_string(),
                     policy: s.config().policy.clone(),
@@ -105,6 +106,14 @@ impl Dispatcher {
                     routing: s.config().routing.clone(),
                     balancing: s.balancing_name(),
                     queued_by_priority: s.queue_len_by_priority(),
+                    reason: reason.map(|(r, _)| r.as_str()),
+                    signals: reason.map(|(_, v)| v),
+                    recent_switches: {
+                        let all: Vec<_> = s.policy_switch_history().copied().collect();
+                        all[all.len().saturating_sub(8)..].to_vec()
+                    },
+                    predicted_wait_secs: reason.map_or(0.0, |(_, v)| v.wait_secs),
+                    drain_rate: s.drain_rate_estimate(),
                 }
             })
             .collect();
@@ -142,7 +151,7 @@ impl Dispatcher {
                     "scheduling changed at run time"
                 );
             }
-            self.dispatch(model);
+            self.poll(model);
         }
         Ok(self.policy_views())
     }

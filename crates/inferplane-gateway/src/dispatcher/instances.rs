@@ -7,7 +7,7 @@ use crate::error::ApiError;
 use crate::health::{Circuit, CircuitBreaker, Health, HealthTracker};
 use crate::probe;
 use crate::stats::Stats;
-use inferplane_core::{EngineLoad, InstanceId, InstanceSpec, Rates};
+use inferplane_core::{EngineLoad, InstanceId, InstanceSpec};
 use std::sync::Arc;
 
 impl Dispatcher {
@@ -31,8 +31,12 @@ impl Dispatcher {
         pool.scheduler
             .add_instance(spec.clone())
             .map_err(|e| ApiError::conflict(e.to_string()))?;
-        if let Some(rates) = predicted_rates(&spec) {
-            pool.scheduler.set_rates(&spec.id, rates);
+        // The planner's forecast for an instance that names its GPU: rates to start from,
+        // and the batch limit, context and KV capacity an engine of that kind has until
+        // the engine says otherwise.
+        if let Some(f) = inferplane_planner::forecast(&spec) {
+            pool.scheduler.set_rates(&spec.id, f.rates);
+            pool.scheduler.set_engine_info(&spec.id, f.info);
         }
         let metrics = self.telemetry.instance(&spec.model, spec.id.as_str());
         let backend = Arc::new(Backend {
@@ -115,7 +119,7 @@ impl Dispatcher {
             tracing::info!(instance = %id, health = state.as_str(), "health changed");
             self.refresh_ready(&id);
             if let Some(model) = self.model_of(&id) {
-                self.dispatch(&model);
+                self.poll(&model);
             }
         }
     }
@@ -131,75 +135,7 @@ impl Dispatcher {
         m.engine_kv.set(load.kv_usage.unwrap_or(f64::NAN));
         let model = e.backend.spec.model.clone();
         if let Some(pool) = self.pools.get_mut(model.as_str()) {
-            pool.scheduler.update_load(&id, load);
+            pool.scheduler.update_load(&id, load, self.clock.now());
         }
-    }
-}
-
-/// Rates predicted by the planner's cost model for an instance whose GPU and model it
-/// knows; measured rates replace them as requests complete.
-pub fn predicted_rates(spec: &InstanceSpec) -> Option<Rates> {
-    let model = inferplane_planner::find_model(&spec.model)?;
-    let gpu = inferplane_planner::find_gpu(spec.gpu.as_deref()?)?;
-    let opts = inferplane_planner::EngineOptions::default();
-    let est = inferplane_planner::CostModel::default()
-        .engine_estimate(&model, &gpu, spec.layout, &opts)
-        .ok()?;
-    let conc = f64::from(spec.max_inflight.clamp(1, est.max_num_seqs.max(1)));
-    let (input, output) = (
-        f64::from(opts.typical_input_tokens),
-        f64::from(opts.typical_output_tokens),
-    );
-    Some(Rates {
-        prefill_tokens_per_sec: 1.0 / est.prefill_secs_per_token.max(1e-9),
-        decode_secs_per_token: est.tpot_secs(conc, input, output),
-        overhead_secs: est.decode_step_base_secs,
-        samples: 0,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use inferplane_core::Layout;
-
-    fn spec(model: &str, gpu: Option<&str>, tp: u32) -> InstanceSpec {
-        let mut s = InstanceSpec::new("a", "http://127.0.0.1:1", model, 32);
-        s.gpu = gpu.map(str::to_string);
-        s.layout = Layout {
-            tp,
-            ..Layout::SINGLE
-        };
-        s
-    }
-
-    #[test]
-    fn an_instance_with_a_known_gpu_gets_rates_from_the_planner_cost_model() {
-        let tp1 = predicted_rates(&spec("llama-3.1-8b", Some("h100-sxm"), 1)).unwrap();
-        let tp2 = predicted_rates(&spec(
-            "meta-llama/Llama-3.1-8B-Instruct",
-            Some("h100-sxm"),
-            2,
-        ))
-        .unwrap();
-        assert_eq!(tp1.samples, 0, "a prediction, not a measurement");
-        assert!(tp2.prefill_tokens_per_sec > tp1.prefill_tokens_per_sec);
-        assert!(tp2.decode_secs_per_token < tp1.decode_secs_per_token);
-        // Plausible for an 8B model on an H100: thousands of prefill tokens/s, a few to a
-        // few tens of ms per output token at 32 concurrent requests.
-        assert!(tp1.prefill_tokens_per_sec > 5_000.0, "{tp1:?}");
-        assert!(
-            (0.002..0.05).contains(&tp1.decode_secs_per_token),
-            "{tp1:?}"
-        );
-        let a10g = predicted_rates(&spec("llama-3.1-8b", Some("a10g"), 1)).unwrap();
-        assert!(a10g.decode_secs_per_token > tp1.decode_secs_per_token);
-    }
-
-    #[test]
-    fn unknown_gpu_or_model_keeps_the_layout_seed() {
-        assert!(predicted_rates(&spec("llama-3.1-8b", None, 1)).is_none());
-        assert!(predicted_rates(&spec("llama-3.1-8b", Some("tpu-v9"), 1)).is_none());
-        assert!(predicted_rates(&spec("my-finetune", Some("h100-sxm"), 1)).is_none());
     }
 }

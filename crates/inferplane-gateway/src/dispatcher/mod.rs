@@ -14,7 +14,6 @@ mod instances;
 mod requests;
 pub mod types;
 
-pub use instances::predicted_rates;
 use requests::sync_pool_metrics;
 pub use types::*;
 
@@ -24,7 +23,7 @@ use crate::health::{CircuitBreaker, HealthTracker};
 use crate::stats::{Finished, Stats};
 use crate::telemetry::{PoolMetrics, Route, Status, Telemetry};
 use arc_swap::ArcSwap;
-use inferplane_core::{EngineLoad, InstanceId, Placement, RequestId, RequestMeta, Scheduler, Time};
+use inferplane_core::{AttemptId, Effects, EngineLoad, InstanceId, RequestMeta, Scheduler, Time};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
@@ -36,6 +35,10 @@ pub(crate) struct Pool {
     metrics: Arc<PoolMetrics>,
     stats: Stats,
     switches_seen: u64,
+    /// Reused between polls.
+    effects: Effects<Waiter>,
+    /// When the scheduler asked to be polled next.
+    wake_at: Option<Time>,
 }
 
 /// A queued request's reply channel.
@@ -74,9 +77,8 @@ pub struct Dispatcher {
     ctl_tx: mpsc::UnboundedSender<Ctl>,
     pools: HashMap<Arc<str>, Pool>,
     instances: HashMap<InstanceId, InstanceEntry>,
-    inflight: HashMap<RequestId, Inflight>,
+    inflight: HashMap<AttemptId, Inflight>,
     total: Stats,
-    placements: Vec<Placement<Waiter>>,
     /// The earliest time an open circuit breaker half-opens; kept up to date on every
     /// circuit change so that the event loop never scans all instances.
     circuit_wake: Option<Time>,
@@ -104,7 +106,6 @@ impl Dispatcher {
             instances: HashMap::new(),
             inflight: HashMap::new(),
             total: Stats::default(),
-            placements: Vec::new(),
             circuit_wake: None,
         };
         for pool in &config.pools {
@@ -132,6 +133,8 @@ impl Dispatcher {
                 metrics: metrics.clone(),
                 stats: Stats::default(),
                 switches_seen: 0,
+                effects: Effects::default(),
+                wake_at: None,
             },
         );
         let mut table = HashMap::clone(&self.models.load());
@@ -147,10 +150,7 @@ impl Dispatcher {
     }
 
     fn next_wake(&self) -> Option<Time> {
-        let queues = self
-            .pools
-            .values()
-            .filter_map(|p| p.scheduler.next_expiry());
+        let queues = self.pools.values().filter_map(|p| p.wake_at);
         queues.chain(self.circuit_wake).min()
     }
 
@@ -172,18 +172,22 @@ impl Dispatcher {
             tokio::select! {
                 biased;
                 ctl = ctl_rx.recv() => match ctl {
-                    Some(Ctl::Done { id, instance, result }) => self.done(id, instance, result),
+                    Some(Ctl::Done { attempt, instance, outcome }) => self.done(attempt, instance, outcome),
+                    Some(Ctl::FirstToken { model, attempt }) => {
+                        if let Some(pool) = self.pools.get_mut(&model) {
+                            pool.scheduler.first_token(attempt, self.clock.now());
+                        }
+                    }
                     Some(Ctl::CancelQueued { model, id }) => {
-                        if !self.inflight.contains_key(&id)
-                            && let Some(pool) = self.pools.get_mut(&model) {
-                                let now = self.clock.now();
-                                if let Some(w) = pool.scheduler.cancel(id, now) {
-                                    pool.metrics.request(w.route, Status::cancelled);
-                                    pool.stats.record(Finished::Cancelled);
-                                    self.total.record(Finished::Cancelled);
-                                    sync_pool_metrics(&model, pool);
-                                }
+                        if let Some(pool) = self.pools.get_mut(&model) {
+                            let now = self.clock.now();
+                            if let Some(w) = pool.scheduler.cancel(id, now) {
+                                pool.metrics.request(w.route, Status::cancelled);
+                                pool.stats.record(Finished::Cancelled);
+                                self.total.record(Finished::Cancelled);
+                                sync_pool_metrics(&model, pool);
                             }
+                        }
                     }
                     Some(Ctl::Health { instance, ok }) => self.health(instance, ok),
                     Some(Ctl::Load { instance, load }) => self.load(instance, load),
@@ -194,7 +198,7 @@ impl Dispatcher {
                     Some(s) => self.submit(s),
                     None => sub_open = false,
                 },
-                () = sleep => self.expire_and_poll(),
+                () = sleep => self.wake(),
             }
         }
         for (_, e) in self.instances.drain() {

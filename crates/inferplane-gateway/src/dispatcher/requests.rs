@@ -1,14 +1,15 @@
-//! The request lifecycle in the dispatcher: submission, placement, completion (with cost,
-//! SLO and circuit accounting), expiry, and answering rejected requests.
+//! The request lifecycle in the dispatcher: submission and retries, polling a pool's
+//! scheduler and carrying out its placements and rejections, an attempt's end (cost, SLO
+//! and circuit accounting, all derived from the one core `Outcome` and the scheduler's
+//! `Completion`), and timed wake-ups.
 
 use super::*;
 
 use crate::error::ApiError;
 use crate::stats::{Finished, Stats};
 use crate::telemetry::Status;
-use inferplane_core::{InstanceId, Outcome, Rejected, RequestId};
+use inferplane_core::{AttemptId, Completion, InstanceId, Outcome, Rejection, Slo};
 use std::sync::Arc;
-use std::time::Duration;
 
 impl Dispatcher {
     pub(super) fn submit(&mut self, s: Submission) {
@@ -32,34 +33,35 @@ impl Dispatcher {
             route: s.route,
             tag: s.tag,
         };
-        match s.avoid {
-            Some(avoid) => {
+        match s.retry {
+            Some((previous, avoid)) => {
                 pool.metrics.retries.inc();
-                pool.scheduler.requeue(s.meta, waiter, &avoid, now);
+                pool.scheduler.retry(previous, s.meta, waiter, &avoid, now);
             }
-            None => {
-                if let Err(r) = pool.scheduler.submit(s.meta, waiter, now) {
-                    reject(pool, &mut self.total, &model, *r);
-                }
-            }
+            None => pool.scheduler.submit(s.meta, waiter, now),
         }
-        self.dispatch(&model);
+        self.poll(&model);
     }
 
-    pub(super) fn dispatch(&mut self, model: &Arc<str>) {
-        let now = self.clock.now();
+    /// Polls `model`'s scheduler and carries out what it decided: placements go to their
+    /// waiting callers (a caller gone meanwhile frees its place at once), rejections are
+    /// answered and counted, and the next wake-up is kept.
+    pub(super) fn poll(&mut self, model: &Arc<str>) {
         let Some(pool) = self.pools.get_mut(model) else {
             return;
         };
+        let mut fx = std::mem::take(&mut pool.effects);
         loop {
-            self.placements.clear();
-            pool.scheduler.dispatch(now, &mut self.placements);
-            if self.placements.is_empty() {
-                break;
+            let now = self.clock.now();
+            pool.scheduler.poll(now, &mut fx);
+            for r in fx.rejections.drain(..) {
+                reject(pool, &mut self.total, model, r);
             }
             let mut freed = false;
-            for p in self.placements.drain(..) {
+            for p in fx.placements.drain(..) {
                 let Some(entry) = self.instances.get(&p.instance) else {
+                    pool.scheduler.complete(p.attempt, Outcome::Cancelled, now);
+                    freed = true;
                     continue;
                 };
                 pool.metrics.queue_wait.observe(p.queued_for.as_secs_f64());
@@ -68,19 +70,20 @@ impl Dispatcher {
                     queued_for: p.queued_for,
                     guard: AttemptGuard {
                         ctl: self.ctl_tx.clone(),
-                        id: p.meta.id,
+                        attempt: p.attempt,
+                        model: model.clone(),
                         instance: p.instance.clone(),
+                        first: false,
                         done: false,
                     },
                 };
-                let id = p.meta.id;
                 let route = p.payload.route;
                 let tag = p.payload.tag;
                 match p.payload.reply.send(Ok(assignment)) {
                     Ok(()) => {
                         entry.backend.metrics.inflight.inc();
                         self.inflight.insert(
-                            id,
+                            p.attempt,
                             Inflight {
                                 model: model.clone(),
                                 route,
@@ -94,7 +97,10 @@ impl Dispatcher {
                         if let Ok(mut a) = undelivered {
                             a.guard.done = true;
                         }
-                        pool.scheduler.complete(id, Outcome::Cancelled, now);
+                        pool.scheduler.complete(p.attempt, Outcome::Cancelled, now);
+                        pool.metrics.request(route, Status::cancelled);
+                        pool.stats.record(Finished::Cancelled);
+                        self.total.record(Finished::Cancelled);
                         freed = true;
                     }
                 }
@@ -103,137 +109,88 @@ impl Dispatcher {
                 break;
             }
         }
-        let mut rejected = Vec::new();
-        pool.scheduler.take_rejected(&mut rejected);
-        for r in rejected {
-            reject(pool, &mut self.total, model, r);
-        }
+        pool.wake_at = fx.wake_at;
+        pool.effects = fx;
         sync_pool_metrics(model, pool);
     }
 
-    pub(super) fn done(&mut self, id: RequestId, instance: InstanceId, result: AttemptResult) {
+    pub(super) fn done(&mut self, attempt: AttemptId, instance: InstanceId, outcome: Outcome) {
         let now = self.clock.now();
-        let Some(rec) = self.inflight.remove(&id) else {
+        let Some(rec) = self.inflight.remove(&attempt) else {
             return;
         };
         let Some(pool) = self.pools.get_mut(&rec.model) else {
             return;
         };
-        let outcome = match result {
-            AttemptResult::Success {
-                prompt_tokens,
-                completion_tokens,
-                ttft,
-                ..
-            } => Outcome::Success {
-                prompt_tokens,
-                completion_tokens,
-                ttft,
-            },
-            AttemptResult::Cancelled => Outcome::Cancelled,
-            _ => Outcome::Failure,
+        let completion = pool.scheduler.complete(attempt, outcome, now);
+        // SLO judged once, by the scheduler; an instance removed meanwhile is judged the
+        // same way here.
+        let slo_met = match &completion {
+            Some(c) => c.slo_met,
+            None => Slo::of(&rec.meta).judge(&outcome),
         };
-        pool.scheduler.complete(id, outcome, now);
-        let entry = self.instances.get_mut(&instance);
-        let gpus = entry
+        let concurrency = completion
             .as_ref()
-            .map(|e| e.backend.spec.gpu_count())
-            .unwrap_or(1);
-        let price = entry.as_ref().and_then(|e| e.backend.spec.price);
-        let concurrency = pool
-            .scheduler
-            .instance(&instance)
-            .map(|s| f64::from(s.inflight + 1))
-            .unwrap_or(1.0);
-        let slo_of = |latency: Option<Duration>, ttft: Option<Duration>| {
-            let e2e_ok = rec.meta.deadline.map(|d| latency.is_some_and(|l| l <= d));
-            let ttft_ok = rec.meta.ttft_target.map(|d| ttft.is_some_and(|t| t <= d));
-            match (e2e_ok, ttft_ok) {
-                (None, None) => None,
-                (a, b) => Some(a.unwrap_or(true) && b.unwrap_or(true)),
-            }
-        };
-        let mut circuit_change = None;
+            .map_or(1, |c: &Completion| c.concurrency);
+        let entry = self.instances.get_mut(&instance);
         let m = &pool.metrics;
-        let finished = match result {
-            AttemptResult::Success {
+        let mut circuit_change = None;
+        if let Some(e) = entry {
+            if outcome.instance_fault() {
+                e.backend.metrics.failure.inc();
+                circuit_change = e.circuit.failure(now);
+            } else if outcome.is_success() {
+                e.backend.metrics.success.inc();
+                circuit_change = e.circuit.success(now);
+            }
+        }
+        let cost = match outcome {
+            Outcome::Success {
                 prompt_tokens,
                 completion_tokens,
-                ttft,
                 latency,
-            } => {
-                let cost = price
-                    .map(|p| {
+                ..
+            } => self
+                .instances
+                .get(&instance)
+                .and_then(|e| {
+                    let spec = &e.backend.spec;
+                    spec.price.map(|p| {
                         p.cost(
                             u64::from(prompt_tokens),
                             u64::from(completion_tokens),
-                            gpus,
+                            spec.gpu_count(),
                             latency.as_secs_f64(),
-                            concurrency,
+                            f64::from(concurrency.max(1)),
                         )
                     })
-                    .unwrap_or(0.0);
-                m.request(rec.route, Status::success);
-                m.e2e.observe(latency.as_secs_f64());
-                if let Some(t) = ttft {
-                    m.ttft.observe(t.as_secs_f64());
-                }
-                m.prompt_tokens.inc_by(u64::from(prompt_tokens));
-                m.completion_tokens.inc_by(u64::from(completion_tokens));
-                m.cost.inc_by(cost);
-                if let Some(e) = entry {
-                    e.backend.metrics.success.inc();
-                    circuit_change = e.circuit.success(now);
-                }
-                Some(Finished::Completed {
-                    latency,
-                    ttft,
-                    prompt_tokens: u64::from(prompt_tokens),
-                    completion_tokens: u64::from(completion_tokens),
-                    cost_usd: cost,
-                    slo_met: slo_of(Some(latency), ttft),
                 })
-            }
-            AttemptResult::ClientError => {
-                m.request(rec.route, Status::client_error);
-                Some(Finished::Failed {
-                    slo_met: slo_of(None, None),
-                })
-            }
-            AttemptResult::Failed { retrying } => {
-                if let Some(e) = entry {
-                    e.backend.metrics.failure.inc();
-                    circuit_change = e.circuit.failure(now);
-                }
-                if retrying {
-                    None
-                } else {
-                    m.request(rec.route, Status::upstream_error);
-                    Some(Finished::Failed {
-                        slo_met: slo_of(None, None),
-                    })
-                }
-            }
-            AttemptResult::StreamBroken => {
-                if let Some(e) = entry {
-                    e.backend.metrics.failure.inc();
-                    circuit_change = e.circuit.failure(now);
-                }
-                m.request(rec.route, Status::stream_broken);
-                Some(Finished::Failed {
-                    slo_met: slo_of(None, None),
-                })
-            }
-            AttemptResult::Cancelled => {
-                m.request(rec.route, Status::cancelled);
-                Some(Finished::Cancelled)
-            }
+                .unwrap_or(0.0),
+            _ => 0.0,
         };
+        let finished = Finished::of(&outcome, slo_met, cost);
+        if let Some(status) = Status::of(&outcome) {
+            m.request(rec.route, status);
+        }
+        if let Outcome::Success {
+            prompt_tokens,
+            completion_tokens,
+            first_token,
+            latency,
+            ..
+        } = outcome
+        {
+            m.e2e.observe(latency.as_secs_f64());
+            m.ttft.observe(first_token.unwrap_or(latency).as_secs_f64());
+            m.prompt_tokens.inc_by(u64::from(prompt_tokens));
+            m.completion_tokens.inc_by(u64::from(completion_tokens));
+            m.cost.inc_by(cost);
+        }
         if let Some(f) = finished {
-            if slo_missed(&f) {
+            if slo_met == Some(false) {
                 m.slo_violations.inc();
             }
-            access_log(&rec, &instance, &f);
+            access_log(&rec, &instance, &outcome, slo_met, cost);
             pool.stats.record(f);
             self.total.record(f);
             if let Some(e) = self.instances.get_mut(&instance) {
@@ -248,21 +205,22 @@ impl Dispatcher {
             self.refresh_ready(&instance);
         }
         let model = rec.model.clone();
-        self.dispatch(&model);
+        self.poll(&model);
     }
 
-    pub(super) fn expire_and_poll(&mut self) {
+    /// A timed wake-up: polls every pool that asked for one by now, and half-opens
+    /// breakers whose cool-down ended.
+    pub(super) fn wake(&mut self) {
         let now = self.clock.now();
-        let mut expired = Vec::new();
-        for (model, pool) in &mut self.pools {
-            expired.clear();
-            pool.scheduler.expire(now, &mut expired);
-            for r in expired.drain(..) {
-                reject(pool, &mut self.total, model, r);
-            }
-            sync_pool_metrics(model, pool);
+        let due: Vec<Arc<str>> = self
+            .pools
+            .iter()
+            .filter(|(_, p)| p.wake_at.is_some_and(|t| t <= now))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for model in due {
+            self.poll(&model);
         }
-        // Open breakers whose cool-down ended become half-open.
         if self.circuit_wake.is_none_or(|t| t > now) {
             return;
         }
@@ -276,7 +234,7 @@ impl Dispatcher {
             tracing::info!(instance = %id, "circuit breaker half-open");
             self.refresh_ready(&id);
             if let Some(model) = self.model_of(&id) {
-                self.dispatch(&model);
+                self.poll(&model);
             }
         }
         self.recompute_circuit_wake();
@@ -284,16 +242,21 @@ impl Dispatcher {
 }
 
 /// One structured line per finished request (info level; `INFERPLANE_LOG=info`).
-fn access_log(rec: &Inflight, instance: &InstanceId, f: &Finished) {
+fn access_log(
+    rec: &Inflight,
+    instance: &InstanceId,
+    outcome: &Outcome,
+    slo_met: Option<bool>,
+    cost_usd: f64,
+) {
     let request_id = rec.tag.as_deref().unwrap_or("");
-    match *f {
-        Finished::Completed {
-            latency,
-            ttft,
+    match *outcome {
+        Outcome::Success {
             prompt_tokens,
             completion_tokens,
-            cost_usd,
-            slo_met,
+            cached_tokens,
+            first_token,
+            latency,
         } => tracing::info!(
             request_id,
             id = rec.meta.id.0,
@@ -301,40 +264,35 @@ fn access_log(rec: &Inflight, instance: &InstanceId, f: &Finished) {
             route = ?rec.route,
             priority = rec.meta.priority.as_str(),
             instance = %instance,
-            outcome = "completed",
+            outcome = outcome.label(),
             latency_ms = latency.as_secs_f64() * 1e3,
-            ttft_ms = ttft.map(|t| t.as_secs_f64() * 1e3),
+            ttft_ms = first_token.unwrap_or(latency).as_secs_f64() * 1e3,
             prompt_tokens,
             completion_tokens,
+            cached_tokens,
             cost_usd,
             slo_met,
             "request finished"
         ),
-        Finished::Failed { .. } | Finished::Cancelled | Finished::Rejected { .. } => {
-            let outcome = match f {
-                Finished::Failed { .. } => "failed",
-                Finished::Cancelled => "cancelled",
-                _ => "rejected",
-            };
-            tracing::info!(
-                request_id,
-                id = rec.meta.id.0,
-                model = %rec.model,
-                route = ?rec.route,
-                priority = rec.meta.priority.as_str(),
-                instance = %instance,
-                outcome,
-                "request finished"
-            );
-        }
+        _ => tracing::info!(
+            request_id,
+            id = rec.meta.id.0,
+            model = %rec.model,
+            route = ?rec.route,
+            priority = rec.meta.priority.as_str(),
+            instance = %instance,
+            outcome = outcome.label(),
+            slo_met,
+            "request finished"
+        ),
     }
 }
 
 /// Answers a request the scheduler refused or dropped, and accounts for it.
-pub(super) fn reject(pool: &mut Pool, total: &mut Stats, model: &str, r: Rejected<Waiter>) {
+pub(super) fn reject(pool: &mut Pool, total: &mut Stats, model: &str, r: Rejection<Waiter>) {
     pool.metrics.request(r.payload.route, Status::rejected);
     pool.metrics.rejects[r.reason.kind().index()].inc();
-    let slo = (r.meta.deadline.is_some() || r.meta.ttft_target.is_some()).then_some(false);
+    let slo = Slo::of(&r.meta).is_some().then_some(false);
     if slo.is_some() {
         pool.metrics.slo_violations.inc();
     }
@@ -355,7 +313,8 @@ pub(super) fn reject(pool: &mut Pool, total: &mut Stats, model: &str, r: Rejecte
         .send(Err(ApiError::rejected(model, &r.reason)));
 }
 
-/// Publishes the pool's queue, in-flight, SLO and policy gauges, and logs policy switches.
+/// Publishes the pool's queue, in-flight, SLO and policy gauges, and logs policy switches
+/// with why they were made.
 pub(super) fn sync_pool_metrics(model: &str, pool: &mut Pool) {
     let s = &pool.scheduler;
     let m = &pool.metrics;
@@ -367,7 +326,7 @@ pub(super) fn sync_pool_metrics(model: &str, pool: &mut Pool) {
         m.slo_attainment.set(a);
     }
     let active = s.active_policy();
-    for (g, name) in m.active_policy.iter().zip(crate::telemetry::POLICIES) {
+    for (g, name) in m.active_policy.iter().zip(crate::telemetry::policies()) {
         g.set(i64::from(name == active));
     }
     let switches = s.policy_switches();
@@ -381,23 +340,20 @@ pub(super) fn sync_pool_metrics(model: &str, pool: &mut Pool) {
             .take(new)
             .rev()
         {
-            tracing::info!(model, from = sw.from, to = sw.to, pressure = sw.pressure, slo_attainment = ?sw.slo_attainment, "adaptive policy switched");
+            tracing::info!(
+                model,
+                from = sw.from,
+                to = sw.to,
+                reason = sw.reason.as_str(),
+                queued = sw.signals.queued,
+                wait_secs = sw.signals.wait_secs,
+                deadline_share = sw.signals.deadline_share,
+                class_share = sw.signals.class_share,
+                slo_attainment = ?sw.signals.slo_attainment,
+                "adaptive policy switched"
+            );
         }
         m.policy_switches.inc_by(switches - pool.switches_seen);
         pool.switches_seen = switches;
     }
-}
-
-pub(super) fn slo_missed(f: &Finished) -> bool {
-    matches!(
-        f,
-        Finished::Completed {
-            slo_met: Some(false),
-            ..
-        } | Finished::Failed {
-            slo_met: Some(false)
-        } | Finished::Rejected {
-            slo_met: Some(false)
-        }
-    )
 }

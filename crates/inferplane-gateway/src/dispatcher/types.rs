@@ -5,8 +5,8 @@ use crate::error::ApiError;
 use crate::stats::PerformanceMetrics;
 use crate::telemetry::{InstanceMetrics, Route};
 use inferplane_core::{
-    BalanceConfig, EngineLoad, InstanceId, InstanceSpec, PolicyConfig, RequestId, RequestMeta,
-    RoutingConfig, Time,
+    AttemptId, BalanceConfig, EngineLoad, InstanceId, InstanceSpec, Outcome, PolicyConfig,
+    RequestId, RequestMeta, RoutingConfig, Time,
 };
 use serde::Serialize;
 use std::collections::HashMap;
@@ -69,34 +69,6 @@ pub struct Backend {
     pub metrics: InstanceMetrics,
 }
 
-/// How one attempt at an instance ended.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum AttemptResult {
-    /// Served completely.
-    Success {
-        /// Prompt tokens (engine-reported, else the gateway's estimate).
-        prompt_tokens: u32,
-        /// Completion tokens.
-        completion_tokens: u32,
-        /// From arrival at the gateway to the first token.
-        ttft: Option<Duration>,
-        /// From arrival at the gateway to the end.
-        latency: Duration,
-    },
-    /// The engine answered 4xx: the request is over, the instance is fine.
-    ClientError,
-    /// The instance failed before any byte reached the client (connect error, 5xx,
-    /// timeout). With `retrying`, the request goes on elsewhere.
-    Failed {
-        /// The request will be retried on another instance.
-        retrying: bool,
-    },
-    /// The stream broke after bytes reached the client.
-    StreamBroken,
-    /// The client went away.
-    Cancelled,
-}
-
 /// A placement handed to a request task. Dropping it without [`AttemptGuard::finish`]
 /// reports the attempt as cancelled, so a disconnect or a panic still frees the slot.
 #[derive(Debug)]
@@ -105,32 +77,51 @@ pub struct Assignment {
     pub backend: Arc<Backend>,
     /// How long it waited in the queue.
     pub queued_for: Duration,
-    /// Reports the attempt's end.
+    /// Reports the attempt's first token and its end.
     pub guard: AttemptGuard,
 }
 
-/// Sends the attempt's completion to the dispatcher exactly once.
+/// Sends the attempt's first token and its end to the dispatcher, each at most once.
 #[derive(Debug)]
 pub struct AttemptGuard {
     pub(super) ctl: mpsc::UnboundedSender<Ctl>,
-    pub(super) id: RequestId,
+    pub(super) attempt: AttemptId,
+    pub(super) model: Arc<str>,
     pub(super) instance: InstanceId,
+    pub(super) first: bool,
     pub(super) done: bool,
 }
 
 impl AttemptGuard {
-    /// Reports how the attempt ended.
-    pub fn finish(mut self, result: AttemptResult) {
-        self.send(result);
+    /// The attempt (request id and attempt number); a retry names it as the previous one.
+    pub fn attempt(&self) -> AttemptId {
+        self.attempt
     }
 
-    fn send(&mut self, result: AttemptResult) {
+    /// Reports that the first token reached the client (streamed answers): the dispatcher
+    /// corrects its prediction of the instance's prefill backlog.
+    pub fn first_token(&mut self) {
+        if !self.first && !self.done {
+            self.first = true;
+            let _ = self.ctl.send(Ctl::FirstToken {
+                model: self.model.clone(),
+                attempt: self.attempt,
+            });
+        }
+    }
+
+    /// Reports how the attempt ended.
+    pub fn finish(mut self, outcome: Outcome) {
+        self.send(outcome);
+    }
+
+    fn send(&mut self, outcome: Outcome) {
         if !self.done {
             self.done = true;
             let _ = self.ctl.send(Ctl::Done {
-                id: self.id,
+                attempt: self.attempt,
                 instance: self.instance.clone(),
-                result,
+                outcome,
             });
         }
     }
@@ -138,7 +129,7 @@ impl AttemptGuard {
 
 impl Drop for AttemptGuard {
     fn drop(&mut self) {
-        self.send(AttemptResult::Cancelled);
+        self.send(Outcome::Cancelled);
     }
 }
 
@@ -242,6 +233,16 @@ pub struct PolicyView {
     pub balancing: Option<&'static str>,
     /// Requests queued now, by priority (critical, high, normal, low).
     pub queued_by_priority: [usize; 4],
+    /// Why the adaptive policy chose the policy in force (absent for the others).
+    pub reason: Option<&'static str>,
+    /// The signals the adaptive policy last saw (absent for the others).
+    pub signals: Option<inferplane_core::schedule::adaptive::SignalsView>,
+    /// The adaptive policy's last switches, oldest first, with why.
+    pub recent_switches: Vec<inferplane_core::PolicySwitch>,
+    /// Predicted queue wait of a new normal request, seconds.
+    pub predicted_wait_secs: f64,
+    /// The drain rate the predictions use, requests per second.
+    pub drain_rate: f64,
 }
 
 /// A submission or a retry.
@@ -251,8 +252,8 @@ pub struct Submission {
     pub meta: RequestMeta,
     /// The route, for metrics.
     pub route: Route,
-    /// For a retry: the instance that failed.
-    pub avoid: Option<InstanceId>,
+    /// For a retry: the attempt that failed and the instance it failed on.
+    pub retry: Option<(AttemptId, InstanceId)>,
     /// The client's request id (`x-request-id`), for the access log.
     pub tag: Option<Arc<str>>,
     /// Where the placement (or rejection) goes.
@@ -264,12 +265,19 @@ pub struct Submission {
 pub enum Ctl {
     /// An attempt ended.
     Done {
-        /// The request.
-        id: RequestId,
+        /// The attempt.
+        attempt: AttemptId,
         /// Where it ran.
         instance: InstanceId,
         /// How it ended.
-        result: AttemptResult,
+        outcome: Outcome,
+    },
+    /// An attempt's first token reached the client.
+    FirstToken {
+        /// The model (pool).
+        model: Arc<str>,
+        /// The attempt.
+        attempt: AttemptId,
     },
     /// The client left while queued.
     CancelQueued {

@@ -88,13 +88,7 @@ async fn register(State(s): State<Arc<AppState>>, body: Result<Bytes, BytesRejec
                 Some("model"),
             ));
         }
-        let default_inflight =
-            s.cp.config()
-                .pools
-                .iter()
-                .find(|p| p.model == b.model)
-                .map(|p| p.max_inflight)
-                .unwrap_or(64);
+        let default_inflight = s.cp.config().max_inflight_for(&b.model);
         let spec =
             instance_spec(&b.instance, &b.model, default_inflight).map_err(|(field, msg)| {
                 ApiError::bad_request(format!("{field}: {msg}"), Some(field))

@@ -43,6 +43,7 @@ pub fn app(state: Arc<AppState>) -> Router {
                 kind: "invalid_request_error",
                 param: None,
                 code: "method_not_allowed",
+                retry_after: None,
             }
         })
         .layer(DefaultBodyLimit::max(max_body))

@@ -6,7 +6,7 @@
 
 use super::AppState;
 use crate::backend::{self, AttemptError, usage_of};
-use crate::dispatcher::{Assignment, AttemptResult};
+use crate::dispatcher::Assignment;
 use crate::error::ApiError;
 use crate::meta::{BodyMeta, HeaderMeta, body_with_usage, headers};
 use crate::relay::{Relay, RelayParams};
@@ -16,7 +16,7 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use inferplane_core::RequestMeta;
+use inferplane_core::{Outcome, RequestMeta};
 use rand::{Rng, SeedableRng};
 use std::sync::Arc;
 use tokio::time::Instant;
@@ -127,6 +127,7 @@ async fn handle(
         ttft_target: hm.ttft_target,
         cost_budget: hm.cost_budget,
         max_tokens: bm.max_tokens().unwrap_or(cfg.default_max_tokens),
+        max_tokens_requested: bm.max_tokens(),
         prompt_tokens: prompt_estimate,
         session: hm.session.clone().or_else(|| bm.user.clone()),
         prefix_hash: bm.prefix_hash(),
@@ -172,6 +173,7 @@ impl Exec<'_> {
         let mut attempt = 1;
         loop {
             let failed_instance = assignment.backend.spec.id.clone();
+            let failed_attempt = assignment.guard.attempt();
             let may_retry = attempt < retry.max_attempts;
             match self.attempt(assignment, may_retry).await {
                 Ok(resp) => return Ok(resp),
@@ -185,7 +187,13 @@ impl Exec<'_> {
                     tokio::time::sleep(backoff.mul_f64(jitter)).await;
                     attempt += 1;
                     assignment = cp
-                        .retry_with_id(meta.clone(), self.route, failed_instance, tag.clone())
+                        .retry_with_id(
+                            meta.clone(),
+                            self.route,
+                            failed_attempt,
+                            failed_instance,
+                            tag.clone(),
+                        )
                         .await?;
                 }
                 Err(e) => return Ok(e.response),
@@ -213,21 +221,14 @@ impl Exec<'_> {
         let resp = match sent {
             Ok(r) => r,
             Err(e) => {
-                let retryable = e.is_retryable();
-                let result = if e.is_instance_fault() {
-                    AttemptResult::Failed {
-                        retrying: retryable,
+                // A retry is decided by the caller; report "retrying" only if it can happen.
+                let will_retry = e.is_retryable() && may_retry;
+                guard.finish(if e.is_instance_fault() {
+                    Outcome::Failed {
+                        retrying: will_retry,
                     }
                 } else {
-                    AttemptResult::ClientError
-                };
-                // A retry is decided by the caller; report "retrying" only if it can happen.
-                let will_retry = retryable && may_retry;
-                guard.finish(match result {
-                    AttemptResult::Failed { .. } => AttemptResult::Failed {
-                        retrying: will_retry,
-                    },
-                    other => other,
+                    Outcome::ClientError
                 });
                 return Err(Failed::from_attempt(e, will_retry));
             }
@@ -259,7 +260,7 @@ impl Exec<'_> {
                 }
                 Err(f) => {
                     let will_retry = may_retry;
-                    f.guard.finish(AttemptResult::Failed {
+                    f.guard.finish(Outcome::Failed {
                         retrying: will_retry,
                     });
                     let msg = format!("instance {}: {}", backend.spec.id, f.reason);
@@ -286,14 +287,15 @@ impl Exec<'_> {
                     let usage = usage_of(&bytes).unwrap_or(backend::Usage {
                         prompt_tokens: self.prompt_estimate,
                         completion_tokens: 0,
+                        cached_tokens: None,
                     });
-                    let latency = self.arrival.elapsed();
-                    guard.finish(AttemptResult::Success {
+                    guard.finish(Outcome::Success {
                         prompt_tokens: usage.prompt_tokens,
                         completion_tokens: usage.completion_tokens,
+                        cached_tokens: usage.cached_tokens,
                         // The client sees its first token with the whole answer.
-                        ttft: Some(latency),
-                        latency,
+                        first_token: None,
+                        latency: self.arrival.elapsed(),
                     });
                     let mut r = Response::new(Body::from(bytes));
                     *r.status_mut() = status;
@@ -304,7 +306,7 @@ impl Exec<'_> {
                 }
                 Ok(Err(source)) => {
                     let will_retry = may_retry;
-                    guard.finish(AttemptResult::Failed {
+                    guard.finish(Outcome::Failed {
                         retrying: will_retry,
                     });
                     let e = AttemptError::Transport {
@@ -314,7 +316,7 @@ impl Exec<'_> {
                     return Err(Failed::from_attempt(e, will_retry));
                 }
                 Err(_) => {
-                    guard.finish(AttemptResult::Failed { retrying: false });
+                    guard.finish(Outcome::Failed { retrying: false });
                     let e = AttemptError::TotalTimeout {
                         instance: backend.spec.id.to_string(),
                         timeout: t.total,

@@ -2,9 +2,9 @@
 //! plus requests the engine reports waiting, relative to its `max_inflight` (so an
 //! instance twice as large takes twice as many). Ties rotate. O(instances) per pick.
 
+use crate::pool::Slot;
 use crate::request::RequestMeta;
 use crate::route::{Allowed, PoolView, RoutingStrategy};
-use crate::scheduler::InstanceIx;
 use serde::{Deserialize, Serialize};
 
 /// The config tag.
@@ -37,7 +37,7 @@ impl RoutingStrategy for LeastConnections {
         _req: &RequestMeta,
         view: &PoolView<'_>,
         allowed: Allowed<'_>,
-    ) -> Option<InstanceIx> {
+    ) -> Option<Slot> {
         let ix = view.least_loaded(allowed, self.cursor)?;
         self.cursor = ix + 1;
         Some(ix)
@@ -47,16 +47,18 @@ impl RoutingStrategy for LeastConnections {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pool::EngineLoad;
     use crate::route::testkit;
-    use crate::scheduler::EngineLoad;
 
     #[test]
     fn least_connections_counts_engine_waiting_relative_to_capacity() {
         let mut st = testkit::states(&[(4, 1), (8, 3), (4, 0)]);
-        st[2].as_mut().unwrap().load = EngineLoad {
+        let s2 = st[2].as_mut().unwrap();
+        s2.load = EngineLoad {
             waiting: Some(2.0),
             ..EngineLoad::default()
         };
+        s2.signals.reading_at = Some(crate::time::Time::ZERO);
         // scores: 1/4 = 0.25, 3/8 = 0.375, (0 + 2)/4 = 0.5
         let view = testkit::view(&st);
         let mut lc = LeastConnections::new(LeastConnectionsConfig {});

@@ -5,54 +5,16 @@
 //! once; a lower one is blended in with weight `1 - exp(-dt / tau)`, where `dt` is the
 //! time since the previous sample, so a slow instance is avoided at once and trusted
 //! again gradually. The scheduler feeds every completion's placement-to-completion latency
-//! into the instance's [`PeakEwma`] (`InstanceState::latency`). An instance with no sample
+//! into the instance's [`crate::load::PeakEwma`] (`InstanceState::latency`). An instance with no sample
 //! yet is scored with its predicted service time for the request at hand.
 
+use crate::pool::{InstanceState, Slot};
 use crate::request::RequestMeta;
 use crate::route::{Allowed, PoolView, RoutingStrategy};
-use crate::scheduler::{InstanceIx, InstanceState};
-use crate::time::Time;
 use serde::{Deserialize, Serialize};
 
 /// The config tag.
 pub const NAME: &str = "least_response_time";
-
-/// Decay time constant of the peak EWMA, in seconds.
-pub const PEAK_EWMA_TAU_SECS: f64 = 10.0;
-
-/// A latency estimate that jumps up to peaks and decays down slowly.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct PeakEwma {
-    /// The current estimate in seconds (meaningless while `samples` is 0).
-    pub secs: f64,
-    /// When the last sample arrived.
-    pub at: Time,
-    /// Samples so far.
-    pub samples: u64,
-}
-
-impl PeakEwma {
-    /// Folds in one latency sample taken at `now`.
-    pub fn observe(&mut self, sample_secs: f64, now: Time) {
-        if !sample_secs.is_finite() || sample_secs < 0.0 {
-            return;
-        }
-        if self.samples == 0 || sample_secs > self.secs {
-            self.secs = sample_secs;
-        } else {
-            let dt = now.saturating_since(self.at).as_secs_f64();
-            let keep = (-dt / PEAK_EWMA_TAU_SECS).exp();
-            self.secs = self.secs * keep + sample_secs * (1.0 - keep);
-        }
-        self.at = self.at.max(now);
-        self.samples += 1;
-    }
-
-    /// The estimate, or `prior` when there is no sample.
-    pub fn get_or(&self, prior: f64) -> f64 {
-        if self.samples == 0 { prior } else { self.secs }
-    }
-}
 
 /// Settings of `least_response_time` (none yet).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,7 +36,7 @@ impl LeastResponseTime {
     /// The score of `inst` for `req`: lower is better.
     pub fn score(req: &RequestMeta, inst: &InstanceState) -> f64 {
         let prior = inst.rates.service_secs(req.prompt_tokens, req.max_tokens);
-        let outstanding = f64::from(inst.inflight) + inst.load.waiting.unwrap_or(0.0) + 1.0;
+        let outstanding = f64::from(inst.inflight) + inst.signals.engine_waiting(&inst.load) + 1.0;
         inst.latency.get_or(prior) * outstanding
     }
 }
@@ -88,9 +50,9 @@ impl RoutingStrategy for LeastResponseTime {
         req: &RequestMeta,
         view: &PoolView<'_>,
         allowed: Allowed<'_>,
-    ) -> Option<InstanceIx> {
+    ) -> Option<Slot> {
         let n = view.instances.len();
-        let mut best: Option<(InstanceIx, f64)> = None;
+        let mut best: Option<(Slot, f64)> = None;
         for i in 0..n {
             let ix = (self.cursor + i) % n;
             if !view.eligible(ix, allowed) {
@@ -112,19 +74,7 @@ impl RoutingStrategy for LeastResponseTime {
 mod tests {
     use super::*;
     use crate::route::testkit;
-
-    #[test]
-    fn peak_ewma_jumps_to_peaks_and_decays_by_elapsed_time() {
-        let mut e = PeakEwma::default();
-        assert_eq!(e.get_or(7.0), 7.0);
-        e.observe(1.0, Time::ZERO);
-        e.observe(3.0, Time::from_millis(1));
-        assert_eq!(e.secs, 3.0, "a higher sample replaces the estimate");
-        // after tau seconds, a lower sample keeps exp(-1) of the old value
-        e.observe(1.0, Time::from_millis(10_001));
-        let expected = 3.0 * (-1.0f64).exp() + 1.0 * (1.0 - (-1.0f64).exp());
-        assert!((e.secs - expected).abs() < 1e-12);
-    }
+    use crate::time::Time;
 
     #[test]
     fn least_response_time_weighs_latency_by_outstanding_work() {

@@ -8,14 +8,14 @@ pub mod power_of_two;
 pub mod weighted_round_robin;
 
 use super::{Allowed, PoolView, RoutingStrategy};
+use crate::pool::Slot;
 use crate::request::RequestMeta;
-use crate::scheduler::InstanceIx;
 use rand::Rng;
 use rand::rngs::SmallRng;
 use serde::{Deserialize, Serialize};
 
 pub use least_connections::{LeastConnections, LeastConnectionsConfig};
-pub use least_response_time::{LeastResponseTime, LeastResponseTimeConfig, PeakEwma};
+pub use least_response_time::{LeastResponseTime, LeastResponseTimeConfig};
 pub use power_of_two::{PowerOfTwo, PowerOfTwoConfig};
 pub use weighted_round_robin::{WeightBy, WeightedRoundRobin, WeightedRoundRobinConfig};
 
@@ -40,6 +40,16 @@ impl Default for BalanceConfig {
 }
 
 impl BalanceConfig {
+    /// Every algorithm with its default settings, in the seed's order.
+    pub fn all() -> [BalanceConfig; 4] {
+        [
+            BalanceConfig::WeightedRoundRobin(WeightedRoundRobinConfig::default()),
+            BalanceConfig::LeastConnections(LeastConnectionsConfig::default()),
+            BalanceConfig::LeastResponseTime(LeastResponseTimeConfig::default()),
+            BalanceConfig::PowerOfTwo(PowerOfTwoConfig::default()),
+        ]
+    }
+
     /// The config tag.
     pub const fn name(&self) -> &'static str {
         match self {
@@ -103,7 +113,7 @@ impl RoutingStrategy for Balancer {
         req: &RequestMeta,
         view: &PoolView<'_>,
         allowed: Allowed<'_>,
-    ) -> Option<InstanceIx> {
+    ) -> Option<Slot> {
         each!(self, b => b.pick(req, view, allowed))
     }
 }
@@ -114,13 +124,13 @@ pub fn sample_eligible(
     rng: &mut SmallRng,
     view: &PoolView<'_>,
     allowed: Allowed<'_>,
-    except: Option<InstanceIx>,
-) -> Option<InstanceIx> {
+    except: Option<Slot>,
+) -> Option<Slot> {
     let n = view.instances.len();
     if n == 0 {
         return None;
     }
-    let ok = |ix: InstanceIx| Some(ix) != except && view.eligible(ix, allowed);
+    let ok = |ix: Slot| Some(ix) != except && view.eligible(ix, allowed);
     for _ in 0..8 {
         let ix = rng.random_range(0..n);
         if ok(ix) {

@@ -3,9 +3,9 @@
 //! instances are common.
 
 use super::sample_eligible;
+use crate::pool::{InstanceState, Slot};
 use crate::request::RequestMeta;
 use crate::route::{Allowed, PoolView, RoutingStrategy};
-use crate::scheduler::{InstanceIx, InstanceState};
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use serde::{Deserialize, Serialize};
@@ -37,7 +37,7 @@ impl PowerOfTwo {
         &mut self,
         view: &PoolView<'_>,
         allowed: Allowed<'_>,
-    ) -> Option<(InstanceIx, InstanceIx, InstanceIx)> {
+    ) -> Option<(Slot, Slot, Slot)> {
         let a = sample_eligible(&mut self.rng, view, allowed, None)?;
         let b = sample_eligible(&mut self.rng, view, allowed, Some(a)).unwrap_or(a);
         let score = |ix| {
@@ -58,7 +58,7 @@ impl RoutingStrategy for PowerOfTwo {
         _req: &RequestMeta,
         view: &PoolView<'_>,
         allowed: Allowed<'_>,
-    ) -> Option<InstanceIx> {
+    ) -> Option<Slot> {
         self.choose(view, allowed).map(|(_, _, w)| w)
     }
 }

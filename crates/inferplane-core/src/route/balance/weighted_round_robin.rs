@@ -4,9 +4,9 @@
 //! `sum(weights)` picks with all instances eligible, each instance is picked exactly
 //! `weight` times, spread out rather than in bursts. O(instances) per pick, no allocation.
 
+use crate::pool::{InstanceState, Slot};
 use crate::request::RequestMeta;
 use crate::route::{Allowed, PoolView, RoutingStrategy};
-use crate::scheduler::{InstanceIx, InstanceState};
 use serde::{Deserialize, Serialize};
 
 /// The config tag.
@@ -16,7 +16,7 @@ pub const NAME: &str = "weighted_round_robin";
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WeightBy {
-    /// Its `max_inflight`.
+    /// Its in-flight limit (see `load::limit`).
     #[default]
     Capacity,
     /// Its GPU count.
@@ -55,7 +55,7 @@ impl WeightedRoundRobin {
 
 fn weight_of(by: WeightBy, inst: &InstanceState) -> i64 {
     let w = match by {
-        WeightBy::Capacity => inst.spec.max_inflight,
+        WeightBy::Capacity => inst.limit(),
         WeightBy::Gpus => inst.spec.gpu_count(),
     };
     i64::from(w.max(1))
@@ -74,9 +74,9 @@ impl RoutingStrategy for WeightedRoundRobin {
         _req: &RequestMeta,
         view: &PoolView<'_>,
         allowed: Allowed<'_>,
-    ) -> Option<InstanceIx> {
+    ) -> Option<Slot> {
         let mut total = 0;
-        let mut best: Option<(InstanceIx, i64)> = None;
+        let mut best: Option<(Slot, i64)> = None;
         for (ix, cur) in self.current.iter_mut().enumerate() {
             if !view.eligible(ix, allowed) {
                 continue;

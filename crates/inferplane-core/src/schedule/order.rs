@@ -1,0 +1,318 @@
+//! The queue orders a scheduling policy serves from. The scheduler keeps every queued
+//! request in all three at once, so a policy switch is O(1) and loses nothing:
+//!
+//! * [`OrderKind::Arrival`]: first come, first served (a deque).
+//! * [`OrderKind::ClassAging`]: strict priority classes with aging relative to each
+//!   class's wait target. A request of class `c` that entered the queue at `t` has the
+//!   virtual start `t + offset(c)`, where `offset(c) = wait(c) - wait(critical)`; the queue
+//!   is served in order of virtual start (ties by admission order). So a request is served
+//!   before every request, of any class, whose virtual start is later: a `low` request is
+//!   overtaken by a `critical` one only if that one arrives within `offset(low)` of it.
+//!   Four deques, one per class (the *bands*): O(1) push, peek and pop.
+//! * [`OrderKind::Urgency`]: earliest latest-start first: a request with a TTFT target by
+//!   its TTFT deadline, else one with an end-to-end deadline by that deadline, else by its
+//!   class's virtual start as above. A binary heap, O(log n).
+//!
+//! Removal is lazy: a key whose slot no longer holds the same sequence number is stale
+//! ([`Live`]) and is dropped when it reaches a head; [`Queues::compact`] drops them all
+//! when stale keys outnumber live ones. The bands also serve the scheduler's overload
+//! control: the newest live request of a class is its band's back, and the number of a
+//! class's requests that entered before a time is a binary search in its band.
+
+use super::{Live, QueueKey};
+use crate::request::Priority;
+use crate::time::Time;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+
+/// Which order a policy serves from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OrderKind {
+    /// First come, first served.
+    Arrival,
+    /// Strict classes with aging relative to class wait targets.
+    ClassAging,
+    /// Earliest TTFT deadline (else end-to-end deadline, else class virtual start) first.
+    Urgency,
+}
+
+/// One request entering the orders, with its precomputed keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry {
+    /// Its key.
+    pub key: QueueKey,
+    /// Its class.
+    pub class: Priority,
+    /// When it entered the queue.
+    pub enqueued: Time,
+    /// `enqueued + offset(class)`.
+    pub virtual_start: Time,
+    /// Its urgency (see the module docs).
+    pub urgency: Time,
+}
+
+/// A band member: virtual start, entry time, key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Member {
+    start: Time,
+    enqueued: Time,
+    key: QueueKey,
+}
+
+/// Where a head came from, to pop it or put it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Head {
+    /// The arrival deque.
+    Arrival(QueueKey),
+    /// The band of a class.
+    Band(usize, QueueKey, Time, Time),
+    /// The urgency heap.
+    Urgency(QueueKey, Time),
+}
+
+impl Head {
+    /// The key at the head.
+    pub fn key(&self) -> QueueKey {
+        match *self {
+            Head::Arrival(k) | Head::Band(_, k, _, _) | Head::Urgency(k, _) => k,
+        }
+    }
+}
+
+/// The three orders over the same queued requests.
+#[derive(Debug, Default)]
+pub struct Queues {
+    arrival: VecDeque<QueueKey>,
+    bands: [VecDeque<Member>; 4],
+    urgency: BinaryHeap<Reverse<(Time, u64, u32)>>,
+}
+
+impl Queues {
+    /// Adds a request to every order.
+    pub fn push(&mut self, e: Entry) {
+        self.arrival.push_back(e.key);
+        self.bands[e.class.index()].push_back(Member {
+            start: e.virtual_start,
+            enqueued: e.enqueued,
+            key: e.key,
+        });
+        self.urgency
+            .push(Reverse((e.urgency, e.key.seq, e.key.slot)));
+    }
+
+    /// The next request of `kind`, dropping stale keys on the way.
+    pub fn peek(&mut self, kind: OrderKind, live: Live<'_>) -> Option<Head> {
+        match kind {
+            OrderKind::Arrival => {
+                while let Some(&k) = self.arrival.front() {
+                    if live.contains(k) {
+                        return Some(Head::Arrival(k));
+                    }
+                    self.arrival.pop_front();
+                }
+                None
+            }
+            OrderKind::ClassAging => {
+                let mut best: Option<(usize, Member)> = None;
+                for (c, band) in self.bands.iter_mut().enumerate() {
+                    while let Some(&m) = band.front() {
+                        if live.contains(m.key) {
+                            if best.is_none_or(|(_, b)| (m.start, m.key.seq) < (b.start, b.key.seq))
+                            {
+                                best = Some((c, m));
+                            }
+                            break;
+                        }
+                        band.pop_front();
+                    }
+                }
+                best.map(|(c, m)| Head::Band(c, m.key, m.start, m.enqueued))
+            }
+            OrderKind::Urgency => {
+                while let Some(&Reverse((at, seq, slot))) = self.urgency.peek() {
+                    let k = QueueKey { slot, seq };
+                    if live.contains(k) {
+                        return Some(Head::Urgency(k, at));
+                    }
+                    self.urgency.pop();
+                }
+                None
+            }
+        }
+    }
+
+    /// Removes `head` (just returned by `peek`) from its order.
+    pub fn pop(&mut self, head: Head) {
+        match head {
+            Head::Arrival(_) => {
+                self.arrival.pop_front();
+            }
+            Head::Band(c, ..) => {
+                self.bands[c].pop_front();
+            }
+            Head::Urgency(..) => {
+                self.urgency.pop();
+            }
+        }
+    }
+
+    /// Puts back heads popped during one pass, which must be given in reverse pop order;
+    /// each returns to the place it had.
+    pub fn restore(&mut self, head: Head) {
+        match head {
+            Head::Arrival(k) => self.arrival.push_front(k),
+            Head::Band(c, key, start, enqueued) => self.bands[c].push_front(Member {
+                start,
+                enqueued,
+                key,
+            }),
+            Head::Urgency(k, at) => self.urgency.push(Reverse((at, k.seq, k.slot))),
+        }
+    }
+
+    /// The newest live request of `class`, dropping stale keys at the back, with its entry
+    /// time.
+    pub fn newest(&mut self, class: Priority, live: Live<'_>) -> Option<(QueueKey, Time)> {
+        let band = &mut self.bands[class.index()];
+        while let Some(&m) = band.back() {
+            if live.contains(m.key) {
+                return Some((m.key, m.enqueued));
+            }
+            band.pop_back();
+        }
+        None
+    }
+
+    /// How many requests of `class` entered the queue at or before `t` (stale keys
+    /// included, so an upper estimate until the next compaction).
+    pub fn entered_by(&self, class: Priority, t: Time) -> usize {
+        self.bands[class.index()].partition_point(|m| m.enqueued <= t)
+    }
+
+    /// Keys held in the largest order, stale ones included.
+    pub fn stored(&self) -> usize {
+        self.arrival
+            .len()
+            .max(self.urgency.len())
+            .max(self.bands.iter().map(VecDeque::len).sum())
+    }
+
+    /// Drops every stale key.
+    pub fn compact(&mut self, live: Live<'_>) {
+        self.arrival.retain(|k| live.contains(*k));
+        for band in &mut self.bands {
+            band.retain(|m| live.contains(m.key));
+        }
+        self.urgency.retain(|Reverse((_, seq, slot))| {
+            live.contains(QueueKey {
+                slot: *slot,
+                seq: *seq,
+            })
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(
+        slot: u32,
+        class: Priority,
+        enqueued_ms: u64,
+        offset_ms: u64,
+        urgency_ms: u64,
+    ) -> Entry {
+        Entry {
+            key: QueueKey {
+                slot,
+                seq: u64::from(slot) + 1,
+            },
+            class,
+            enqueued: Time::from_millis(enqueued_ms),
+            virtual_start: Time::from_millis(enqueued_ms + offset_ms),
+            urgency: Time::from_millis(urgency_ms),
+        }
+    }
+
+    fn drain(q: &mut Queues, kind: OrderKind, seqs: &mut [u64]) -> Vec<u32> {
+        let mut out = Vec::new();
+        while let Some(h) = q.peek(kind, Live(seqs)) {
+            q.pop(h);
+            out.push(h.key().slot);
+            seqs[h.key().slot as usize] = 0;
+        }
+        out
+    }
+
+    fn queues() -> (Queues, Vec<u64>) {
+        let mut q = Queues::default();
+        // low at 0 (offset 30 s), normal at 1 s (offset 10 s), critical at 25 s, high at 2 s
+        q.push(entry(0, Priority::Low, 0, 30_000, 9_000));
+        q.push(entry(1, Priority::Normal, 1_000, 10_000, 5_000));
+        q.push(entry(2, Priority::Critical, 25_000, 0, 26_000));
+        q.push(entry(3, Priority::High, 2_000, 2_000, 3_000));
+        (q, vec![1, 2, 3, 4])
+    }
+
+    #[test]
+    fn each_order_serves_its_own_way_over_the_same_requests() {
+        let (mut q, mut seqs) = queues();
+        assert_eq!(
+            drain(&mut q, OrderKind::Arrival, &mut seqs.clone()),
+            [0, 1, 2, 3]
+        );
+        // virtual starts: 30 s, 11 s, 25 s, 4 s
+        assert_eq!(
+            drain(&mut q, OrderKind::ClassAging, &mut seqs.clone()),
+            [3, 1, 2, 0]
+        );
+        assert_eq!(drain(&mut q, OrderKind::Urgency, &mut seqs), [3, 1, 0, 2]);
+    }
+
+    #[test]
+    fn restored_heads_take_their_place_again_and_stale_keys_are_skipped() {
+        for kind in [
+            OrderKind::Arrival,
+            OrderKind::ClassAging,
+            OrderKind::Urgency,
+        ] {
+            let (mut fresh, seqs0) = queues();
+            let expected = drain(&mut fresh, kind, &mut seqs0.clone());
+            let (mut q, mut seqs) = queues();
+            let mut popped = Vec::new();
+            for _ in 0..2 {
+                let h = q.peek(kind, Live(&seqs)).unwrap();
+                q.pop(h);
+                popped.push(h);
+            }
+            for h in popped.into_iter().rev() {
+                q.restore(h);
+            }
+            seqs[expected[0] as usize] = 0;
+            assert_eq!(drain(&mut q, kind, &mut seqs), expected[1..], "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn bands_answer_the_newest_of_a_class_and_how_many_entered_by_a_time() {
+        let mut q = Queues::default();
+        q.push(entry(0, Priority::Low, 0, 0, 0));
+        q.push(entry(1, Priority::Low, 10, 0, 0));
+        q.push(entry(2, Priority::Low, 20, 0, 0));
+        let mut seqs = vec![1, 2, 3];
+        assert_eq!(q.entered_by(Priority::Low, Time::from_millis(10)), 2);
+        assert_eq!(
+            q.newest(Priority::Low, Live(&seqs)).map(|(k, _)| k.slot),
+            Some(2)
+        );
+        seqs[2] = 0;
+        assert_eq!(
+            q.newest(Priority::Low, Live(&seqs)).map(|(k, _)| k.slot),
+            Some(1)
+        );
+        assert_eq!(q.newest(Priority::High, Live(&seqs)), None);
+        q.compact(Live(&seqs));
+        assert_eq!(q.stored(), 2);
+    }
+}

@@ -1,0 +1,305 @@
+//! `poll`, the one driving call, and work-conserving placement.
+//!
+//! A poll: smooths the drain rate, gives the policy its signals, rejects what expired,
+//! places as many queued requests as instances have room for in the policy's order,
+//! sheds what overload control says will not be served in time, and hands all of it out
+//! with the time of the next poll.
+//!
+//! Placement is work-conserving: when the request at the head cannot be placed yet (its
+//! policy says wait for a busy instance, or no instance it may use has room: a
+//! parallelism hint, its context length, the policy's candidate set), it is passed over
+//! and keeps its place, and the next one is tried, up to `look_ahead` passed-over
+//! requests per poll. Retries go before the policy's order.
+
+use super::machine::{HINTS, Inflight, Queued, Scheduler, hint_index, view};
+use super::{Effects, InstanceIx, Placement};
+use crate::outcome::Slo;
+use crate::pool::Allowed;
+use crate::route::RoutingStrategy;
+use crate::schedule::order::Head;
+use crate::schedule::{Eligibility, Live, QueueKey, SchedulingPolicy, Signals};
+use crate::time::Time;
+
+/// A head passed over during one dispatch, to be put back.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Skipped {
+    /// From the retry lane.
+    Retry(QueueKey),
+    /// From the policy's order.
+    Order(Head),
+}
+
+impl<T> Scheduler<T> {
+    /// Runs everything that is due at `now` and appends it to `effects`: placements to
+    /// execute, rejections to answer. Sets `effects.wake_at` to the next time a poll is due
+    /// if nothing else happens (`None`: only on the next event).
+    pub fn poll(&mut self, now: Time, effects: &mut Effects<T>) {
+        let now = self.advance(now);
+        self.refresh_router(now);
+        let saturated = self.queue_len() > 0;
+        let prior = if saturated {
+            self.throughput_prior()
+        } else {
+            0.0
+        };
+        self.drain.tick(now, saturated, || prior);
+        let signals = self.signals(now);
+        self.policy.observe(&signals, now);
+        self.expire_due(now);
+        self.dispatch(now, &mut effects.placements);
+        self.shed_overdue(now);
+        effects.rejections.append(&mut self.pending);
+        effects.wake_at = self.expiry.peek().map(|r| r.0.0);
+        self.maybe_compact();
+    }
+
+    /// The signals the adaptive policy watches.
+    pub(super) fn signals(&self, now: Time) -> Signals {
+        let normal = crate::request::RequestMeta::new(
+            crate::request::RequestId(0),
+            "",
+            self.drain.mean_prompt.round() as u32,
+            1,
+            now,
+        );
+        Signals {
+            queued: self.queue_len(),
+            routable: self.totals.routable,
+            with_room: self.totals.with_room,
+            inflight: self.totals.inflight,
+            capacity: self.totals.capacity,
+            wait_secs: self.predicted_wait(&normal, now),
+            slo_attainment: self.stats.slo.recent,
+            deadline_share: self.stats.deadline_share,
+            class_share: self.stats.class_share,
+            price_spread: self.price_spread,
+        }
+    }
+
+    fn head(&mut self, order: crate::schedule::OrderKind) -> Option<Skipped> {
+        while let Some(&k) = self.retry.front() {
+            if Live(&self.seqs).contains(k) {
+                return Some(Skipped::Retry(k));
+            }
+            self.retry.pop_front();
+        }
+        self.queues
+            .peek(order, Live(&self.seqs))
+            .map(Skipped::Order)
+    }
+
+    fn pop(&mut self, head: Skipped) {
+        match head {
+            Skipped::Retry(_) => {
+                self.retry.pop_front();
+            }
+            Skipped::Order(h) => self.queues.pop(h),
+        }
+    }
+
+    fn dispatch(&mut self, now: Time, out: &mut Vec<super::Placement<T>>) {
+        if self.queue_len() == 0 {
+            return;
+        }
+        let order = self.policy.order();
+        let mut skipped = std::mem::take(&mut self.skipped);
+        while self.totals.with_room > 0 && skipped.len() <= self.config.look_ahead {
+            let Some(head) = self.head(order) else { break };
+            let key = match head {
+                Skipped::Retry(k) => k,
+                Skipped::Order(h) => h.key(),
+            };
+            match self.try_place(key, now) {
+                Try::Place(ix) => {
+                    self.pop(head);
+                    if let Some(q) = self.take(key.slot) {
+                        self.place(q, ix, now, out);
+                    }
+                }
+                Try::Reject(reason) => {
+                    self.pop(head);
+                    if let Some(q) = self.take(key.slot) {
+                        self.reject(q.meta, q.payload, reason);
+                    }
+                }
+                Try::Skip => {
+                    self.pop(head);
+                    skipped.push(head);
+                }
+            }
+        }
+        for head in skipped.drain(..).rev() {
+            match head {
+                Skipped::Retry(k) => self.retry.push_front(k),
+                Skipped::Order(h) => self.queues.restore(h),
+            }
+        }
+        self.skipped = skipped;
+    }
+
+    /// Decides where the queued request `key` goes now, if anywhere.
+    fn try_place(&mut self, key: QueueKey, now: Time) -> Try {
+        let Some(q) = self.slots.get(key.slot as usize).and_then(Option::as_ref) else {
+            return Try::Skip;
+        };
+        let v = view(
+            &self.instances,
+            &self.totals,
+            &self.outputs,
+            self.slots.len() - self.free.len(),
+            self.epoch,
+            now,
+        );
+        let elig = self.policy.candidates(&q.meta, &v, &mut self.cand);
+        let base = match elig {
+            Eligibility::All | Eligibility::AllBestEffort => None,
+            Eligibility::Only | Eligibility::OnlyBestEffort => Some(&self.cand),
+            Eligibility::Wait => return Try::Skip,
+            Eligibility::Reject(reason) => return Try::Reject(reason),
+        };
+        let ctx = q.meta.context_tokens();
+        let tight = self.totals.min_context.is_some_and(|m| ctx > u64::from(m));
+        let hint = q
+            .meta
+            .parallelism_hint
+            .map(hint_index)
+            .filter(|&h| self.totals.hint_room[h] > 0);
+        let avoid = q
+            .avoid
+            .filter(|a| self.index_is_current(*a))
+            .map(InstanceIx::slot);
+        let allowed = if tight || hint.is_some() || avoid.is_some() {
+            let n = self.instances.len();
+            self.narrowed.reset(n);
+            for (slot, inst) in v.with_room_iter() {
+                if base.is_none_or(|b| b.contains(slot)) && inst.fits(ctx) {
+                    self.narrowed.insert(slot);
+                }
+            }
+            if self.narrowed.is_empty() {
+                return Try::Skip;
+            }
+            if let Some(h) = hint {
+                let set = &self.hint_sets[h];
+                if self.narrowed.iter().any(|s| set.contains(s)) {
+                    self.narrowed.retain(|s| set.contains(s));
+                }
+            }
+            if let Some(a) = avoid
+                && self.narrowed.len() > 1
+            {
+                self.narrowed.remove(a);
+            }
+            Allowed::Only(&self.narrowed)
+        } else {
+            base.map_or(Allowed::All, Allowed::Only)
+        };
+        let pick = self
+            .router
+            .pick(&q.meta, &v, allowed)
+            .filter(|&s| v.eligible(s, Allowed::All));
+        match pick.and_then(|s| v.get(s)) {
+            Some(inst) => {
+                if matches!(
+                    elig,
+                    Eligibility::AllBestEffort | Eligibility::OnlyBestEffort
+                ) && !q.best_effort
+                {
+                    self.stats.best_effort += 1;
+                }
+                Try::Place(inst.ix)
+            }
+            None => Try::Skip,
+        }
+    }
+
+    fn index_is_current(&self, ix: InstanceIx) -> bool {
+        self.instances
+            .get(ix.slot())
+            .and_then(Option::as_ref)
+            .is_some_and(|i| i.ix == ix)
+    }
+
+    fn place(&mut self, q: Queued<T>, ix: InstanceIx, now: Time, out: &mut Vec<Placement<T>>) {
+        let Some(inst) = self
+            .instances
+            .get_mut(ix.slot())
+            .and_then(Option::as_mut)
+            .filter(|i| i.ix == ix)
+        else {
+            return;
+        };
+        let routable = inst.routable();
+        let had_room = inst.has_room();
+        inst.inflight += 1;
+        inst.placed_total += 1;
+        inst.signals.placed_since = inst.signals.placed_since.saturating_add(1);
+        let prefill = inst.rates.prefill_secs(q.meta.prompt_tokens);
+        let (prefill_start, end) = inst.signals.book_prefill(now, prefill);
+        let predicted_first = end + crate::predict::secs(inst.rates.overhead_secs);
+        let instance = inst.spec.id.clone();
+        self.refresh_room_of(ix.slot(), had_room);
+        if routable {
+            self.totals.inflight += 1;
+        }
+        self.stats.placed += 1;
+        self.inflight.insert(
+            q.attempt,
+            Inflight {
+                ix,
+                class: q.meta.priority,
+                slo: Slo::of(&q.meta),
+                arrival: q.meta.arrival,
+                placed_at: now,
+                prefill_start,
+                predicted_first,
+                first_seen: false,
+            },
+        );
+        out.push(Placement {
+            attempt: q.attempt,
+            instance,
+            ix,
+            queued_for: now.saturating_since(q.enqueued),
+            meta: q.meta,
+            payload: q.payload,
+        });
+    }
+
+    /// Recomputes the room of the instance at `slot` and adjusts the totals.
+    pub(super) fn refresh_room_of(&mut self, slot: usize, had_room: bool) {
+        let engine_queues = self.config.queue_at == super::QueueAt::Engine;
+        let Some(inst) = self.instances.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        crate::load::refresh(inst, &self.config.saturation);
+        if engine_queues {
+            inst.signals.room = inst.routable();
+        }
+        let has = inst.has_room();
+        if had_room != has {
+            let layout = inst.spec.layout;
+            if has {
+                self.totals.with_room += 1;
+            } else {
+                self.totals.with_room = self.totals.with_room.saturating_sub(1);
+            }
+            for (h, kind) in HINTS.iter().enumerate() {
+                if layout.matches_hint(*kind) {
+                    if has {
+                        self.totals.hint_room[h] += 1;
+                    } else {
+                        self.totals.hint_room[h] = self.totals.hint_room[h].saturating_sub(1);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Where a request goes now.
+enum Try {
+    Place(InstanceIx),
+    Reject(crate::reject::RejectReason),
+    Skip,
+}
