@@ -1,20 +1,49 @@
-//! Instance registration, active health, engine load and readiness (health and circuit
-//! together) in the dispatcher.
+//! Instance registration, active health, engine load, engine facts and readiness (health
+//! and circuit together) in the dispatcher.
+//!
+//! Engine facts (batch limit, context length, KV capacity) come from three sources, field
+//! by field: the configuration wins, then what the engine said about itself (discovered
+//! each time it becomes healthy), then the planner's estimate for its GPU and layout.
 
 use super::*;
 
+use crate::engine_info;
 use crate::error::ApiError;
 use crate::health::{Circuit, CircuitBreaker, Health, HealthTracker};
 use crate::probe;
 use crate::stats::Stats;
-use inferplane_core::{EngineLoad, InstanceId, InstanceSpec, Rates};
+use inferplane_core::{EngineInfo, EngineLoad, InstanceId, InstanceSpec, Rates};
+use inferplane_planner::{EngineEstimate, EngineOptions};
 use std::sync::Arc;
+
+/// An instance's engine facts by source, and the merged ones the scheduler has.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct EngineFacts {
+    /// From the configuration (the instance's own, then its pool's).
+    configured: EngineInfo,
+    /// What the engine said at its last discovery.
+    discovered: EngineInfo,
+    /// The planner's estimate for its model, GPU and layout.
+    planned: EngineInfo,
+    /// What the scheduler was last given.
+    effective: EngineInfo,
+}
+
+impl EngineFacts {
+    fn merged(&self) -> EngineInfo {
+        engine_info::or(
+            self.configured,
+            engine_info::or(self.discovered, self.planned),
+        )
+    }
+}
 
 impl Dispatcher {
     pub(super) fn register(
         &mut self,
         spec: InstanceSpec,
         api_key: Option<crate::config::Secret>,
+        configured: EngineInfo,
     ) -> Result<InstanceView, ApiError> {
         if self.instances.contains_key(&spec.id) {
             return Err(ApiError::conflict(format!(
@@ -31,9 +60,19 @@ impl Dispatcher {
         pool.scheduler
             .add_instance(spec.clone())
             .map_err(|e| ApiError::conflict(e.to_string()))?;
-        if let Some(rates) = predicted_rates(&spec) {
-            pool.scheduler.set_rates(&spec.id, rates);
+        let plan = planner_estimate(&spec);
+        if let Some((est, opts)) = &plan {
+            pool.scheduler
+                .set_rates(&spec.id, rates_from(&spec, est, opts));
         }
+        let engine = EngineFacts {
+            configured: engine_info::or(configured, self.config.engine_for(&spec.model)),
+            planned: plan
+                .as_ref()
+                .map(|(est, _)| planned(est))
+                .unwrap_or_default(),
+            ..EngineFacts::default()
+        };
         let metrics = self.telemetry.instance(&spec.model, spec.id.as_str());
         let backend = Arc::new(Backend {
             spec: spec.clone(),
@@ -57,8 +96,11 @@ impl Dispatcher {
                 load: EngineLoad::default(),
                 stats: Stats::default(),
                 probe,
+                engine,
+                discovery: None,
             },
         );
+        self.apply_engine_info(&spec.id);
         self.view(&spec.id)
             .ok_or_else(|| ApiError::not_found("instance vanished"))
     }
@@ -78,6 +120,10 @@ impl Dispatcher {
             engine_running: e.load.running,
             engine_waiting: e.load.waiting,
             engine_kv_usage: e.load.kv_usage,
+            // What the scheduler holds, so the admin API shows what admission uses.
+            engine_max_batch: st.engine.max_batch,
+            engine_max_model_len: st.engine.max_model_len,
+            engine_kv_capacity_tokens: st.engine.kv_capacity_tokens,
             placed_total: st.placed_total,
         })
     }
@@ -113,6 +159,19 @@ impl Dispatcher {
         };
         if let Some(state) = e.health.record(ok, now) {
             tracing::info!(instance = %id, health = state.as_str(), "health changed");
+            if state == Health::Healthy {
+                // First healthy, or back after being unhealthy (perhaps restarted with other
+                // settings): ask the engine about itself, in a task of its own.
+                if let Some(previous) = e.discovery.take() {
+                    previous.abort();
+                }
+                e.discovery = Some(engine_info::spawn(
+                    e.backend.clone(),
+                    self.http.clone(),
+                    self.config.health.timeout,
+                    self.ctl_tx.clone(),
+                ));
+            }
             self.refresh_ready(&id);
             if let Some(model) = self.model_of(&id) {
                 self.dispatch(&model);
@@ -134,28 +193,101 @@ impl Dispatcher {
             pool.scheduler.update_load(&id, load);
         }
     }
+
+    /// Records what the engine said about itself and, if the merged facts changed, tells
+    /// the scheduler (room may have opened or closed) and dispatches.
+    pub(super) fn engine_info(&mut self, id: InstanceId, info: EngineInfo) {
+        let Some(e) = self.instances.get_mut(&id) else {
+            return;
+        };
+        e.engine.discovered = info;
+        tracing::debug!(
+            instance = %id,
+            max_batch = ?info.max_batch,
+            max_model_len = ?info.max_model_len,
+            kv_capacity_tokens = ?info.kv_capacity_tokens,
+            "engine answered"
+        );
+        if self.apply_engine_info(&id)
+            && let Some(model) = self.model_of(&id)
+        {
+            self.dispatch(&model);
+        }
+    }
+
+    /// Merges an instance's engine facts and, when they changed, gives them to the
+    /// scheduler, the metrics and the log. Returns whether they changed.
+    fn apply_engine_info(&mut self, id: &InstanceId) -> bool {
+        let Some(e) = self.instances.get_mut(id) else {
+            return false;
+        };
+        let info = e.engine.merged();
+        if info == e.engine.effective {
+            return false;
+        }
+        e.engine.effective = info;
+        e.backend.metrics.engine_info.set(&info);
+        tracing::info!(
+            instance = %id,
+            max_batch = ?info.max_batch,
+            max_model_len = ?info.max_model_len,
+            kv_capacity_tokens = ?info.kv_capacity_tokens,
+            "engine facts changed"
+        );
+        if let Some(pool) = self.pools.get_mut(e.backend.spec.model.as_str()) {
+            pool.scheduler.set_engine_info(id, info);
+        }
+        true
+    }
+}
+
+/// The planner's estimate for an instance whose model and GPU it knows (vLLM defaults).
+fn planner_estimate(spec: &InstanceSpec) -> Option<(EngineEstimate, EngineOptions)> {
+    let model = inferplane_planner::find_model(&spec.model)?;
+    let gpu = inferplane_planner::find_gpu(spec.gpu.as_deref()?)?;
+    let opts = EngineOptions::default();
+    let est = inferplane_planner::CostModel::default()
+        .engine_estimate(&model, &gpu, spec.layout, &opts)
+        .ok()?;
+    Some((est, opts))
 }
 
 /// Rates predicted by the planner's cost model for an instance whose GPU and model it
 /// knows; measured rates replace them as requests complete.
 pub fn predicted_rates(spec: &InstanceSpec) -> Option<Rates> {
-    let model = inferplane_planner::find_model(&spec.model)?;
-    let gpu = inferplane_planner::find_gpu(spec.gpu.as_deref()?)?;
-    let opts = inferplane_planner::EngineOptions::default();
-    let est = inferplane_planner::CostModel::default()
-        .engine_estimate(&model, &gpu, spec.layout, &opts)
-        .ok()?;
+    let (est, opts) = planner_estimate(spec)?;
+    Some(rates_from(spec, &est, &opts))
+}
+
+/// The engine facts the planner expects for an instance whose GPU and model it knows
+/// (`max_num_seqs`, `max_model_len`, KV capacity); unknown otherwise. Used only where
+/// neither the configuration nor the engine itself says.
+pub fn planned_engine_info(spec: &InstanceSpec) -> EngineInfo {
+    planner_estimate(spec)
+        .map(|(est, _)| planned(&est))
+        .unwrap_or_default()
+}
+
+fn planned(est: &EngineEstimate) -> EngineInfo {
+    EngineInfo {
+        max_batch: (est.max_num_seqs > 0).then_some(est.max_num_seqs),
+        max_model_len: (est.max_model_len > 0).then_some(est.max_model_len),
+        kv_capacity_tokens: (est.kv_capacity_tokens > 0).then_some(est.kv_capacity_tokens),
+    }
+}
+
+fn rates_from(spec: &InstanceSpec, est: &EngineEstimate, opts: &EngineOptions) -> Rates {
     let conc = f64::from(spec.max_inflight.clamp(1, est.max_num_seqs.max(1)));
     let (input, output) = (
         f64::from(opts.typical_input_tokens),
         f64::from(opts.typical_output_tokens),
     );
-    Some(Rates {
+    Rates {
         prefill_tokens_per_sec: 1.0 / est.prefill_secs_per_token.max(1e-9),
         decode_secs_per_token: est.tpot_secs(conc, input, output),
         overhead_secs: est.decode_step_base_secs,
         samples: 0,
-    })
+    }
 }
 
 #[cfg(test)]
@@ -201,5 +333,58 @@ mod tests {
         assert!(predicted_rates(&spec("llama-3.1-8b", None, 1)).is_none());
         assert!(predicted_rates(&spec("llama-3.1-8b", Some("tpu-v9"), 1)).is_none());
         assert!(predicted_rates(&spec("my-finetune", Some("h100-sxm"), 1)).is_none());
+        assert_eq!(
+            planned_engine_info(&spec("my-finetune", Some("h100-sxm"), 1)),
+            EngineInfo::default(),
+            "nothing planned means unknown, not zero"
+        );
+    }
+
+    #[test]
+    fn a_known_gpu_and_model_plan_a_batch_limit_context_and_kv_capacity() {
+        let tp1 = planned_engine_info(&spec("llama-3.1-8b", Some("h100-sxm"), 1));
+        let tp2 = planned_engine_info(&spec("llama-3.1-8b", Some("h100-sxm"), 2));
+        let (batch, len, kv) = (
+            tp1.max_batch.unwrap(),
+            tp1.max_model_len.unwrap(),
+            tp1.kv_capacity_tokens.unwrap(),
+        );
+        assert!((1..=1024).contains(&batch), "{tp1:?}");
+        assert!((4096..=131_072).contains(&len), "{tp1:?}");
+        // An 8B model on an 80 GB GPU holds hundreds of thousands of KV tokens.
+        assert!(kv > 100_000, "{tp1:?}");
+        assert!(
+            tp2.kv_capacity_tokens.unwrap() > kv,
+            "two GPUs hold more KV"
+        );
+    }
+
+    #[test]
+    fn configuration_wins_over_the_engine_which_wins_over_the_plan() {
+        let facts = EngineFacts {
+            configured: EngineInfo {
+                max_model_len: Some(4096),
+                ..EngineInfo::default()
+            },
+            discovered: EngineInfo {
+                max_model_len: Some(32_768),
+                kv_capacity_tokens: Some(500_000),
+                ..EngineInfo::default()
+            },
+            planned: EngineInfo {
+                max_batch: Some(256),
+                max_model_len: Some(131_072),
+                kv_capacity_tokens: Some(400_000),
+            },
+            effective: EngineInfo::default(),
+        };
+        assert_eq!(
+            facts.merged(),
+            EngineInfo {
+                max_batch: Some(256),
+                max_model_len: Some(4096),
+                kv_capacity_tokens: Some(500_000),
+            }
+        );
     }
 }
