@@ -204,9 +204,6 @@ pub struct InstanceSpec {
     /// where known, else a default.
     #[serde(default)]
     pub max_inflight: Option<u32>,
-    /// Longest context (prompt plus output) in tokens; `None`: what the engine says.
-    #[serde(default)]
-    pub max_model_len: Option<u32>,
 }
 
 impl InstanceSpec {
@@ -225,7 +222,6 @@ impl InstanceSpec {
             gpu: None,
             price: None,
             max_inflight: Some(max_inflight),
-            max_model_len: None,
         }
     }
 

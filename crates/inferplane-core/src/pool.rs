@@ -135,9 +135,9 @@ impl InstanceState {
             .is_none_or(|len| context_tokens <= u64::from(len))
     }
 
-    /// Its context length: configured, else what the engine said.
+    /// Its context length, as the engine said (or the configuration overrode).
     pub fn context_len(&self) -> Option<u32> {
-        self.spec.max_model_len.or(self.engine.max_model_len)
+        self.engine.max_model_len
     }
 }
 
@@ -458,13 +458,12 @@ mod tests {
     }
 
     #[test]
-    fn context_length_comes_from_config_first_then_the_engine() {
+    fn a_context_fits_up_to_the_engines_length_and_an_unknown_one_fits_anything() {
         let mut st = testkit::states(&[(4, 0)]);
         let s = st[0].as_mut().unwrap();
         assert!(s.fits(1_000_000), "unknown fits");
         s.engine.max_model_len = Some(8192);
         assert!(s.fits(8192) && !s.fits(8193));
-        s.spec.max_model_len = Some(4096);
-        assert_eq!(s.context_len(), Some(4096));
+        assert_eq!(s.context_len(), Some(8192));
     }
 }

@@ -84,6 +84,8 @@ impl ControlPlaneBuilder {
                 api_key: None,
                 policy: None,
                 routing: None,
+                max_model_len: None,
+                max_batch: None,
                 instances: Vec::new(),
             },
         };
@@ -138,6 +140,8 @@ impl ControlPlaneBuilder {
                     api_key: None,
                     policy: None,
                     routing: None,
+                    max_model_len: None,
+                    max_batch: None,
                     instances: Vec::new(),
                 });
             }

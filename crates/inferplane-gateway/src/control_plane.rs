@@ -11,7 +11,9 @@ use crate::dispatcher::{
 use crate::dispatcher::{PolicyChange, PolicyView};
 use crate::error::ApiError;
 use crate::telemetry::{PoolMetrics, Route, Telemetry};
-use inferplane_core::{AttemptId, InstanceId, InstanceSpec, RequestId, RequestMeta, Time};
+use inferplane_core::{
+    AttemptId, EngineInfo, InstanceId, InstanceSpec, RequestId, RequestMeta, Time,
+};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -238,7 +240,8 @@ impl ControlPlane {
 
     /// Registers an instance; it receives work once its first health check passes.
     pub async fn register_instance(&self, spec: InstanceSpec) -> Result<InstanceView, ApiError> {
-        self.admin(|tx| AdminCmd::Register(spec, None, tx)).await?
+        self.register_instance_with(spec, None, EngineInfo::default())
+            .await
     }
 
     /// Registers an instance whose engine requires a bearer token (`vllm serve --api-key`).
@@ -247,7 +250,20 @@ impl ControlPlane {
         spec: InstanceSpec,
         api_key: crate::config::Secret,
     ) -> Result<InstanceView, ApiError> {
-        self.admin(|tx| AdminCmd::Register(spec, Some(api_key), tx))
+        self.register_instance_with(spec, Some(api_key), EngineInfo::default())
+            .await
+    }
+
+    /// Registers an instance with its engine's bearer token, if any, and engine facts known
+    /// from elsewhere (`max_batch`, `max_model_len`, ...), which win over what the engine
+    /// reports about itself; `None` fields are left to the engine and the planner.
+    pub async fn register_instance_with(
+        &self,
+        spec: InstanceSpec,
+        api_key: Option<crate::config::Secret>,
+        engine: EngineInfo,
+    ) -> Result<InstanceView, ApiError> {
+        self.admin(|tx| AdminCmd::Register(spec, api_key, engine, tx))
             .await?
     }
 
@@ -297,6 +313,16 @@ impl ControlPlane {
         let _ = self.inner.ctl_tx.send(Ctl::Load {
             instance: id.clone(),
             load,
+        });
+    }
+
+    /// Reports what an instance's engine says about itself from outside (for programs that
+    /// know it without asking the engine). Configured values still win; a later discovery
+    /// (when the instance becomes healthy again) replaces it.
+    pub fn report_engine_info(&self, id: &InstanceId, info: EngineInfo) {
+        let _ = self.inner.ctl_tx.send(Ctl::EngineInfo {
+            instance: id.clone(),
+            info,
         });
     }
 

@@ -11,6 +11,8 @@
 //!   with graceful shutdown.
 //! - [`backend`] and [`relay`]: one attempt at an engine, and SSE relaying.
 //! - [`probe`], [`health`], [`scrape`]: health checks, circuit breakers, load scraping.
+//! - [`engine_info`]: what each engine says about itself (batch limit, context length, KV
+//!   capacity), discovered when it becomes healthy.
 //! - [`config`], [`meta`], [`error`], [`telemetry`], [`stats`]: configuration, request
 //!   metadata from headers and body, the HTTP error type, Prometheus metrics, and the
 //!   JSON `PerformanceMetrics`.
@@ -20,6 +22,7 @@ pub mod builder;
 pub mod config;
 pub mod control_plane;
 pub mod dispatcher;
+pub mod engine_info;
 pub mod error;
 pub mod health;
 pub mod http;

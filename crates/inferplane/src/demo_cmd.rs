@@ -140,6 +140,8 @@ fn gateway_config(engines: &[SimServer], port: u16) -> anyhow::Result<GatewayCon
             gpu: Some(n.gpu.to_string()),
             price: Some(inferplane_core::Price::PerGpuHour(n.price)),
             api_key: None,
+            max_model_len: None,
+            max_batch: None,
         });
     }
     f.pools.push(pool);

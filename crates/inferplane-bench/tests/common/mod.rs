@@ -54,6 +54,8 @@ pub async fn gateway(servers: &[SimServer], max_inflight: u32) -> Gateway {
             gpu: None,
             price: None,
             api_key: None,
+            max_model_len: None,
+            max_batch: None,
         });
     }
     f.pools.push(pool);

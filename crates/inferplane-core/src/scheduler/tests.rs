@@ -327,10 +327,10 @@ fn a_request_that_cannot_be_placed_never_blocks_the_ones_behind_it() {
     // ones go past it
     let mut h2 = H::fifo(&[]);
     for (id, len) in [("big", 100_000), ("small", 8192)] {
-        let mut spec = InstanceSpec::new(id, "u", "m", 1);
-        spec.max_model_len = Some(len);
+        let spec = InstanceSpec::new(id, "u", "m", 1);
         let id = spec.id.clone();
         h2.s.add_instance(spec).unwrap();
+        h2.s.set_engine_info(&id, context(len));
         h2.s.set_ready(&id, true);
     }
     let mut long = meta(0, Time::ZERO);
@@ -357,9 +357,9 @@ fn a_request_that_cannot_be_placed_never_blocks_the_ones_behind_it() {
 fn a_context_no_instance_has_is_rejected_with_context_length_exceeded() {
     let mut h = H::fifo(&[]);
     for (id, len) in [("a", 8192), ("b", 32_768)] {
-        let mut spec = InstanceSpec::new(id, "u", "m", 4);
-        spec.max_model_len = Some(len);
-        h.s.add_instance(spec).unwrap();
+        h.s.add_instance(InstanceSpec::new(id, "u", "m", 4))
+            .unwrap();
+        h.s.set_engine_info(&InstanceId::new(id), context(len));
         h.s.set_ready(&InstanceId::new(id), true);
     }
     let mut m = meta(1, Time::ZERO);
@@ -390,6 +390,13 @@ fn a_context_no_instance_has_is_rejected_with_context_length_exceeded() {
     h.submit(m, Time::ZERO);
     h.s.set_ready(&InstanceId::new("c"), true);
     assert_eq!(h.poll(Time::ZERO), [4]);
+}
+
+fn context(len: u32) -> crate::instance::EngineInfo {
+    crate::instance::EngineInfo {
+        max_model_len: Some(len),
+        ..Default::default()
+    }
 }
 
 fn classed(id: u64, class: Priority, now: Time) -> RequestMeta {

@@ -5,11 +5,13 @@
 //! Flags and `INFERPLANE_*` variables are applied by the binary on top of the file
 //! (see `inferplane serve --help`) before validation, which lives in `validate.rs`.
 
+mod secret;
 mod validate;
-pub use validate::{check_url, instance_spec};
+pub use secret::Secret;
+pub use validate::{check_url, engine_override, instance_spec};
 
 use inferplane_core::{
-    InstanceSpec, Layout, OverloadConfig, PolicyConfig, Price, Priority, RoutingConfig,
+    EngineInfo, InstanceSpec, Layout, OverloadConfig, PolicyConfig, Price, Priority, RoutingConfig,
     SaturationConfig, SchedulerConfig,
 };
 use serde::{Deserialize, Serialize};
@@ -329,40 +331,14 @@ pub struct InstanceSection {
     /// it from an environment variable; defaults to the pool's `api_key`.
     #[serde(default)]
     pub api_key: Option<String>,
-}
-
-/// A secret (an engine's API key): usable, never printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// The value, for the one place that sends it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// Resolves a configured value: `env:NAME` reads the variable `NAME`.
-    pub fn resolve(value: &str) -> Result<Secret, String> {
-        match value.strip_prefix("env:") {
-            Some(name) => match std::env::var(name) {
-                Ok(v) if !v.is_empty() => Ok(Secret(v)),
-                _ => Err(format!("environment variable {name} is not set")),
-            },
-            None if value.is_empty() => Err("must not be empty; omit it instead".into()),
-            None => Ok(Secret(value.to_string())),
-        }
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(***)")
-    }
+    /// Longest context (prompt plus output) the engine accepts, in tokens; wins over what
+    /// the engine reports and over the pool's value.
+    #[serde(default)]
+    pub max_model_len: Option<u32>,
+    /// Most requests the engine runs at once (its `max_num_seqs`); wins over what the
+    /// engine reports and over the pool's value.
+    #[serde(default)]
+    pub max_batch: Option<u32>,
 }
 
 /// One `[[pools]]` entry: the instances serving one model.
@@ -390,6 +366,14 @@ pub struct PoolSection {
     /// This pool's routing strategy (default: `[scheduler] routing`).
     #[serde(default)]
     pub routing: Option<RoutingConfig>,
+    /// Context length of every instance that does not set its own; wins over what the
+    /// engines report.
+    #[serde(default)]
+    pub max_model_len: Option<u32>,
+    /// Batch limit of every instance that does not set its own; wins over what the engines
+    /// report.
+    #[serde(default)]
+    pub max_batch: Option<u32>,
     /// The instances.
     #[serde(default)]
     pub instances: Vec<InstanceSection>,
@@ -444,6 +428,8 @@ pub struct PoolConfig {
     pub max_inflight: Option<u32>,
     /// Queue limit, queue timeout, policy, routing and seed.
     pub scheduler: SchedulerConfig,
+    /// Engine facts configured for every instance of the pool (an instance's own win).
+    pub engine: EngineInfo,
     /// Instances from the file.
     pub instances: Vec<InstanceSpec>,
 }
@@ -478,6 +464,9 @@ pub struct GatewayConfig {
     pub scheduler: SchedulerSection,
     /// API keys of the engines that need one, by instance.
     pub api_keys: std::collections::HashMap<inferplane_core::InstanceId, Secret>,
+    /// Engine facts configured per instance (`max_model_len`, `max_batch`); they win over
+    /// the pool's and over what the engine reports.
+    pub engine_overrides: std::collections::HashMap<inferplane_core::InstanceId, EngineInfo>,
     /// Pools by model.
     pub pools: Vec<PoolConfig>,
 }
@@ -499,6 +488,15 @@ impl GatewayConfig {
                 look_ahead: self.scheduler.look_ahead,
             },
         }
+    }
+
+    /// The engine facts configured for `model`'s pool (unknown for a model no pool serves).
+    pub fn engine_for(&self, model: &str) -> EngineInfo {
+        self.pools
+            .iter()
+            .find(|p| p.model == model)
+            .map(|p| p.engine)
+            .unwrap_or_default()
     }
 
     /// The default in-flight cap for a new instance of `model` (none: the engine's own).
@@ -539,6 +537,8 @@ impl FileConfig {
             gpu: None,
             price: None,
             api_key: None,
+            max_model_len: None,
+            max_batch: None,
         };
         match self.pools.iter_mut().find(|p| p.model == model) {
             Some(p) => p.instances.push(section),
@@ -550,6 +550,8 @@ impl FileConfig {
                 api_key: None,
                 policy: None,
                 routing: None,
+                max_model_len: None,
+                max_batch: None,
                 instances: vec![section],
             }),
         }

@@ -111,6 +111,14 @@ fn errors_name_the_offending_path() {
             "[[pools]]\nmodel = \"m\"\n[[pools.instances]]\nurl = \"http://a:1\"\nlayout = { tp = 0 }",
             "pools[0].instances[0].layout",
         ),
+        (
+            "[[pools]]\nmodel = \"m\"\n[[pools.instances]]\nurl = \"http://a:1\"\nmax_model_len = 0",
+            "pools[0].instances[0].max_model_len",
+        ),
+        (
+            "[[pools]]\nmodel = \"m\"\nmax_batch = 0",
+            "pools[0].max_batch",
+        ),
     ];
     for (text, path) in cases {
         let err = validate(text).unwrap_err();
@@ -136,4 +144,36 @@ fn instance_urls_from_flags_join_or_create_pools() {
     assert_eq!(c.pools[0].instances.len(), 2);
     assert!(check_url("https://x:1").unwrap_err().contains("https"));
     assert!(check_url("http://x:1/v1").is_err());
+}
+
+#[test]
+fn engine_limits_are_kept_per_instance_and_per_pool() {
+    let c = validate(
+        r#"
+        [[pools]]
+        model = "m"
+        max_model_len = 8192
+        [[pools.instances]]
+        id = "own"
+        url = "http://10.0.0.1:8000"
+        max_model_len = 4096
+        max_batch = 32
+        [[pools.instances]]
+        id = "pooled"
+        url = "http://10.0.0.2:8000"
+        "#,
+    )
+    .unwrap();
+    let own = c.engine_overrides[&inferplane_core::InstanceId::new("own")];
+    assert_eq!((own.max_model_len, own.max_batch), (Some(4096), Some(32)));
+    assert!(
+        !c.engine_overrides
+            .contains_key(&inferplane_core::InstanceId::new("pooled")),
+        "an instance that configures nothing has no entry; the pool's value applies"
+    );
+    assert_eq!(c.engine_for("m").max_model_len, Some(8192));
+    assert_eq!(c.engine_for("m").max_batch, None);
+    assert_eq!(c.engine_for("other"), EngineInfo::default());
+    let err = validate("[[pools]]\nmodel = \"m\"\nmax_model_len = -1").unwrap_err();
+    assert!(err.contains("max_model_len"), "{err}");
 }

@@ -2,7 +2,7 @@
 //! names the offending path (`pools[1].instances[0].url`).
 
 use super::{ConfigError, FileConfig, GatewayConfig, InstanceSection, PoolConfig};
-use inferplane_core::{InstanceSpec, Price, SchedulerConfig};
+use inferplane_core::{EngineInfo, InstanceSpec, Price, SchedulerConfig};
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -66,6 +66,7 @@ impl FileConfig {
         let mut models = HashSet::new();
         let mut ids = HashSet::new();
         let mut api_keys = std::collections::HashMap::new();
+        let mut engine_overrides = std::collections::HashMap::new();
         let mut pools = Vec::new();
         for (p, pool) in self.pools.iter().enumerate() {
             let at = |field: &str| format!("pools[{p}].{field}");
@@ -85,6 +86,8 @@ impl FileConfig {
                 return Err(ConfigError::new(at("max_queue"), "must be at least 1"));
             }
             positive(&at("queue_timeout"), pool.queue_timeout)?;
+            let pool_engine = limits(pool.max_model_len, pool.max_batch)
+                .map_err(|(field, msg)| ConfigError::new(at(field), msg))?;
             let mut instances = Vec::new();
             for (i, inst) in pool.instances.iter().enumerate() {
                 let at = |field: &str| format!("pools[{p}].instances[{i}].{field}");
@@ -110,6 +113,11 @@ impl FileConfig {
                         format!("instance id {:?} is used twice", spec.id.as_str()),
                     ));
                 }
+                let engine = engine_override(inst)
+                    .map_err(|(field, msg)| ConfigError::new(at(field), msg))?;
+                if engine != EngineInfo::default() {
+                    engine_overrides.insert(spec.id.clone(), engine);
+                }
                 instances.push(spec);
             }
             pools.push(PoolConfig {
@@ -132,6 +140,7 @@ impl FileConfig {
                     overload: self.scheduler.overload.clone(),
                     look_ahead: self.scheduler.look_ahead,
                 },
+                engine: pool_engine,
                 instances,
             });
         }
@@ -149,6 +158,7 @@ impl FileConfig {
             timeouts: self.timeouts.clone(),
             scheduler: self.scheduler.clone(),
             api_keys,
+            engine_overrides,
             pools,
         })
     }
@@ -196,7 +206,35 @@ pub fn instance_spec(
         gpu: inst.gpu.clone(),
         price: inst.price,
         max_inflight,
-        max_model_len: None,
+    })
+}
+
+/// The engine facts an instance section configures (`max_model_len`, `max_batch`); errors
+/// name the field.
+pub fn engine_override(inst: &InstanceSection) -> Result<EngineInfo, (&'static str, String)> {
+    limits(inst.max_model_len, inst.max_batch)
+}
+
+fn limits(
+    max_model_len: Option<u32>,
+    max_batch: Option<u32>,
+) -> Result<EngineInfo, (&'static str, String)> {
+    if max_model_len == Some(0) {
+        return Err((
+            "max_model_len",
+            "must be at least 1; omit it to use what the engine reports".into(),
+        ));
+    }
+    if max_batch == Some(0) {
+        return Err((
+            "max_batch",
+            "must be at least 1; omit it to use what the engine reports".into(),
+        ));
+    }
+    Ok(EngineInfo {
+        max_batch,
+        max_model_len,
+        kv_capacity_tokens: None,
     })
 }
 

@@ -11,8 +11,8 @@ use std::sync::Arc;
 impl Dispatcher {
     pub(super) fn admin(&mut self, cmd: AdminCmd) {
         match cmd {
-            AdminCmd::Register(spec, key, reply) => {
-                let _ = reply.send(self.register(spec, key));
+            AdminCmd::Register(spec, key, engine, reply) => {
+                let _ = reply.send(self.register(spec, key, engine));
             }
             AdminCmd::Remove(id, reply) => {
                 let res = match self.view(&id) {
@@ -20,6 +20,9 @@ impl Dispatcher {
                     Some(view) => {
                         if let Some(e) = self.instances.remove(&id) {
                             e.probe.abort();
+                            if let Some(d) = e.discovery {
+                                d.abort();
+                            }
                             let model = e.backend.spec.model.clone();
                             if let Some(pool) = self.pools.get_mut(model.as_str()) {
                                 pool.scheduler.remove_instance(&id);

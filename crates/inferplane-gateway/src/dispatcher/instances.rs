@@ -1,20 +1,48 @@
-//! Instance registration, active health, engine load and readiness (health and circuit
-//! together) in the dispatcher.
+//! Instance registration, active health, engine load, engine facts and readiness (health
+//! and circuit together) in the dispatcher.
+//!
+//! Engine facts (batch limit, context length, KV capacity) come from three sources, field
+//! by field: the configuration wins, then what the engine said about itself (discovered
+//! each time it becomes healthy), then the planner's estimate for its GPU and layout.
 
 use super::*;
 
+use crate::engine_info;
 use crate::error::ApiError;
 use crate::health::{Circuit, CircuitBreaker, Health, HealthTracker};
 use crate::probe;
 use crate::stats::Stats;
-use inferplane_core::{EngineLoad, InstanceId, InstanceSpec};
+use inferplane_core::{EngineInfo, EngineLoad, InstanceId, InstanceSpec};
 use std::sync::Arc;
+
+/// An instance's engine facts by source, and the merged ones the scheduler has.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct EngineFacts {
+    /// From the configuration (the instance's own, then its pool's).
+    configured: EngineInfo,
+    /// What the engine said at its last discovery.
+    discovered: EngineInfo,
+    /// The planner's estimate for its model, GPU and layout.
+    planned: EngineInfo,
+    /// What the scheduler was last given.
+    effective: EngineInfo,
+}
+
+impl EngineFacts {
+    fn merged(&self) -> EngineInfo {
+        engine_info::or(
+            self.configured,
+            engine_info::or(self.discovered, self.planned),
+        )
+    }
+}
 
 impl Dispatcher {
     pub(super) fn register(
         &mut self,
         spec: InstanceSpec,
         api_key: Option<crate::config::Secret>,
+        configured: EngineInfo,
     ) -> Result<InstanceView, ApiError> {
         if self.instances.contains_key(&spec.id) {
             return Err(ApiError::conflict(format!(
@@ -33,11 +61,16 @@ impl Dispatcher {
             .map_err(|e| ApiError::conflict(e.to_string()))?;
         // The planner's forecast for an instance that names its GPU: rates to start from,
         // and the batch limit, context and KV capacity an engine of that kind has until
-        // the engine says otherwise.
-        if let Some(f) = inferplane_planner::forecast(&spec) {
+        // the engine or the configuration says otherwise.
+        let forecast = inferplane_planner::forecast(&spec);
+        if let Some(f) = forecast {
             pool.scheduler.set_rates(&spec.id, f.rates);
-            pool.scheduler.set_engine_info(&spec.id, f.info);
         }
+        let engine = EngineFacts {
+            configured: engine_info::or(configured, self.config.engine_for(&spec.model)),
+            planned: forecast.map(|f| f.info).unwrap_or_default(),
+            ..EngineFacts::default()
+        };
         let metrics = self.telemetry.instance(&spec.model, spec.id.as_str());
         let backend = Arc::new(Backend {
             spec: spec.clone(),
@@ -61,8 +94,11 @@ impl Dispatcher {
                 load: EngineLoad::default(),
                 stats: Stats::default(),
                 probe,
+                engine,
+                discovery: None,
             },
         );
+        self.apply_engine_info(&spec.id);
         self.view(&spec.id)
             .ok_or_else(|| ApiError::not_found("instance vanished"))
     }
@@ -82,6 +118,10 @@ impl Dispatcher {
             engine_running: e.load.running,
             engine_waiting: e.load.waiting,
             engine_kv_usage: e.load.kv_usage,
+            // What the scheduler holds, so the admin API shows what admission uses.
+            engine_max_batch: st.engine.max_batch,
+            engine_max_model_len: st.engine.max_model_len,
+            engine_kv_capacity_tokens: st.engine.kv_capacity_tokens,
             placed_total: st.placed_total,
         })
     }
@@ -117,6 +157,19 @@ impl Dispatcher {
         };
         if let Some(state) = e.health.record(ok, now) {
             tracing::info!(instance = %id, health = state.as_str(), "health changed");
+            if state == Health::Healthy {
+                // First healthy, or back after being unhealthy (perhaps restarted with other
+                // settings): ask the engine about itself, in a task of its own.
+                if let Some(previous) = e.discovery.take() {
+                    previous.abort();
+                }
+                e.discovery = Some(engine_info::spawn(
+                    e.backend.clone(),
+                    self.http.clone(),
+                    self.config.health.timeout,
+                    self.ctl_tx.clone(),
+                ));
+            }
             self.refresh_ready(&id);
             if let Some(model) = self.model_of(&id) {
                 self.poll(&model);
@@ -137,5 +190,85 @@ impl Dispatcher {
         if let Some(pool) = self.pools.get_mut(model.as_str()) {
             pool.scheduler.update_load(&id, load, self.clock.now());
         }
+    }
+
+    /// Records what the engine said about itself and, if the merged facts changed, tells
+    /// the scheduler (room may have opened or closed) and dispatches.
+    pub(super) fn engine_info(&mut self, id: InstanceId, info: EngineInfo) {
+        let Some(e) = self.instances.get_mut(&id) else {
+            return;
+        };
+        e.engine.discovered = info;
+        tracing::debug!(
+            instance = %id,
+            max_batch = ?info.max_batch,
+            max_model_len = ?info.max_model_len,
+            kv_capacity_tokens = ?info.kv_capacity_tokens,
+            "engine answered"
+        );
+        if self.apply_engine_info(&id)
+            && let Some(model) = self.model_of(&id)
+        {
+            self.poll(&model);
+        }
+    }
+
+    /// Merges an instance's engine facts and, when they changed, gives them to the
+    /// scheduler, the metrics and the log. Returns whether they changed.
+    fn apply_engine_info(&mut self, id: &InstanceId) -> bool {
+        let Some(e) = self.instances.get_mut(id) else {
+            return false;
+        };
+        let info = e.engine.merged();
+        if info == e.engine.effective {
+            return false;
+        }
+        e.engine.effective = info;
+        e.backend.metrics.engine_info.set(&info);
+        tracing::info!(
+            instance = %id,
+            max_batch = ?info.max_batch,
+            max_model_len = ?info.max_model_len,
+            kv_capacity_tokens = ?info.kv_capacity_tokens,
+            "engine facts changed"
+        );
+        if let Some(pool) = self.pools.get_mut(e.backend.spec.model.as_str()) {
+            pool.scheduler.set_engine_info(id, info);
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configuration_wins_over_the_engine_which_wins_over_the_plan() {
+        let facts = EngineFacts {
+            configured: EngineInfo {
+                max_model_len: Some(4096),
+                ..EngineInfo::default()
+            },
+            discovered: EngineInfo {
+                max_model_len: Some(32_768),
+                kv_capacity_tokens: Some(500_000),
+                ..EngineInfo::default()
+            },
+            planned: EngineInfo {
+                max_batch: Some(256),
+                max_model_len: Some(131_072),
+                kv_capacity_tokens: Some(400_000),
+            },
+            effective: EngineInfo::default(),
+        };
+        assert_eq!(
+            facts.merged(),
+            EngineInfo {
+                max_batch: Some(256),
+                max_model_len: Some(4096),
+                kv_capacity_tokens: Some(500_000),
+            }
+        );
     }
 }

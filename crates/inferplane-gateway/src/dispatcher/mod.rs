@@ -7,7 +7,9 @@
 //!
 //! Files: [`types`] (the messages and views it exchanges), `requests.rs` (submit, dispatch,
 //! completion, expiry, rejection), `instances.rs` (registration, health, load, readiness),
-//! `admin.rs` (admin commands, run-time policy switching).
+//! `admin.rs` (admin commands, run-time policy switching). Engine facts (batch limit,
+//! context, KV capacity) are discovered in their own tasks ([`crate::engine_info`]) each
+//! time an instance becomes healthy, and reach the scheduler from here.
 
 mod admin;
 mod instances;
@@ -55,6 +57,9 @@ pub(crate) struct InstanceEntry {
     load: EngineLoad,
     stats: Stats,
     probe: JoinHandle<()>,
+    engine: instances::EngineFacts,
+    /// The engine-fact discovery under way, if any.
+    discovery: Option<JoinHandle<()>>,
 }
 
 pub(crate) struct Inflight {
@@ -112,7 +117,12 @@ impl Dispatcher {
             d.ensure_pool(&pool.model);
             for spec in &pool.instances {
                 let key = config.api_keys.get(&spec.id).cloned();
-                if let Err(e) = d.register(spec.clone(), key) {
+                let engine = config
+                    .engine_overrides
+                    .get(&spec.id)
+                    .copied()
+                    .unwrap_or_default();
+                if let Err(e) = d.register(spec.clone(), key, engine) {
                     tracing::error!(instance = %spec.id, error = %e, "cannot register instance");
                 }
             }
@@ -191,6 +201,7 @@ impl Dispatcher {
                     }
                     Some(Ctl::Health { instance, ok }) => self.health(instance, ok),
                     Some(Ctl::Load { instance, load }) => self.load(instance, load),
+                    Some(Ctl::EngineInfo { instance, info }) => self.engine_info(instance, info),
                     Some(Ctl::Admin(cmd)) => self.admin(cmd),
                     None => break,
                 },
@@ -203,6 +214,9 @@ impl Dispatcher {
         }
         for (_, e) in self.instances.drain() {
             e.probe.abort();
+            if let Some(d) = e.discovery {
+                d.abort();
+            }
         }
     }
 }

@@ -5,8 +5,8 @@ use crate::error::ApiError;
 use crate::stats::PerformanceMetrics;
 use crate::telemetry::{InstanceMetrics, Route};
 use inferplane_core::{
-    AttemptId, BalanceConfig, EngineLoad, InstanceId, InstanceSpec, Outcome, PolicyConfig,
-    RequestId, RequestMeta, RoutingConfig, Time,
+    AttemptId, BalanceConfig, EngineInfo, EngineLoad, InstanceId, InstanceSpec, Outcome,
+    PolicyConfig, RequestId, RequestMeta, RoutingConfig, Time,
 };
 use serde::Serialize;
 use std::collections::HashMap;
@@ -155,6 +155,14 @@ pub struct InstanceView {
     pub engine_waiting: Option<f64>,
     /// Engine-reported KV-cache usage.
     pub engine_kv_usage: Option<f64>,
+    /// The most requests the engine runs at once: configured, else what the engine said,
+    /// else the planner's estimate for its GPU and layout.
+    pub engine_max_batch: Option<u32>,
+    /// The longest context (prompt plus output) it accepts, in tokens, by the same
+    /// precedence.
+    pub engine_max_model_len: Option<u32>,
+    /// Its KV-cache capacity in tokens, by the same precedence.
+    pub engine_kv_capacity_tokens: Option<u64>,
     /// Requests placed on it so far.
     pub placed_total: u64,
 }
@@ -175,10 +183,12 @@ pub struct MetricsView {
 /// Admin commands.
 #[derive(Debug)]
 pub enum AdminCmd {
-    /// Register an instance.
+    /// Register an instance, with its engine's API key and the engine facts configured for
+    /// it (these win over what the engine says; unknown fields are `None`).
     Register(
         InstanceSpec,
         Option<crate::config::Secret>,
+        EngineInfo,
         oneshot::Sender<Result<InstanceView, ApiError>>,
     ),
     /// Remove an instance (in-flight requests finish).
@@ -299,6 +309,14 @@ pub enum Ctl {
         instance: InstanceId,
         /// The reading.
         load: EngineLoad,
+    },
+    /// What the engine says about itself (discovered after it became healthy, or reported
+    /// by the embedding program); unknown fields are `None`.
+    EngineInfo {
+        /// The instance.
+        instance: InstanceId,
+        /// What it said.
+        info: EngineInfo,
     },
     /// An admin command.
     Admin(AdminCmd),

@@ -4,7 +4,7 @@
 //! when the gateway listens on a loopback address, and says so otherwise.
 
 use super::AppState;
-use crate::config::{InstanceSection, instance_spec};
+use crate::config::{InstanceSection, engine_override, instance_spec};
 use crate::error::ApiError;
 use axum::Router;
 use axum::body::Bytes;
@@ -78,35 +78,39 @@ struct RegisterBody {
 }
 
 async fn register(State(s): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
-    let res = async {
-        let body = body.map_err(|e| ApiError::bad_request(e.body_text(), None))?;
-        let b: RegisterBody = serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request(format!("invalid instance: {e}"), None))?;
-        if b.model.trim().is_empty() {
-            return Err(ApiError::bad_request(
-                "model must not be empty",
-                Some("model"),
-            ));
-        }
-        let default_inflight = s.cp.config().max_inflight_for(&b.model);
-        let spec =
-            instance_spec(&b.instance, &b.model, default_inflight).map_err(|(field, msg)| {
-                ApiError::bad_request(format!("{field}: {msg}"), Some(field))
-            })?;
-        match &b.instance.api_key {
-            Some(key) => {
-                let secret = crate::config::Secret::resolve(key)
-                    .map_err(|m| ApiError::bad_request(format!("api_key: {m}"), Some("api_key")))?;
-                s.cp.register_instance_with_api_key(spec, secret).await
-            }
-            None => s.cp.register_instance(spec).await,
-        }
-    }
-    .await;
-    match res {
+    match register_body(&s, body).await {
         Ok(v) => (StatusCode::CREATED, axum::Json(v)).into_response(),
         Err(e) => e.into_response(),
     }
+}
+
+async fn register_body(
+    s: &AppState,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<crate::dispatcher::InstanceView, ApiError> {
+    let body = body.map_err(|e| ApiError::bad_request(e.body_text(), None))?;
+    let b: RegisterBody = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid instance: {e}"), None))?;
+    if b.model.trim().is_empty() {
+        return Err(ApiError::bad_request(
+            "model must not be empty",
+            Some("model"),
+        ));
+    }
+    let default_inflight = s.cp.config().max_inflight_for(&b.model);
+    let field_error = |(field, msg): (&'static str, String)| {
+        ApiError::bad_request(format!("{field}: {msg}"), Some(field))
+    };
+    let spec = instance_spec(&b.instance, &b.model, default_inflight).map_err(field_error)?;
+    let engine = engine_override(&b.instance).map_err(field_error)?;
+    let secret = match &b.instance.api_key {
+        Some(key) => Some(
+            crate::config::Secret::resolve(key)
+                .map_err(|m| ApiError::bad_request(format!("api_key: {m}"), Some("api_key")))?,
+        ),
+        None => None,
+    };
+    s.cp.register_instance_with(spec, secret, engine).await
 }
 
 async fn remove(State(s): State<Arc<AppState>>, Path(id): Path<String>) -> Response {

@@ -65,6 +65,8 @@ pub fn add_pool(
                 gpu: None,
                 price: None,
                 api_key: None,
+                max_model_len: None,
+                max_batch: None,
             });
     }
     f.pools.push(pool);

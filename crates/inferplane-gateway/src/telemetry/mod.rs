@@ -9,142 +9,23 @@
 //! `inferplane_instance_healthy`, `inferplane_instance_circuit_state` (0 closed, 1 half-open,
 //! 2 open), `inferplane_instance_inflight`, `inferplane_instance_engine_running`,
 //! `..._engine_waiting`, `..._engine_kv_usage` (NaN while unknown),
-//! `inferplane_instance_requests_total{outcome}`.
+//! `inferplane_instance_requests_total{outcome}`, and the engine's own facts
+//! `inferplane_instance_engine_max_batch`, `..._engine_max_model_len`,
+//! `..._engine_kv_capacity_tokens` (a series only while known; see `engine.rs`).
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+mod engine;
+mod labels;
+
+pub use engine::EngineInfoGauges;
+pub use labels::{AttemptOutcome, Route, Status, policies};
+
+use labels::*;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
-
-/// Which OpenAI route a request came in on.
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
-#[allow(non_camel_case_types)]
-pub enum Route {
-    /// `POST /v1/chat/completions`.
-    chat_completions,
-    /// `POST /v1/completions`.
-    completions,
-}
-
-impl Route {
-    /// The URL path on the engine.
-    pub fn path(self) -> &'static str {
-        match self {
-            Route::chat_completions => "/v1/chat/completions",
-            Route::completions => "/v1/completions",
-        }
-    }
-}
-
-/// How a request ended, as counted in `inferplane_requests_total`.
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
-#[allow(non_camel_case_types)]
-pub enum Status {
-    /// Served completely.
-    success,
-    /// The engine answered 4xx (the client's fault).
-    client_error,
-    /// The control plane did not queue it or it left the queue (full, timeout, deadline).
-    rejected,
-    /// Every attempt failed (connect errors, 5xx, timeouts).
-    upstream_error,
-    /// A stream broke after its first byte reached the client.
-    stream_broken,
-    /// The client went away.
-    cancelled,
-}
-
-impl Status {
-    /// The status of a request whose ending attempt had this outcome (`None` for an
-    /// attempt being retried: the request goes on).
-    pub fn of(outcome: &inferplane_core::Outcome) -> Option<Status> {
-        use inferplane_core::Outcome;
-        match outcome {
-            Outcome::Success { .. } => Some(Status::success),
-            Outcome::ClientError => Some(Status::client_error),
-            Outcome::Failed { retrying: true } => None,
-            Outcome::Failed { retrying: false } => Some(Status::upstream_error),
-            Outcome::StreamBroken => Some(Status::stream_broken),
-            Outcome::Cancelled => Some(Status::cancelled),
-        }
-    }
-
-    /// All values, for pre-resolving handles.
-    pub const ALL: [Status; 6] = [
-        Status::success,
-        Status::client_error,
-        Status::rejected,
-        Status::upstream_error,
-        Status::stream_broken,
-        Status::cancelled,
-    ];
-
-    fn index(self) -> usize {
-        self as usize
-    }
-}
-
-/// Per-instance request outcome label.
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
-#[allow(non_camel_case_types)]
-pub enum AttemptOutcome {
-    /// The instance served the attempt.
-    success,
-    /// The attempt failed at the instance (connect error, 5xx, timeout, broken stream).
-    failure,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RequestLabels {
-    model: String,
-    route: Route,
-    status: Status,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ModelLabel {
-    model: String,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct PriorityLabels {
-    model: String,
-    priority: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ReasonLabels {
-    model: String,
-    reason: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct PolicyLabels {
-    model: String,
-    policy: &'static str,
-}
-
-/// The scheduling policies, as label values of `inferplane_active_policy` (from the
-/// core's own list).
-pub fn policies() -> [&'static str; 5] {
-    inferplane_core::PolicyConfig::all().map(|p| p.name())
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct InstanceLabels {
-    model: String,
-    instance: String,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct InstanceOutcomeLabels {
-    model: String,
-    instance: String,
-    outcome: AttemptOutcome,
-}
 
 type FloatGauge = Gauge<f64, AtomicU64>;
 type FloatCounter = Counter<f64, AtomicU64>;
@@ -181,6 +62,7 @@ pub struct Telemetry {
     inst_waiting: Family<InstanceLabels, FloatGauge>,
     inst_kv: Family<InstanceLabels, FloatGauge>,
     inst_requests: Family<InstanceOutcomeLabels, Counter>,
+    inst_engine: engine::EngineFamilies,
     /// Requests refused before a model was known (bad body, bad headers).
     pub invalid_requests: Counter,
 }
@@ -245,6 +127,8 @@ pub struct InstanceMetrics {
     pub success: Counter,
     /// Attempts failed.
     pub failure: Counter,
+    /// What the engine says about itself (no series while unknown).
+    pub engine_info: EngineInfoGauges,
 }
 
 impl Default for Telemetry {
@@ -281,6 +165,7 @@ impl Telemetry {
             inst_waiting: Family::default(),
             inst_kv: Family::default(),
             inst_requests: Family::default(),
+            inst_engine: engine::EngineFamilies::default(),
             invalid_requests: Counter::default(),
             registry: Registry::default(),
         };
@@ -395,6 +280,7 @@ impl Telemetry {
             "Attempts per instance by outcome",
             t.inst_requests.clone(),
         );
+        t.inst_engine.register(r);
         r.register(
             "inferplane_invalid_requests",
             "Requests refused before reaching a pool (bad body or headers)",
@@ -489,6 +375,7 @@ impl Telemetry {
             engine_kv: self.inst_kv.get_or_create(&l).clone(),
             success: outcome(AttemptOutcome::success),
             failure: outcome(AttemptOutcome::failure),
+            engine_info: self.inst_engine.handle(l.clone()),
         };
         m.engine_running.set(f64::NAN);
         m.engine_waiting.set(f64::NAN);
@@ -508,6 +395,7 @@ impl Telemetry {
         for f in [&self.inst_running, &self.inst_waiting, &self.inst_kv] {
             f.remove(&l);
         }
+        self.inst_engine.remove(&l);
         for outcome in [AttemptOutcome::success, AttemptOutcome::failure] {
             self.inst_requests.remove(&InstanceOutcomeLabels {
                 model: model.to_string(),
@@ -527,34 +415,4 @@ impl Telemetry {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pool_and_instance_handles_write_the_labelled_series() {
-        let t = Telemetry::new();
-        let p = t.pool("m");
-        p.request(Route::chat_completions, Status::success);
-        p.request(Route::completions, Status::rejected);
-        p.ttft.observe(0.05);
-        let i = t.instance("m", "a");
-        i.healthy.set(1);
-        let text = t.encode();
-        for needle in [
-            "inferplane_requests_total{model=\"m\",route=\"chat_completions\",status=\"success\"} 1",
-            "inferplane_requests_total{model=\"m\",route=\"completions\",status=\"rejected\"} 1",
-            "inferplane_ttft_seconds_count{model=\"m\"} 1",
-            "inferplane_instance_healthy{model=\"m\",instance=\"a\"} 1",
-            "inferplane_instance_engine_kv_usage{model=\"m\",instance=\"a\"} NaN",
-            "inferplane_queue_depth{model=\"m\",priority=\"critical\"} 0",
-            "inferplane_rejects_total{model=\"m\",reason=\"shed\"} 0",
-            "inferplane_active_policy{model=\"m\",policy=\"adaptive\"} 0",
-            "inferplane_policy_switches_total{model=\"m\"} 0",
-            "inferplane_slo_attainment{model=\"m\"} NaN",
-        ] {
-            assert!(text.contains(needle), "missing {needle}\n{text}");
-        }
-        t.remove_instance("m", "a");
-        assert!(!t.encode().contains("instance=\"a\""));
-    }
-}
+mod tests;
