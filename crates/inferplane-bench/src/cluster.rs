@@ -5,7 +5,7 @@
 //! [policy]                      # plain strings, the seed's snake_case names
 //! policy = "fifo"               # fifo, priority, slo_aware, cost_optimized, adaptive
 //! routing = "round_robin"       # load_balanced, round_robin, random, affinity, locality
-//! balance = "least_connections" # weighted_round_robin, least_connections,
+//! balance = "least_ttft"        # weighted_round_robin, least_connections,
 //!                               # least_response_time, power_of_two
 //!
 //! [scheduler]
@@ -76,7 +76,7 @@ impl Default for PolicyChoice {
         PolicyChoice {
             policy: "fifo".into(),
             routing: "load_balanced".into(),
-            balance: "least_connections".into(),
+            balance: inferplane_core::BalanceConfig::default().name().into(),
             plain_router: false,
         }
     }
@@ -418,7 +418,7 @@ mod tests {
         assert_eq!(c.instances[2].spec.id.as_str(), "h-2");
         assert_eq!(c.instances[3].spec.max_inflight, Some(8));
         assert_eq!(c.instances[0].spec.max_inflight, None);
-        assert_eq!(c.policy.label(), "adaptive/load_balanced/least_connections");
+        assert_eq!(c.policy.label(), "adaptive/load_balanced/least_ttft");
         assert!(c.capacity_rps(500.0, 200.0).unwrap() > 1.0);
         let bad: ClusterFile = toml::from_str("[[instances]]\nmodel = \"m\"\n").unwrap();
         assert!(
@@ -436,7 +436,7 @@ mod tests {
     #[test]
     fn policy_choices_parse_with_defaults_and_reject_unknown_names() {
         let c = PolicyChoice::parse("priority/round_robin").unwrap();
-        assert_eq!(c.balance, "least_connections");
+        assert_eq!(c.balance, "least_ttft", "the core's default");
         let e = PolicyChoice::parse("fifo/sticky").unwrap_err().to_string();
         assert!(e.contains("affinity"), "{e}");
         assert!(PolicyChoice::parse("a/b/c/d").is_err());

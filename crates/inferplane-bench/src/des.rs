@@ -31,7 +31,6 @@ use crate::error::BenchError;
 use crate::prompt::prompt_text;
 use crate::record::{Failure, InstanceUsage, Record, RunRecords};
 use crate::workload::WorkItem;
-use inferplane_core::request::DEFAULT_MAX_TOKENS;
 use inferplane_core::{
     AttemptId, Effects, EngineInfo, EngineLoad, InstanceId, InstanceIx, Outcome, RequestId,
     RequestMeta, Scheduler, Time,
@@ -265,18 +264,14 @@ impl Sim<'_> {
         self.end = self.end.max(now);
     }
 
-    /// What the gateway would build from the request: the client's `max_tokens` (or the
-    /// gateway's default when it names none), never the true output length.
+    /// What the gateway would build from the request: the `max_tokens` the client sends,
+    /// never the true output length.
     fn meta(&self, i: u32, model: &str, now: Time) -> RequestMeta {
         let item = &self.items[i as usize];
-        let mut meta = RequestMeta::new(
-            RequestId(u64::from(i)),
-            model,
-            item.prompt_tokens,
-            item.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
-            now,
-        );
-        meta.max_tokens_requested = item.max_tokens;
+        let cap = item.cap();
+        let mut meta =
+            RequestMeta::new(RequestId(u64::from(i)), model, item.prompt_tokens, cap, now);
+        meta.max_tokens_requested = Some(cap);
         meta.priority = item.priority;
         meta.deadline = item.e2e_ms.map(Duration::from_millis);
         meta.ttft_target = item.ttft_ms.map(Duration::from_millis);
@@ -330,7 +325,7 @@ impl Sim<'_> {
                 prompt_tokens: item.prompt_tokens.max(1),
                 block_hashes: inferplane_sim::tokens::block_hashes(&text),
                 // the engine gets the client's cap and stops at the true length
-                max_tokens: item.max_tokens.unwrap_or(output).max(output),
+                max_tokens: item.cap(),
                 content_hash: u64::from(i),
             };
             match self.insts[g].engine.add_with_min_tokens(input, output) {

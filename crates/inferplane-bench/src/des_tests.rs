@@ -3,7 +3,7 @@
 use super::*;
 use crate::cluster::{Limits, PolicyChoice, SimInstance};
 use crate::workload::WorkloadSpec;
-use inferplane_core::InstanceSpec;
+use inferplane_core::{InstanceSpec, RejectKind};
 use inferplane_sim::EngineProfile;
 
 /// Every step takes exactly 10 ms, whatever it does.
@@ -107,6 +107,7 @@ fn every_request_ends_exactly_once_under_overload() {
         max_queue: 200,
         queue_timeout: Some(Duration::from_millis(300)),
         seed: 0,
+        ..Limits::default()
     };
     let run = simulate(
         &cluster(2, 8, EngineProfile::preset("tiny").unwrap(), limits),
@@ -123,19 +124,17 @@ fn every_request_ends_exactly_once_under_overload() {
         }
     }
     let count = |f: Failure| run.records.iter().filter(|r| r.failure == Some(f)).count();
+    let rejected = |k: RejectKind| count(Failure::Rejected(k));
     let served = run.records.iter().filter(|r| r.failure.is_none()).count();
-    assert_eq!(count(Failure::Engine), 1);
-    assert!(count(Failure::QueueFull) > 0, "the short queue overflowed");
-    assert!(count(Failure::QueueTimeout) + count(Failure::DeadlineMissed) > 0);
-    assert!(served > 0);
-    assert_eq!(
-        served
-            + count(Failure::Engine)
-            + count(Failure::QueueFull)
-            + count(Failure::QueueTimeout)
-            + count(Failure::DeadlineMissed),
-        items.len()
+    assert_eq!(count(Failure::Engine), 0, "the context check comes first");
+    assert_eq!(rejected(RejectKind::ContextLengthExceeded), 1);
+    assert!(
+        rejected(RejectKind::Shed) + rejected(RejectKind::QueueFull) > 0,
+        "overload was shed"
     );
+    assert!(served > 0);
+    let by_kind: usize = RejectKind::ALL.into_iter().map(rejected).sum();
+    assert_eq!(served + count(Failure::Engine) + by_kind, items.len());
     assert!(
         !run.records
             .iter()

@@ -12,17 +12,22 @@
 //! long-tailed lengths, priority and SLO classes, cost budgets, multi-turn sessions, shared
 //! system-prompt prefixes); [`trace`] reads and writes JSONL traces and reads the Azure LLM
 //! inference trace CSV; [`report`] turns runs into markdown, JSON and SVG plots; [`compare`]
-//! runs one workload under several policy choices.
+//! runs one workload under several policy choices; [`matrix`] runs every policy and two
+//! baselines over clusters, workloads and loads and [`matrix_report`] holds the default to
+//! its targets; [`source`] is where every command's requests come from.
 
 pub mod cluster;
 pub mod compare;
 pub mod des;
 pub mod error;
 pub mod load;
+pub mod matrix;
+pub mod matrix_report;
 pub mod plot;
 pub mod prompt;
 pub mod record;
 pub mod report;
+pub mod source;
 pub mod trace;
 pub mod workload;
 

@@ -219,12 +219,15 @@ fn scale_record(r: &mut Record, scale: f64) {
 fn body(cfg: &LoadConfig, item: &WorkItem, ix: u64) -> serde_json::Value {
     let model = item.model.as_deref().unwrap_or(&cfg.model);
     let text = prompt_text(item, ix ^ cfg.salt.rotate_left(32));
+    // The gateway sees the client's cap (`max_tokens`); the true length travels as vLLM's
+    // `min_tokens`, which the simulator takes as its end of sequence (a real vLLM then
+    // generates at least that many, stopping at its end of sequence or the cap).
     let mut body = serde_json::json!({
         "model": model,
-        "max_tokens": item.output_tokens.max(1),
+        "max_tokens": item.cap(),
+        "min_tokens": item.output_tokens.max(1),
         "stream": true,
         "stream_options": {"include_usage": true},
-        "ignore_eos": true,
     });
     match cfg.api {
         Api::Completions => body["prompt"] = serde_json::Value::String(text),
@@ -305,8 +308,10 @@ async fn stream_one(
         .map(str::to_string);
     if !resp.status().is_success() {
         let status = resp.status().as_u16();
-        let _ = resp.bytes().await;
-        return failed(at, Failure::Status(status), instance);
+        // an error answer is small; read a bounded prefix for its OpenAI error code
+        let body = resp.bytes().await.unwrap_or_default();
+        let head = &body[..body.len().min(64 * 1024)];
+        return failed(at, Failure::from_http(status, head), instance);
     }
     let mut sse = SseState::default();
     let mut stream = resp.bytes_stream();
@@ -442,7 +447,29 @@ mod tests {
         assert!(h.contains(&("x-slo-ms", "900".into())));
         assert!(h.contains(&("x-session-id", "session-4".into())));
         let b = body(&LoadConfig::new("http://x", "m"), &it, 0);
-        assert_eq!(b["max_tokens"], 5);
+        assert_eq!(
+            b["max_tokens"], 5,
+            "no cap given: the true length is the cap"
+        );
         assert_eq!(b["prompt"].as_str().map(str::len), Some(40));
+        it.max_tokens = Some(1024);
+        let b = body(&LoadConfig::new("http://x", "m"), &it, 0);
+        assert_eq!(
+            (b["max_tokens"].as_u64(), b["min_tokens"].as_u64()),
+            (Some(1024), Some(5)),
+            "the gateway sees the cap, the engine stops at the true length"
+        );
+    }
+
+    #[test]
+    fn an_error_answer_with_a_rejection_code_counts_as_that_rejection() {
+        let shed = br#"{"error":{"message":"m","type":"server_error","param":null,"code":"shed"}}"#;
+        assert_eq!(
+            Failure::from_http(429, shed),
+            Failure::Rejected(inferplane_core::RejectKind::Shed)
+        );
+        assert_eq!(Failure::from_http(502, b"not json"), Failure::Status(502));
+        let other = br#"{"error":{"code":"upstream_error"}}"#;
+        assert_eq!(Failure::from_http(502, other), Failure::Status(502));
     }
 }

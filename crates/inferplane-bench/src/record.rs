@@ -1,5 +1,6 @@
 //! What a run measured, per request, in the same shape for live and simulated runs.
 
+use inferplane_core::{RejectKind, RejectReason};
 use serde::{Deserialize, Serialize};
 
 /// Why a request did not complete.
@@ -16,14 +17,9 @@ pub enum Failure {
     Stream,
     /// The stream carried an error event.
     ErrorEvent,
-    /// The scheduler rejected it: queue full.
-    QueueFull,
-    /// The scheduler rejected it: waited past the queue timeout.
-    QueueTimeout,
-    /// The scheduler rejected it: its deadline passed while queued.
-    DeadlineMissed,
-    /// The scheduler rejected it: no instance serves the model.
-    NoInstances,
+    /// The control plane turned it away, for this reason (in a live run: the OpenAI
+    /// error `code` of its answer).
+    Rejected(RejectKind),
     /// The engine refused it (e.g. longer than the context).
     Engine,
 }
@@ -37,24 +33,38 @@ impl Failure {
             Failure::Status(s) => format!("http_{s}"),
             Failure::Stream => "stream".into(),
             Failure::ErrorEvent => "error_event".into(),
-            Failure::QueueFull => "queue_full".into(),
-            Failure::QueueTimeout => "queue_timeout".into(),
-            Failure::DeadlineMissed => "deadline_missed".into(),
-            Failure::NoInstances => "no_instances".into(),
+            Failure::Rejected(kind) => kind.as_str().into(),
             Failure::Engine => "engine".into(),
         }
     }
 
     /// Whether the control plane turned it away (as opposed to a failure while serving).
     pub fn is_rejection(self) -> bool {
-        matches!(
-            self,
-            Failure::QueueFull
-                | Failure::QueueTimeout
-                | Failure::DeadlineMissed
-                | Failure::NoInstances
-                | Failure::Status(429 | 503)
-        )
+        matches!(self, Failure::Rejected(_) | Failure::Status(429 | 503))
+    }
+
+    /// The failure of a request the scheduler rejected.
+    pub fn from_reject(reason: &RejectReason) -> Failure {
+        Failure::Rejected(reason.kind())
+    }
+
+    /// The failure of an HTTP error answer: a rejection when its OpenAI error `code` names
+    /// one (the gateway answers rejections so), else the bare status.
+    pub fn from_http(status: u16, body: &[u8]) -> Failure {
+        #[derive(Deserialize)]
+        struct Body {
+            error: Error,
+        }
+        #[derive(Deserialize)]
+        struct Error {
+            #[serde(default)]
+            code: Option<String>,
+        }
+        serde_json::from_slice::<Body>(body)
+            .ok()
+            .and_then(|b| b.error.code)
+            .and_then(|c| RejectKind::from_label(&c))
+            .map_or(Failure::Status(status), Failure::Rejected)
     }
 }
 

@@ -57,8 +57,14 @@ pub struct ClassSlo {
     pub met: u64,
     /// `met / with_slo`, when any had an SLO.
     pub attainment: Option<f64>,
+    /// Served to the end.
+    pub completed: u64,
+    /// Turned away by the control plane.
+    pub rejected: u64,
     /// TTFT percentiles of the class's served requests.
     pub ttft_ms: Percentiles,
+    /// End-to-end percentiles of the class's served requests.
+    pub e2e_ms: Percentiles,
 }
 
 /// One instance's share of the work.
@@ -91,10 +97,15 @@ pub struct Summary {
     pub failed: u64,
     /// Failures and rejections by kind.
     pub errors: BTreeMap<String, u64>,
+    /// Rejections by their reason.
+    pub rejected_by: BTreeMap<String, u64>,
     /// Run length in (workload) seconds.
     pub duration_s: f64,
     /// Completed requests per second.
     pub throughput_rps: f64,
+    /// Throughput at SLO: completed requests that met every target they had (requests
+    /// without targets count when completed), per second.
+    pub goodput_rps: f64,
     /// Output tokens per second.
     pub output_tokens_per_s: f64,
     /// Time to first token.
@@ -140,7 +151,9 @@ impl Summary {
             duration_s: run.duration,
             ..Summary::default()
         };
-        let mut classes: BTreeMap<String, (ClassSlo, Histogram<u64>)> = BTreeMap::new();
+        let mut classes: BTreeMap<String, (ClassSlo, Histogram<u64>, Histogram<u64>)> =
+            BTreeMap::new();
+        let mut good = 0u64;
         let mut per_inst = vec![0u64; run.instances.len()];
         let (mut out_tokens, mut prompt_seen, mut cached) = (0u64, 0u64, 0u64);
         for r in &run.records {
@@ -152,12 +165,13 @@ impl Summary {
             let name = item
                 .and_then(|i| i.class.clone())
                 .unwrap_or_else(|| "none".into());
-            let (c, ch) = classes.entry(name.clone()).or_insert_with(|| {
+            let (c, ch, ce) = classes.entry(name.clone()).or_insert_with(|| {
                 (
                     ClassSlo {
                         class: name,
                         ..ClassSlo::default()
                     },
+                    hist(),
                     hist(),
                 )
             });
@@ -170,6 +184,8 @@ impl Summary {
                 Some(f) => {
                     if f.is_rejection() {
                         s.rejected += 1;
+                        c.rejected += 1;
+                        *s.rejected_by.entry(f.label()).or_default() += 1;
                     } else {
                         s.failed += 1;
                     }
@@ -177,8 +193,10 @@ impl Summary {
                 }
                 None => {
                     s.completed += 1;
+                    c.completed += 1;
                     out_tokens += u64::from(r.output_tokens);
                     rec(&mut e2e, r.e2e);
+                    rec(ce, r.e2e);
                     if let Some(t) = r.ttft {
                         rec(&mut ttft, t);
                         rec(ch, t);
@@ -198,11 +216,15 @@ impl Summary {
                     if has_slo && met {
                         c.met += 1;
                     }
+                    if !has_slo || met {
+                        good += 1;
+                    }
                 }
             }
         }
         let dur = run.duration.max(1e-9);
         s.throughput_rps = s.completed as f64 / dur;
+        s.goodput_rps = good as f64 / dur;
         s.output_tokens_per_s = out_tokens as f64 / dur;
         s.ttft_ms = Percentiles::from_us(&ttft);
         s.e2e_ms = Percentiles::from_us(&e2e);
@@ -210,13 +232,14 @@ impl Summary {
         s.itl_ms = run.itl_us.as_ref().map(Percentiles::from_us);
         let (with, met) = classes
             .values()
-            .fold((0, 0), |(w, m), (c, _)| (w + c.with_slo, m + c.met));
+            .fold((0, 0), |(w, m), (c, _, _)| (w + c.with_slo, m + c.met));
         s.slo_attainment = (with > 0).then(|| met as f64 / with as f64);
         s.classes = classes
             .into_values()
-            .map(|(mut c, h)| {
+            .map(|(mut c, h, e)| {
                 c.attainment = (c.with_slo > 0).then(|| c.met as f64 / c.with_slo as f64);
                 c.ttft_ms = Percentiles::from_us(&h);
+                c.e2e_ms = Percentiles::from_us(&e);
                 c
             })
             .collect();
@@ -296,7 +319,7 @@ pub fn markdown(title: &str, runs: &[Summary], command: Option<&str>) -> String 
     }
     m.push('\n');
     type Row = (&'static str, fn(&Summary) -> Option<f64>, bool);
-    let rows: [Row; 16] = [
+    let rows: [Row; 17] = [
         ("requests", |s| Some(s.requests as f64), false),
         ("completed", |s| Some(s.completed as f64), false),
         (
@@ -305,6 +328,7 @@ pub fn markdown(title: &str, runs: &[Summary], command: Option<&str>) -> String 
             true,
         ),
         ("throughput (req/s)", |s| Some(s.throughput_rps), true),
+        ("goodput (req/s at SLO)", |s| Some(s.goodput_rps), true),
         ("output tokens/s", |s| Some(s.output_tokens_per_s), true),
         ("TTFT p50 (ms)", |s| Some(s.ttft_ms.p50), true),
         ("TTFT p95 (ms)", |s| Some(s.ttft_ms.p95), true),
@@ -355,21 +379,25 @@ pub fn markdown(title: &str, runs: &[Summary], command: Option<&str>) -> String 
     let _ = writeln!(m, "\n## SLO attainment by class\n");
     let _ = writeln!(
         m,
-        "| run | class | requests | with SLO | met | attainment | TTFT p99 (ms) |"
+        "| run | class | requests | completed | rejected | with SLO | met | attainment | TTFT p50 (ms) | TTFT p99 (ms) | e2e p99 (ms) |"
     );
-    let _ = writeln!(m, "|---|---|---:|---:|---:|---:|---:|");
+    let _ = writeln!(m, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in runs {
         for c in &r.classes {
             let _ = writeln!(
                 m,
-                "| {} | {} | {} | {} | {} | {} | {:.0} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {:.0} | {:.0} | {:.0} |",
                 r.label,
                 c.class,
                 c.requests,
+                c.completed,
+                c.rejected,
                 c.with_slo,
                 c.met,
                 pct(c.attainment),
-                c.ttft_ms.p99
+                c.ttft_ms.p50,
+                c.ttft_ms.p99,
+                c.e2e_ms.p99
             );
         }
     }
@@ -429,7 +457,7 @@ mod tests {
             cached_tokens: Some(5),
         };
         let mut rejected = ok(3, 0.0, 0);
-        rejected.failure = Some(Failure::QueueFull);
+        rejected.failure = Some(Failure::Rejected(inferplane_core::RejectKind::QueueFull));
         rejected.instance = None;
         let run = RunRecords {
             label: "x".into(),
@@ -460,6 +488,12 @@ mod tests {
             (4, 3, 1, 0)
         );
         assert_eq!(s.errors.get("queue_full"), Some(&1));
+        assert_eq!(s.rejected_by.get("queue_full"), Some(&1));
+        assert_eq!(s.classes[0].completed + s.classes[0].rejected, 4);
+        assert!(
+            (s.goodput_rps - 0.2).abs() < 1e-9,
+            "2 served within 150 ms over 10 s"
+        );
         assert!((s.throughput_rps - 0.3).abs() < 1e-9);
         assert!((s.ttft_ms.p50 - 100.0).abs() < 0.5, "{:?}", s.ttft_ms);
         assert!((s.tpot_ms.p50 - 100.0).abs() < 0.5, "1 s over 10 tokens");

@@ -123,6 +123,18 @@ pub fn scale_to_rate(items: &mut [WorkItem], rate: f64) -> Result<(), BenchError
     Ok(())
 }
 
+/// The cap clients of a trace that records only true output lengths (Azure's) send as
+/// `max_tokens`, unless told otherwise.
+pub const TRACE_MAX_TOKENS: u32 = 2048;
+
+/// Sets the `max_tokens` clients send for items that carry none: `cap`, or the item's
+/// own output length where that is longer (the trace says it generated that much).
+pub fn cap_max_tokens(items: &mut [WorkItem], cap: u32) {
+    for it in items.iter_mut().filter(|i| i.max_tokens.is_none()) {
+        it.max_tokens = Some(cap.max(it.output_tokens).max(1));
+    }
+}
+
 /// Gives each item a class drawn by weight (for traces that carry none, like Azure's).
 pub fn assign_classes(items: &mut [WorkItem], classes: &[ClassSpec], seed: u64) {
     let total: f64 = classes.iter().map(|c| c.weight).sum();

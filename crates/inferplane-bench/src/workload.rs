@@ -23,8 +23,15 @@ pub struct WorkItem {
     pub t: f64,
     /// Prompt length in tokens, the shared prefix included.
     pub prompt_tokens: u32,
-    /// Tokens to generate (sent as `max_tokens`).
+    /// Tokens the engine generates: the request's true output length, which only the
+    /// engine knows (a client sends it as vLLM's `min_tokens`, which the simulator takes as
+    /// its end of sequence; the gateway never reads it).
     pub output_tokens: u32,
+    /// The `max_tokens` the client sends: a cap, at least `output_tokens`. `None`: the
+    /// client sends `output_tokens` itself as its cap (older traces; it tells the gateway
+    /// the true length).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
     /// Priority class.
     #[serde(default, skip_serializing_if = "is_normal")]
     pub priority: Priority,
@@ -63,12 +70,22 @@ fn is_zero(n: &u32) -> bool {
 }
 
 impl WorkItem {
-    /// A plain request: normal priority, no SLO, no session, no shared prefix.
+    /// The `max_tokens` the client sends (see [`WorkItem::max_tokens`]).
+    pub fn cap(&self) -> u32 {
+        self.max_tokens
+            .unwrap_or(self.output_tokens)
+            .max(self.output_tokens)
+            .max(1)
+    }
+
+    /// A plain request: normal priority, no SLO, no session, no shared prefix, its true
+    /// output length as its cap.
     pub fn plain(t: f64, prompt_tokens: u32, output_tokens: u32) -> Self {
         WorkItem {
             t,
             prompt_tokens,
             output_tokens,
+            max_tokens: None,
             priority: Priority::Normal,
             class: None,
             ttft_ms: None,
@@ -184,6 +201,9 @@ pub struct ClassSpec {
     /// Cost budget, US dollars.
     #[serde(default)]
     pub cost_budget: Option<f64>,
+    /// The `max_tokens` its clients send (overrides the workload's).
+    #[serde(default)]
+    pub max_tokens: Option<u32>,
 }
 
 /// Multi-turn sessions.
@@ -247,8 +267,11 @@ pub struct WorkloadSpec {
     pub arrival: Arrival,
     /// Prompt lengths (the part after any shared prefix).
     pub prompt: LengthDist,
-    /// Output lengths.
+    /// Output lengths (the true lengths; capped by `max_tokens`).
     pub output: LengthDist,
+    /// The `max_tokens` clients send, a cap on the output (`None`: they send the true
+    /// length, which tells the gateway more than real clients do).
+    pub max_tokens: Option<u32>,
     /// Priority and SLO classes; empty means every request is a plain normal one.
     pub classes: Vec<ClassSpec>,
     /// Multi-turn sessions.
@@ -276,6 +299,7 @@ impl Default for WorkloadSpec {
                 min: 4,
                 max: 1024,
             },
+            max_tokens: Some(1024),
             classes: default_classes(),
             sessions: SessionSpec::default(),
             prefixes: PrefixSpec::default(),
@@ -293,6 +317,7 @@ pub fn default_classes() -> Vec<ClassSpec> {
             ttft_ms: Some(1000),
             e2e_ms: Some(15_000),
             cost_budget: None,
+            max_tokens: None,
         },
         ClassSpec {
             name: "standard".into(),
@@ -301,6 +326,7 @@ pub fn default_classes() -> Vec<ClassSpec> {
             ttft_ms: Some(3000),
             e2e_ms: Some(30_000),
             cost_budget: Some(0.01),
+            max_tokens: None,
         },
         ClassSpec {
             name: "batch".into(),
@@ -309,6 +335,7 @@ pub fn default_classes() -> Vec<ClassSpec> {
             ttft_ms: None,
             e2e_ms: None,
             cost_budget: None,
+            max_tokens: None,
         },
     ]
 }
@@ -379,6 +406,9 @@ impl WorkloadSpec {
         }
         self.prompt.validate("prompt")?;
         self.output.validate("output")?;
+        if self.max_tokens == Some(0) || self.classes.iter().any(|c| c.max_tokens == Some(0)) {
+            return bad("max_tokens must be at least 1");
+        }
         if self
             .classes
             .iter()
@@ -442,12 +472,13 @@ impl WorkloadSpec {
                 let prompt = prefix.max(s.context) + fresh;
                 let mut item = self.item(t, prompt, output, s.class, s.group);
                 item.session = Some(s.id);
-                s.context = prompt + output;
+                s.context = prompt + item.output_tokens;
                 s.turns_left -= 1;
                 if s.turns_left == 0 || s.context >= self.sessions.max_context {
                     open.swap_remove(ix);
                 }
-                if prompt + output > self.sessions.max_context && prompt > prefix + fresh {
+                // the prompt and the cap the client asks for must fit the context
+                if prompt + item.cap() > self.sessions.max_context && prompt > prefix + fresh {
                     // Too long to continue: the session ends and this turn starts afresh.
                     item.prompt_tokens = prefix + fresh;
                     item.session = Some(next_session);
@@ -482,8 +513,11 @@ impl WorkloadSpec {
     }
 
     fn item(&self, t: f64, prompt: u32, output: u32, class: usize, group: Option<u32>) -> WorkItem {
-        let mut item = WorkItem::plain(t, prompt, output);
-        if let Some(c) = self.classes.get(class) {
+        let c = self.classes.get(class);
+        let cap = c.and_then(|c| c.max_tokens).or(self.max_tokens);
+        let mut item = WorkItem::plain(t, prompt, cap.map_or(output, |m| output.min(m)));
+        item.max_tokens = cap;
+        if let Some(c) = c {
             item.priority = c.priority;
             item.class = Some(c.name.clone());
             item.ttft_ms = c.ttft_ms;

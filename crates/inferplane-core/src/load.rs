@@ -21,15 +21,27 @@
 //!
 //! A missing reading is unknown, never idle, and never saturated: the limit still applies.
 //!
+//! 3. protected requests (class [`SaturationConfig::protect`] and above, `critical` by
+//!    default) with an end-to-end deadline running there can still make it: every
+//!    sequence an engine runs slows every other's tokens, so while such requests are in
+//!    flight the instance takes no more than the batch at which each could still finish
+//!    in time ([`deadline_limit`]: its remaining time over its remaining tokens, planned
+//!    for a long answer of its class, against the instance's time per token by batch,
+//!    `predict::DecodeModel`). Under overload this keeps critical work on time instead of
+//!    letting every request slow down together; the work it holds back waits in the
+//!    gateway, where the lowest class is shed first. It costs throughput, which is why
+//!    only the protected classes do it.
+//!
 //! # Prefill backlog (predicted time to first token)
 //!
 //! Engines prefill new requests first come, first served (vLLM's and SGLang's schedulers
-//! admit waiting requests in order into each step's token budget). The scheduler keeps,
-//! per instance, when the engine will have prefilled everything placed on it
-//! ([`LoadSignals::prefill_free_at`]): a placement starts prefilling at the later of now
-//! and that time and takes `prompt / prefill rate`. A request's predicted time to first
-//! token is that backlog plus its own prefill; every first token observed corrects the
-//! backlog by the prediction's error.
+//! admit waiting requests in order into each step's token budget). The scheduler counts,
+//! per instance, the prompt tokens it placed there whose first token has not come yet
+//! ([`LoadSignals::prefill_pending`], exact for streamed answers: their first token is
+//! reported; a whole answer counts until it ends). A request's predicted time to first
+//! token is that backlog and its own prompt at the instance's prefill rate. The rate is
+//! measured the same way: the tokens pending when a request was placed plus its own,
+//! over the time its first token took.
 //!
 //! # Latency
 //!
@@ -55,6 +67,11 @@ pub struct SaturationConfig {
     pub default_limit: u32,
     /// KV-cache usage at which an engine with waiting requests counts as full.
     pub kv_full: f64,
+    /// Hold an instance's batch to what the end-to-end deadlines of protected requests in
+    /// flight there allow (see [`deadline_limit`]).
+    pub deadlines: bool,
+    /// The lowest class whose deadlines hold batches (see `deadlines`).
+    pub protect: crate::request::Priority,
 }
 
 impl Default for SaturationConfig {
@@ -62,6 +79,8 @@ impl Default for SaturationConfig {
         SaturationConfig {
             default_limit: 256,
             kv_full: 0.9,
+            deadlines: true,
+            protect: crate::request::Priority::Critical,
         }
     }
 }
@@ -80,8 +99,15 @@ pub struct LoadSignals {
     pub placed_since: u32,
     /// Attempts finished here since the last reading.
     pub finished_since: u32,
-    /// When the engine will have prefilled every prompt placed on it (see the module docs).
-    pub prefill_free_at: Time,
+    /// Prompt tokens placed here whose first token has not come (see the module docs).
+    pub prefill_pending: u64,
+    /// The batch the deadlines in flight allow (see [`deadline_limit`]), `None`: no bound.
+    pub deadline_limit: Option<u32>,
+    /// Time integral of attempts in flight (batch-seconds), to measure the mean batch a
+    /// request decoded in.
+    pub batch_secs: f64,
+    /// When `batch_secs` was last advanced.
+    pub batch_at: Time,
 }
 
 impl LoadSignals {
@@ -107,45 +133,18 @@ impl LoadSignals {
         }
     }
 
-    /// Seconds of prefill ahead of a request placed now.
-    pub fn prefill_backlog_secs(&self, now: Time) -> f64 {
-        if self.prefill_free_at > now {
-            self.prefill_free_at.saturating_since(now).as_secs_f64()
-        } else {
-            0.0
+    /// Advances the batch integral to `now` with `inflight` running since the last time.
+    pub fn advance_batch(&mut self, now: Time, inflight: u32) {
+        if now > self.batch_at {
+            self.batch_secs +=
+                f64::from(inflight) * now.saturating_since(self.batch_at).as_secs_f64();
+            self.batch_at = now;
         }
     }
 
-    /// Books a placement's prefill: returns when its prefill starts and when it should end.
-    pub fn book_prefill(&mut self, now: Time, prefill_secs: f64) -> (Time, Time) {
-        let start = self.prefill_free_at.max(now);
-        let end = start + secs(prefill_secs);
-        self.prefill_free_at = end;
-        (start, end)
-    }
-
-    /// Corrects the backlog by a prediction's error: the prefill predicted to end at
-    /// `predicted` ended at `actual`.
-    pub fn correct_prefill(&mut self, predicted: Time, actual: Time) {
-        if actual < predicted {
-            let early = predicted.saturating_since(actual);
-            let pulled = Time::from_nanos(
-                self.prefill_free_at
-                    .as_nanos()
-                    .saturating_sub(u64::try_from(early.as_nanos()).unwrap_or(u64::MAX)),
-            );
-            self.prefill_free_at = pulled.max(actual);
-        } else {
-            self.prefill_free_at = self.prefill_free_at + actual.saturating_since(predicted);
-        }
-    }
-}
-
-fn secs(s: f64) -> Duration {
-    if s.is_finite() && s > 0.0 {
-        Duration::from_secs_f64(s.min(1e6))
-    } else {
-        Duration::ZERO
+    /// Seconds of prefill ahead of a request placed now, at `prefill_tokens_per_sec`.
+    pub fn prefill_backlog_secs(&self, prefill_tokens_per_sec: f64) -> f64 {
+        self.prefill_pending as f64 / prefill_tokens_per_sec.max(1e-9)
     }
 }
 
@@ -185,11 +184,57 @@ pub fn engine_saturated(inst: &InstanceState, config: &SaturationConfig) -> bool
     }
 }
 
-/// Recomputes `inst`'s limit and room; returns whether room changed.
-pub fn refresh(inst: &mut InstanceState, config: &SaturationConfig) -> bool {
+/// An end-to-end deadline in flight on an instance (see [`deadline_limit`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DeadlineInFlight {
+    /// The attempt.
+    pub attempt: crate::outcome::AttemptId,
+    /// When it must be done.
+    pub deadline: Time,
+    /// The output it is planned for (a long answer of its class).
+    pub tokens: u32,
+    /// When its first token came, if it did.
+    pub first: Option<Time>,
+}
+
+/// The largest batch at which every deadline in flight on `inst` can still be met at
+/// `now`: for each, its remaining time over its remaining tokens (its planned output less
+/// what it has generated since its first token at the present time per token) is the time
+/// per token it needs; the instance's decode model says the batch for the tightest.
+/// Deadlines already missed do not count. `None`: no deadline in flight, or no model.
+pub fn deadline_limit(inst: &InstanceState, now: Time) -> Option<u32> {
+    let decode = &inst.rates.decode;
+    let tpot_now = decode.tpot(f64::from(inst.inflight.max(1)));
+    let mut need = f64::INFINITY;
+    for d in &inst.deadlines {
+        if d.deadline <= now {
+            continue;
+        }
+        let left = d.deadline.saturating_since(now).as_secs_f64();
+        let generated = d.first.map_or(0.0, |f| {
+            now.saturating_since(f).as_secs_f64() / tpot_now.max(1e-9)
+        });
+        let remaining = (f64::from(d.tokens) - generated).max(1.0);
+        need = need.min(left / remaining);
+    }
+    if need.is_infinite() {
+        return None;
+    }
+    decode.max_batch_for(need).map(|b| b.max(1))
+}
+
+/// Recomputes `inst`'s limits and room at `now`; returns whether room changed.
+pub fn refresh(inst: &mut InstanceState, config: &SaturationConfig, now: Time) -> bool {
     let limit = limit(inst, config);
-    let room = inst.routable() && inst.inflight < limit && !engine_saturated(inst, config);
+    let deadline = if config.deadlines {
+        deadline_limit(inst, now)
+    } else {
+        None
+    };
+    let bound = deadline.map_or(limit, |d| d.min(limit));
+    let room = inst.routable() && inst.inflight < bound && !engine_saturated(inst, config);
     inst.signals.limit = limit;
+    inst.signals.deadline_limit = deadline;
     std::mem::replace(&mut inst.signals.room, room) != room
 }
 
@@ -307,7 +352,7 @@ mod tests {
     fn waiting_requests_saturate_a_full_engine_until_enough_finish() {
         let c = SaturationConfig::default();
         let mut s = inst(None, Some(100));
-        assert!(!refresh(&mut s, &c) || s.has_room());
+        assert!(!refresh(&mut s, &c, Time::ZERO) || s.has_room());
         assert!(s.has_room(), "no reading: the limit alone decides");
         s.load = EngineLoad {
             running: Some(40.0),
@@ -315,19 +360,19 @@ mod tests {
             kv_usage: Some(0.95),
         };
         s.signals.reading_at = Some(Time::ZERO);
-        refresh(&mut s, &c);
+        refresh(&mut s, &c, Time::ZERO);
         assert!(!s.has_room(), "waiting in a full KV cache");
         s.signals.finished_since = 2;
-        refresh(&mut s, &c);
+        refresh(&mut s, &c, Time::ZERO);
         assert!(
             !s.has_room(),
             "two finished: the two waiting moved in, still full"
         );
         s.signals.finished_since = 3;
-        refresh(&mut s, &c);
+        refresh(&mut s, &c, Time::ZERO);
         assert!(s.has_room(), "a third finish frees a place");
         s.signals.placed_since = 1;
-        refresh(&mut s, &c);
+        refresh(&mut s, &c, Time::ZERO);
         assert!(!s.has_room(), "and the gateway took it");
     }
 
@@ -341,10 +386,10 @@ mod tests {
             kv_usage: Some(0.3),
         };
         s.signals.reading_at = Some(Time::ZERO);
-        refresh(&mut s, &c);
+        refresh(&mut s, &c, Time::ZERO);
         assert!(s.has_room());
         s.load.running = Some(100.0);
-        refresh(&mut s, &c);
+        refresh(&mut s, &c, Time::ZERO);
         assert!(!s.has_room(), "at its batch limit");
         // llama.cpp: no KV figure, a deferred request means every slot is busy
         s.load = EngineLoad {
@@ -352,29 +397,22 @@ mod tests {
             waiting: Some(1.0),
             kv_usage: None,
         };
-        refresh(&mut s, &c);
+        refresh(&mut s, &c, Time::ZERO);
         assert!(!s.has_room());
         s.ready = false;
         s.load = EngineLoad::default();
-        refresh(&mut s, &c);
+        refresh(&mut s, &c, Time::ZERO);
         assert!(!s.has_room(), "unready never has room");
     }
 
     #[test]
-    fn prefill_is_booked_first_come_first_served_and_corrected_by_first_tokens() {
-        let mut s = LoadSignals::default();
-        let t = |ms| Time::from_millis(ms);
-        assert_eq!(s.book_prefill(t(0), 0.1), (t(0), t(100)));
-        assert_eq!(s.book_prefill(t(50), 0.1), (t(100), t(200)));
-        assert!((s.prefill_backlog_secs(t(50)) - 0.15).abs() < 1e-9);
-        // the first finished at 60 ms instead of 100: everything moves 40 ms earlier
-        s.correct_prefill(t(100), t(60));
-        assert_eq!(s.prefill_free_at, t(160));
-        // the second was 30 ms late
-        s.correct_prefill(t(160), t(190));
-        assert_eq!(s.prefill_free_at, t(190));
-        assert_eq!(s.prefill_backlog_secs(t(500)), 0.0);
-        assert_eq!(s.book_prefill(t(500), 0.0), (t(500), t(500)));
+    fn the_prefill_backlog_is_the_pending_prompt_at_the_prefill_rate() {
+        let s = LoadSignals {
+            prefill_pending: 3000,
+            ..LoadSignals::default()
+        };
+        assert!((s.prefill_backlog_secs(1000.0) - 3.0).abs() < 1e-12);
+        assert_eq!(LoadSignals::default().prefill_backlog_secs(1000.0), 0.0);
     }
 
     #[test]

@@ -79,6 +79,8 @@ pub struct InstanceState {
     pub latency: PeakEwma,
     /// Placements made on it.
     pub placed_total: u64,
+    /// End-to-end deadlines of the attempts in flight on it (see `load::deadline_limit`).
+    pub deadlines: Vec<crate::load::DeadlineInFlight>,
 }
 
 impl InstanceState {
@@ -96,6 +98,7 @@ impl InstanceState {
             signals: LoadSignals::default(),
             latency: PeakEwma::default(),
             placed_total: 0,
+            deadlines: Vec::new(),
         }
     }
 
@@ -122,10 +125,24 @@ impl InstanceState {
         (f64::from(self.inflight) + extra) / f64::from(self.limit().max(1))
     }
 
+    /// Predicted seconds per output token for a request placed here now: the decode model
+    /// at one more than the present batch when it knows its shape or has measured, else
+    /// the measured time per token.
+    pub fn tpot_secs(&self) -> f64 {
+        let d = &self.rates.decode;
+        if d.samples > 0 || d.base > 0.0 {
+            d.tpot(f64::from(self.inflight + 1))
+        } else {
+            self.rates.decode_secs_per_token
+        }
+    }
+
     /// Predicted seconds from now until a request of `prompt_tokens` placed now gets its
     /// first token here: the engine's prefill backlog, then its own prefill.
-    pub fn ttft_secs(&self, prompt_tokens: u32, now: Time) -> f64 {
-        self.signals.prefill_backlog_secs(now) + self.rates.ttft_secs(prompt_tokens)
+    pub fn ttft_secs(&self, prompt_tokens: u32, _now: Time) -> f64 {
+        self.signals
+            .prefill_backlog_secs(self.rates.prefill_tokens_per_sec)
+            + self.rates.ttft_secs(prompt_tokens)
     }
 
     /// Whether `context_tokens` (prompt plus requested output) fit its context length
@@ -163,6 +180,9 @@ pub struct PoolView<'a> {
     pub now: Time,
     /// The output-length predictor (per class, learned from completions).
     pub outputs: &'a OutputLengths,
+    /// The lowest protected class (see `load::SaturationConfig::protect`): SLO
+    /// predictions plan for a long answer for these, a typical one for the rest.
+    pub protect: crate::request::Priority,
 }
 
 impl<'a> PoolView<'a> {
@@ -192,6 +212,16 @@ impl<'a> PoolView<'a> {
     /// The output length predicted for `req`.
     pub fn output_tokens(&self, req: &RequestMeta) -> u32 {
         self.outputs.predict(req)
+    }
+
+    /// The output length SLO predictions plan for: a long answer of its class for a
+    /// protected request, a typical one otherwise.
+    pub fn planned_output(&self, req: &RequestMeta) -> u32 {
+        if req.priority >= self.protect {
+            self.outputs.predict_long(req)
+        } else {
+            self.outputs.predict(req)
+        }
     }
 
     /// Bounded-load test of consistent hashing with bounded loads: whether the instance
@@ -370,7 +400,7 @@ pub(crate) mod testkit {
                 let mut s = InstanceState::new(spec, InstanceIx::new(i as u32, 0));
                 s.ready = true;
                 s.inflight = inflight;
-                refresh(&mut s, &SaturationConfig::default());
+                refresh(&mut s, &SaturationConfig::default(), Time::ZERO);
                 Some(s)
             })
             .collect()
@@ -379,7 +409,7 @@ pub(crate) mod testkit {
     /// Recomputes room after a test changed a state.
     pub fn refresh_all(states: &mut [Option<InstanceState>]) {
         for s in states.iter_mut().flatten() {
-            refresh(s, &SaturationConfig::default());
+            refresh(s, &SaturationConfig::default(), Time::ZERO);
         }
     }
 
@@ -395,6 +425,7 @@ pub(crate) mod testkit {
             epoch: 0,
             now: Time::ZERO,
             outputs: &OUTPUTS,
+            protect: crate::request::Priority::Critical,
         };
         for s in states.iter().flatten().filter(|s| s.routable()) {
             v.routable += 1;

@@ -20,6 +20,87 @@ use std::time::Duration;
 /// Weight of a new measurement in the rates' EWMA.
 pub const RATE_EWMA_ALPHA: f64 = 0.2;
 
+/// Time per output token as a function of the running batch: `scale * (base + per_seq *
+/// batch)`. The shape (`base`, `per_seq`) comes from the planner's step model for a known
+/// GPU (`per_seq` includes each sequence's KV reads at a typical context), else is
+/// proportional to the batch; `scale` is learned from measured completions (their mean
+/// time per token against the mean batch they decoded in), so a wrong shape still lands
+/// on the measured operating point.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DecodeModel {
+    /// Seconds of a step at an empty batch.
+    pub base: f64,
+    /// Seconds each running sequence adds to a step.
+    pub per_seq: f64,
+    /// Measured over modelled time per token (1 until measured).
+    pub scale: f64,
+    /// Completions learned from.
+    pub samples: u64,
+}
+
+impl Default for DecodeModel {
+    fn default() -> Self {
+        DecodeModel {
+            base: 0.0,
+            per_seq: 1.0,
+            scale: 1.0,
+            samples: 0,
+        }
+    }
+}
+
+impl DecodeModel {
+    /// A model of this shape, not measured yet.
+    pub fn new(base: f64, per_seq: f64) -> Self {
+        DecodeModel {
+            base: base.max(0.0),
+            per_seq: per_seq.max(1e-12),
+            scale: 1.0,
+            samples: 0,
+        }
+    }
+
+    fn shape(&self, batch: f64) -> f64 {
+        self.base + self.per_seq * batch.max(1.0)
+    }
+
+    /// Predicted seconds per output token at `batch` running sequences (meaningful once
+    /// measured, or when the shape came from the planner).
+    pub fn tpot(&self, batch: f64) -> f64 {
+        self.scale * self.shape(batch)
+    }
+
+    /// Folds in a completion that decoded at `tpot` seconds per token among `batch`
+    /// sequences on average.
+    pub fn observe(&mut self, batch: f64, tpot: f64) {
+        if !(batch.is_finite() && batch > 0.0 && tpot.is_finite() && tpot > 0.0) {
+            return;
+        }
+        let ratio = tpot / self.shape(batch);
+        self.scale = if self.samples == 0 {
+            ratio
+        } else {
+            self.scale + 0.1 * (ratio - self.scale)
+        };
+        self.samples += 1;
+    }
+
+    /// The largest batch whose predicted time per token is at most `tpot` (0 when even
+    /// one sequence is slower); `None` before any measurement of a proportional model
+    /// (its scale means nothing yet).
+    pub fn max_batch_for(&self, tpot: f64) -> Option<u32> {
+        if self.samples == 0 && self.base == 0.0 {
+            return None;
+        }
+        let b = (tpot / self.scale.max(1e-12) - self.base) / self.per_seq;
+        Some(if b.is_finite() && b > 0.0 {
+            b.floor().min(f64::from(u32::MAX)) as u32
+        } else {
+            0
+        })
+    }
+}
+
 /// How fast an instance serves one request, at its usual batch.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Rates {
@@ -32,6 +113,8 @@ pub struct Rates {
     pub overhead_secs: f64,
     /// Completions measured so far (0 means the rates are still a seed).
     pub samples: u64,
+    /// Time per output token by batch size.
+    pub decode: DecodeModel,
 }
 
 impl Default for Rates {
@@ -54,6 +137,7 @@ impl Rates {
             decode_secs_per_token: 0.025 / speedup,
             overhead_secs: 0.005 + 0.002 * f64::from(layout.pp.max(1) - 1),
             samples: 0,
+            decode: DecodeModel::default(),
         }
     }
 
@@ -72,33 +156,27 @@ impl Rates {
         self.ttft_secs(prompt_tokens) + f64::from(output_tokens) * self.decode_secs_per_token
     }
 
-    /// Folds in one measured completion: `prefill_secs` from the start of its prefill (as
-    /// booked) to the first token, `decode_secs` from the first token to the last, for
-    /// `prefill_tokens` computed (prompt less prefix-cache hits) and `completion_tokens`.
-    /// Implausible samples (zero or negative durations, no tokens) leave the rates alone.
-    pub fn observe(
-        &mut self,
-        prefill_tokens: u32,
-        completion_tokens: u32,
-        prefill_secs: Option<f64>,
-        decode_secs: Option<f64>,
-    ) {
-        let a = RATE_EWMA_ALPHA;
-        if let Some(p) = prefill_secs.map(|p| p - self.overhead_secs)
-            && prefill_tokens > 0
-            && p > 0.0
-            && p.is_finite()
-        {
-            let sample = f64::from(prefill_tokens) / p;
-            self.prefill_tokens_per_sec = (1.0 - a) * self.prefill_tokens_per_sec + a * sample;
+    /// Folds in one measured first token: the engine prefilled `tokens` (the prompts
+    /// pending ahead of it and its own) in `secs` (from placement to its first token).
+    /// Implausible samples (no tokens, zero or negative durations) leave the rate alone.
+    pub fn observe_prefill(&mut self, tokens: u64, secs: f64) {
+        let secs = secs - self.overhead_secs;
+        if tokens > 0 && secs > 0.0 && secs.is_finite() {
+            let sample = tokens as f64 / secs;
+            self.prefill_tokens_per_sec += RATE_EWMA_ALPHA * (sample - self.prefill_tokens_per_sec);
         }
+    }
+
+    /// Folds in one measured completion: `completion_tokens` generated over `decode_secs`
+    /// from the first token to the last. Implausible samples leave the rate alone.
+    pub fn observe_decode(&mut self, completion_tokens: u32, decode_secs: Option<f64>) {
         if let Some(d) = decode_secs
             && completion_tokens > 1
             && d > 0.0
             && d.is_finite()
         {
             let sample = d / f64::from(completion_tokens - 1);
-            self.decode_secs_per_token = (1.0 - a) * self.decode_secs_per_token + a * sample;
+            self.decode_secs_per_token += RATE_EWMA_ALPHA * (sample - self.decode_secs_per_token);
         }
         self.samples += 1;
     }
@@ -108,25 +186,67 @@ impl Rates {
 /// and before that `max_tokens`).
 pub const OUTPUT_MIN_SAMPLES: u64 = 16;
 
+/// The quantile of a class's output lengths that deadline-aware admission plans for.
+pub const LONG_QUANTILE: f64 = 0.99;
+
 /// Weight of a new completion in the output-length EWMA once warmed up.
 pub const OUTPUT_EWMA_ALPHA: f64 = 0.02;
 
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+/// Buckets of the output-length histogram: bucket `i` holds lengths up to `1.25^(i+1)`.
+const BUCKETS: usize = 48;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
 struct Mean {
     mean: f64,
     samples: u64,
+    buckets: [u32; BUCKETS],
+}
+
+impl Default for Mean {
+    fn default() -> Self {
+        Mean::EMPTY
+    }
 }
 
 impl Mean {
+    const EMPTY: Mean = Mean {
+        mean: 0.0,
+        samples: 0,
+        buckets: [0; BUCKETS],
+    };
+
     fn observe(&mut self, x: f64) {
         self.samples += 1;
         // A running average while warming up, then an EWMA that follows drift.
         let w = (1.0 / self.samples as f64).max(OUTPUT_EWMA_ALPHA);
         self.mean += w * (x - self.mean);
+        let b = (x.max(1.0).ln() / 1.25f64.ln()).floor() as usize;
+        let b = b.min(BUCKETS - 1);
+        self.buckets[b] = self.buckets[b].saturating_add(1);
+        if self.buckets[b] == u32::MAX {
+            self.buckets.iter_mut().for_each(|n| *n /= 2);
+        }
     }
 
     fn get(&self) -> Option<f64> {
         (self.samples >= OUTPUT_MIN_SAMPLES).then_some(self.mean)
+    }
+
+    /// The `q` quantile (upper bucket bound), once warmed up.
+    fn quantile(&self, q: f64) -> Option<f64> {
+        if self.samples < OUTPUT_MIN_SAMPLES {
+            return None;
+        }
+        let total: u64 = self.buckets.iter().map(|&n| u64::from(n)).sum();
+        let want = (q.clamp(0.0, 1.0) * total as f64).ceil() as u64;
+        let mut seen = 0u64;
+        for (i, &n) in self.buckets.iter().enumerate() {
+            seen += u64::from(n);
+            if seen >= want.max(1) {
+                return Some(1.25f64.powi(i as i32 + 1));
+            }
+        }
+        None
     }
 }
 
@@ -134,23 +254,23 @@ impl Mean {
 /// request's prediction is `min(max_tokens, mean of its class)`, falling back to the
 /// pool-wide mean and, before any completion, to `max_tokens` itself (the most it could
 /// take). The request's true length is never an input.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct OutputLengths {
     classes: [Mean; 4],
     all: Mean,
 }
 
+impl Default for OutputLengths {
+    fn default() -> Self {
+        OutputLengths::EMPTY
+    }
+}
+
 impl OutputLengths {
     /// Nothing learned yet.
     pub const EMPTY: OutputLengths = OutputLengths {
-        classes: [Mean {
-            mean: 0.0,
-            samples: 0,
-        }; 4],
-        all: Mean {
-            mean: 0.0,
-            samples: 0,
-        },
+        classes: [Mean::EMPTY; 4],
+        all: Mean::EMPTY,
     };
 
     /// Learns from one completed request.
@@ -167,6 +287,19 @@ impl OutputLengths {
             .or_else(|| self.all.get());
         match learned {
             Some(m) => (m.round().max(1.0) as u32).min(req.max_tokens.max(1)),
+            None => req.max_tokens.max(1),
+        }
+    }
+
+    /// A long output for `req`: the [`LONG_QUANTILE`] of its class (else of the pool), at
+    /// most `max_tokens`; `max_tokens` before anything is learned. What deadline-aware
+    /// admission plans for, so that most answers, not just the typical one, arrive in time.
+    pub fn predict_long(&self, req: &RequestMeta) -> u32 {
+        let learned = self.classes[req.priority.index()]
+            .quantile(LONG_QUANTILE)
+            .or_else(|| self.all.quantile(LONG_QUANTILE));
+        match learned {
+            Some(q) => (q.round().max(1.0) as u32).min(req.max_tokens.max(1)),
             None => req.max_tokens.max(1),
         }
     }
@@ -243,21 +376,25 @@ mod tests {
     }
 
     #[test]
-    fn observed_completions_move_rates_by_the_ewma_weight() {
+    fn observed_first_tokens_and_completions_move_rates_by_the_ewma_weight() {
         let mut r = Rates {
             prefill_tokens_per_sec: 1000.0,
             decode_secs_per_token: 0.01,
             overhead_secs: 0.0,
             samples: 0,
+            decode: DecodeModel::default(),
         };
         // 1000 tokens in 0.5 s = 2000 tok/s; 11 tokens over 1.0 s of decode = 0.1 s/token
-        r.observe(1000, 11, Some(0.5), Some(1.0));
+        r.observe_prefill(1000, 0.5);
+        r.observe_decode(11, Some(1.0));
         assert!((r.prefill_tokens_per_sec - 1200.0).abs() < 1e-9);
         assert!((r.decode_secs_per_token - 0.028).abs() < 1e-12);
         assert_eq!(r.samples, 1);
         let before = r;
-        r.observe(0, 0, Some(-1.0), Some(f64::NAN));
-        r.observe(100, 5, None, None);
+        r.observe_prefill(0, 1.0);
+        r.observe_prefill(10, -1.0);
+        r.observe_decode(0, Some(f64::NAN));
+        r.observe_decode(5, None);
         assert_eq!(r.prefill_tokens_per_sec, before.prefill_tokens_per_sec);
         assert_eq!(r.decode_secs_per_token, before.decode_secs_per_token);
     }
@@ -292,12 +429,49 @@ mod tests {
     }
 
     #[test]
+    fn the_decode_model_learns_its_scale_and_answers_the_batch_for_a_time_per_token() {
+        let mut d = DecodeModel::new(0.01, 0.001);
+        assert!((d.tpot(10.0) - 0.02).abs() < 1e-12);
+        assert_eq!(d.max_batch_for(0.05), Some(40));
+        // measured twice as slow at batch 10: the same shape, scaled
+        d.observe(10.0, 0.04);
+        assert!((d.tpot(10.0) - 0.04).abs() < 1e-12);
+        assert_eq!(d.max_batch_for(0.05), Some(15));
+        assert_eq!(d.max_batch_for(0.001), Some(0));
+        let unknown = DecodeModel::default();
+        assert_eq!(
+            unknown.max_batch_for(0.05),
+            None,
+            "no shape, no measurement"
+        );
+    }
+
+    #[test]
+    fn long_outputs_are_a_high_quantile_of_the_class_capped_by_max_tokens() {
+        let mut o = OutputLengths::EMPTY;
+        let mut req = RequestMeta::new(RequestId(1), "m", 10, 2000, Time::ZERO);
+        assert_eq!(o.predict_long(&req), 2000);
+        for i in 0..1000u32 {
+            o.observe(Priority::Normal, if i < 995 { 100 } else { 1000 });
+        }
+        let long = o.predict_long(&req);
+        assert!((100..=130).contains(&long), "99% are 100 tokens: {long}");
+        for _ in 0..100 {
+            o.observe(Priority::Normal, 1000);
+        }
+        assert!(o.predict_long(&req) >= 1000, "now 9% are 1000");
+        req.max_tokens = 500;
+        assert_eq!(o.predict_long(&req), 500);
+    }
+
+    #[test]
     fn cost_is_the_gpu_time_of_one_request_at_full_batch_or_the_token_price() {
         let rates = Rates {
             prefill_tokens_per_sec: 1000.0,
             decode_secs_per_token: 0.01,
             overhead_secs: 0.0,
             samples: 0,
+            decode: DecodeModel::default(),
         };
         let mut spec = InstanceSpec::new("a", "u", "m", 4);
         assert_eq!(cost_estimate(&spec, &rates, 4, 500, 100), 0.0);

@@ -5,6 +5,7 @@
 //! so both know the same before the first measurement.
 
 use crate::{CostModel, EngineOptions, find_gpu, find_model};
+use inferplane_core::predict::DecodeModel;
 use inferplane_core::{EngineInfo, InstanceSpec, Rates};
 
 /// The planner's prediction for one instance.
@@ -37,6 +38,10 @@ pub fn forecast(spec: &InstanceSpec) -> Option<Forecast> {
             decode_secs_per_token: est.tpot_secs(conc, input, output),
             overhead_secs: est.decode_step_base_secs,
             samples: 0,
+            decode: DecodeModel::new(
+                est.decode_step_base_secs,
+                est.decode_secs_per_seq + (input + output / 2.0) * est.decode_secs_per_kv_token,
+            ),
         },
         info: EngineInfo {
             max_batch: Some(batch),

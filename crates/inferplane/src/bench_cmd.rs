@@ -15,7 +15,7 @@ use anyhow::Context;
 use inferplane_bench::cluster::{Cluster, PolicyChoice};
 use inferplane_bench::load::{Api, LoadConfig};
 use inferplane_bench::report::{self, Summary};
-use inferplane_bench::workload::{Arrival, WorkloadSpec};
+use inferplane_bench::source::Source;
 use inferplane_bench::{RunRecords, WorkItem, compare, des, plot, trace};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -37,6 +37,27 @@ enum BenchCommand {
     Simulate(SimulateArgs),
     /// Compare policy choices (simulated) or targets (live) on one workload.
     Compare(CompareArgs),
+    /// Run the scenario matrix (clusters x workloads x loads x policies) in the simulation.
+    Matrix(MatrixArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct MatrixArgs {
+    /// The matrix (TOML; paths in it are relative to it).
+    #[arg(long, default_value = "bench/matrix.toml")]
+    spec: PathBuf,
+    /// Requests per run, overriding the spec.
+    #[arg(long)]
+    requests: Option<usize>,
+    /// Worker threads (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Only runs whose cluster, workload or policy contains this.
+    #[arg(long)]
+    filter: Option<String>,
+    /// Write matrix.md and matrix.json into this directory.
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 /// Where the workload comes from.
@@ -47,9 +68,10 @@ struct WorkloadArgs {
     workload: Option<PathBuf>,
     /// Replay a trace: JSONL from `bench workload`, or the Azure CSV
     /// (TIMESTAMP,ContextTokens,GeneratedTokens).
-    #[arg(long, conflicts_with = "workload")]
+    #[arg(long)]
     trace: Option<PathBuf>,
-    /// Give trace requests the spec's priority/SLO classes (traces like Azure's have none).
+    /// Give trace requests the priority/SLO classes of the spec (`--workload`, else the
+    /// default mix's); traces like Azure's have none.
     #[arg(long)]
     trace_classes: bool,
     /// Number of requests (generated), or the first N of the trace.
@@ -64,58 +86,29 @@ struct WorkloadArgs {
     /// Bursty gamma arrivals with this coefficient of variation (1 is Poisson-like).
     #[arg(long)]
     burst_cv: Option<f64>,
+    /// The `max_tokens` a trace's clients send, for traces that record only true output
+    /// lengths (Azure's); default 2048.
+    #[arg(long)]
+    max_tokens: Option<u32>,
 }
 
 impl WorkloadArgs {
-    fn spec(&self) -> anyhow::Result<WorkloadSpec> {
-        let mut spec = match &self.workload {
-            Some(p) => {
-                let text = std::fs::read_to_string(p).with_context(|| p.display().to_string())?;
-                toml::from_str(&text).with_context(|| p.display().to_string())?
-            }
-            None => WorkloadSpec::default(),
-        };
-        if let Some(n) = self.requests {
-            spec.requests = n;
+    fn source(&self) -> Source {
+        Source {
+            spec: self.workload.clone(),
+            trace: self.trace.clone(),
+            trace_classes: self.trace_classes,
+            trace_max_tokens: self.max_tokens,
+            requests: self.requests,
+            rate: self.rate,
+            seed: self.seed,
+            burst_cv: self.burst_cv,
         }
-        if let Some(r) = self.rate {
-            spec.rate = r;
-        }
-        if let Some(s) = self.seed {
-            spec.seed = s;
-        }
-        if let Some(cv) = self.burst_cv {
-            spec.arrival = Arrival::Gamma { cv };
-        }
-        Ok(spec)
     }
 
-    /// The items, with the trace rescaled to `rate` when one is given or computed.
+    /// The items, with the trace rescaled to `rate` when one is given.
     fn items(&self, rate: Option<f64>) -> anyhow::Result<Vec<WorkItem>> {
-        let rate = rate.or(self.rate);
-        match &self.trace {
-            Some(path) => {
-                let mut items = trace::read(path)?;
-                if let Some(n) = self.requests {
-                    items.truncate(n);
-                }
-                if self.trace_classes {
-                    let spec = self.spec()?;
-                    trace::assign_classes(&mut items, &spec.classes, spec.seed);
-                }
-                if let Some(r) = rate {
-                    trace::scale_to_rate(&mut items, r)?;
-                }
-                Ok(items)
-            }
-            None => {
-                let mut spec = self.spec()?;
-                if let Some(r) = rate {
-                    spec.rate = r;
-                }
-                Ok(spec.generate()?)
-            }
-        }
+        Ok(self.source().items(rate)?)
     }
 }
 
@@ -233,6 +226,35 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .collect::<Vec<_>>()
         .join(" ");
     match args.command {
+        BenchCommand::Matrix(a) => {
+            let spec = inferplane_bench::matrix::MatrixSpec::load(&a.spec)?;
+            let base = a.spec.parent().unwrap_or(Path::new("."));
+            let opts = inferplane_bench::matrix::Options {
+                requests: a.requests,
+                threads: a.threads,
+                filter: a.filter.clone(),
+                progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            };
+            let started = std::time::Instant::now();
+            let (rows, skipped) = inferplane_bench::matrix::run(&spec, base, &opts)?;
+            eprintln!(
+                "{} runs in {:.1}s",
+                rows.len(),
+                started.elapsed().as_secs_f64()
+            );
+            let md = inferplane_bench::matrix_report::markdown(&spec, &rows, &skipped, &command);
+            println!("{md}");
+            if let Some(dir) = &a.out {
+                std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
+                std::fs::write(dir.join("matrix.md"), &md)?;
+                std::fs::write(
+                    dir.join("matrix.json"),
+                    serde_json::to_string_pretty(&rows)?,
+                )?;
+                eprintln!("wrote matrix.md and matrix.json to {}", dir.display());
+            }
+            Ok(())
+        }
         BenchCommand::Workload(a) => {
             let items = a.workload.items(None)?;
             trace::write_jsonl(&a.out, &items)?;
@@ -350,16 +372,13 @@ fn sim_items(
     let Some(load) = load else {
         return w.items(None);
     };
-    // Sizes first (rate does not change them), then the rate that gives `load`.
-    let probe = w.items(None)?;
-    let (prompt, output) = inferplane_bench::workload::mean_sizes(&probe);
-    let capacity = cluster.capacity_rps(prompt, output)?;
-    let rate = load * capacity;
+    let (items, capacity) = w.source().items_at_load(cluster, load)?;
     eprintln!(
-        "cluster capacity estimate {capacity:.2} req/s for mean prompt {prompt:.0} / output {output:.0} tokens; offering {rate:.2} req/s ({:.0}% load)",
+        "cluster capacity estimate {capacity:.2} req/s; offering {:.2} req/s ({:.0}% load)",
+        load * capacity,
         load * 100.0
     );
-    w.items(Some(rate))
+    Ok(items)
 }
 
 fn emit(

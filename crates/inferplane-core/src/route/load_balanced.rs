@@ -1,5 +1,5 @@
 //! `load_balanced`: the least-busy instance, as judged by one of the balancing algorithms
-//! in `balance/` (default `least_connections`). The seed's default strategy.
+//! in `balance/` (default `least_ttft`). The seed's default strategy.
 
 use super::balance::{BalanceConfig, Balancer};
 use super::{Allowed, PoolView, RoutingStrategy};
@@ -65,7 +65,7 @@ mod tests {
         let st = testkit::states(&[(4, 0), (4, 3), (4, 1)]);
         let view = testkit::view(&st);
         let mut lb = LoadBalanced::new(LoadBalancedConfig::default(), 1);
-        assert_eq!(lb.algorithm(), "least_connections");
+        assert_eq!(lb.algorithm(), "least_ttft", "the default");
         assert_eq!(
             lb.pick(&testkit::req(1, None, None), &view, Allowed::All),
             Some(0)

@@ -22,7 +22,8 @@
 //! the SLO holds); `cost_optimized` when `light`, instances differ in price and
 //! `prefer_cost` is set; `priority` when classes are mixed; else `fifo`. The active policy
 //! changes to the target only when at least `min_dwell` [2 s] has passed since the last
-//! switch (the first may happen at once). Every switch is counted and the last 64 are
+//! switch, except during the first [`WARM_UP`] submissions, while the traffic shares
+//! settle. Every switch is counted and the last 64 are
 //! kept with the reason and the signals that made it.
 
 use super::{
@@ -41,6 +42,9 @@ pub const NAME: &str = "adaptive";
 
 /// How many switch events are kept.
 pub const SWITCH_HISTORY: usize = 64;
+
+/// Submissions before the minimum dwell applies (the traffic shares are still settling).
+pub const WARM_UP: u64 = 64;
 
 /// Settings of `adaptive` (see the module docs for the rule).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -339,9 +343,12 @@ impl SchedulingPolicy for Adaptive {
             self.reason = reason;
             return;
         }
-        let dwelt = self
-            .last_switch
-            .is_none_or(|t| now.saturating_since(t) >= self.config.min_dwell);
+        // the traffic shares are EWMAs: until they have seen some requests, follow them
+        let warming = signals.submitted < WARM_UP;
+        let dwelt = warming
+            || self
+                .last_switch
+                .is_none_or(|t| now.saturating_since(t) >= self.config.min_dwell);
         if !dwelt {
             return;
         }
@@ -369,6 +376,7 @@ mod tests {
 
     fn signals() -> Signals {
         Signals {
+            submitted: 1000,
             queued: 0,
             routable: 4,
             with_room: 4,

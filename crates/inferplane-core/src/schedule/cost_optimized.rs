@@ -123,7 +123,7 @@ impl SchedulingPolicy for CostOptimized {
         let margin = self.slo.config().margin;
         let output = view.output_tokens(req);
         let slo = has_slo(req);
-        let targets = Targets::new(req, view.now, output);
+        let targets = Targets::new(req, view.now, view.planned_output(req));
         let feasible = |inst: &InstanceState| !slo || targets.slack(inst, margin) >= 0.0;
         let mut cheapest = f64::INFINITY;
         let mut cheapest_any = f64::INFINITY;
@@ -206,6 +206,7 @@ mod tests {
                 decode_secs_per_token: 0.01,
                 overhead_secs: 0.0,
                 samples: 0,
+                decode: crate::predict::DecodeModel::default(),
             };
         }
         st

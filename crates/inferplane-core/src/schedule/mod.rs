@@ -92,6 +92,8 @@ pub enum Eligibility {
 /// Pool-wide signals the adaptive policy watches, computed by the scheduler.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Signals {
+    /// Requests submitted so far.
+    pub submitted: u64,
     /// Requests waiting in the queue.
     pub queued: usize,
     /// Routable instances.

@@ -2,16 +2,20 @@
 //! request in all three at once, so a policy switch is O(1) and loses nothing:
 //!
 //! * [`OrderKind::Arrival`]: first come, first served (a deque).
-//! * [`OrderKind::ClassAging`]: strict priority classes with aging relative to each
-//!   class's wait target. A request of class `c` that entered the queue at `t` has the
-//!   virtual start `t + offset(c)`, where `offset(c) = wait(c) - wait(critical)`; the queue
-//!   is served in order of virtual start (ties by admission order). So a request is served
-//!   before every request, of any class, whose virtual start is later: a `low` request is
-//!   overtaken by a `critical` one only if that one arrives within `offset(low)` of it.
+//! * [`OrderKind::ClassAging`]: priority classes with aging relative to the classes' wait
+//!   targets. A request of class rank `r` (0 critical .. 3 low) that entered the queue at
+//!   `t` has the virtual start `t + r * step`, where `step` is the longest class wait target
+//!   (see `scheduler::OverloadConfig`); the queue is served in order of virtual start (ties
+//!   by admission order). So a request is served before every request, of any class, that
+//!   enters the queue after `t + r * step`. While overload control sheds (a request waits at
+//!   most its class's target, at most `step`), no request ages past a higher class that
+//!   arrived after it: the classes are strict; with shedding off, aging bounds the wait.
 //!   Four deques, one per class (the *bands*): O(1) push, peek and pop.
-//! * [`OrderKind::Urgency`]: earliest latest-start first: a request with a TTFT target by
-//!   its TTFT deadline, else one with an end-to-end deadline by that deadline, else by its
-//!   class's virtual start as above. A binary heap, O(log n).
+//! * [`OrderKind::Urgency`]: the same classes and aging between them (the class whose
+//!   oldest request has the earliest virtual start goes first), and within a class the
+//!   earliest latest start first: a request with a TTFT target by its TTFT deadline, else
+//!   one with an end-to-end deadline by that deadline, else by its virtual start. One
+//!   binary heap per class, O(log n).
 //!
 //! Removal is lazy: a key whose slot no longer holds the same sequence number is stale
 //! ([`Live`]) and is dropped when it reaches a head; [`Queues::compact`] drops them all
@@ -66,25 +70,27 @@ pub enum Head {
     Arrival(QueueKey),
     /// The band of a class.
     Band(usize, QueueKey, Time, Time),
-    /// The urgency heap.
-    Urgency(QueueKey, Time),
+    /// The urgency heap of a class.
+    Urgency(usize, QueueKey, Time),
 }
 
 impl Head {
     /// The key at the head.
     pub fn key(&self) -> QueueKey {
         match *self {
-            Head::Arrival(k) | Head::Band(_, k, _, _) | Head::Urgency(k, _) => k,
+            Head::Arrival(k) | Head::Band(_, k, _, _) | Head::Urgency(_, k, _) => k,
         }
     }
 }
+
+type UrgencyHeap = BinaryHeap<Reverse<(Time, u64, u32)>>;
 
 /// The three orders over the same queued requests.
 #[derive(Debug, Default)]
 pub struct Queues {
     arrival: VecDeque<QueueKey>,
     bands: [VecDeque<Member>; 4],
-    urgency: BinaryHeap<Reverse<(Time, u64, u32)>>,
+    urgency: [UrgencyHeap; 4],
 }
 
 impl Queues {
@@ -96,8 +102,31 @@ impl Queues {
             enqueued: e.enqueued,
             key: e.key,
         });
-        self.urgency
-            .push(Reverse((e.urgency, e.key.seq, e.key.slot)));
+        self.urgency[e.class.index()].push(Reverse((e.urgency, e.key.seq, e.key.slot)));
+    }
+
+    /// Each band's oldest live request, dropping stale keys at the fronts.
+    fn fronts(&mut self, live: Live<'_>) -> [Option<Member>; 4] {
+        let mut out = [None; 4];
+        for (c, band) in self.bands.iter_mut().enumerate() {
+            while let Some(&m) = band.front() {
+                if live.contains(m.key) {
+                    out[c] = Some(m);
+                    break;
+                }
+                band.pop_front();
+            }
+        }
+        out
+    }
+
+    /// The band whose oldest live request has the earliest virtual start (ties to the
+    /// earlier admission).
+    fn first_band(&mut self, live: Live<'_>) -> Option<(usize, Member)> {
+        let fronts = self.fronts(live);
+        (0..4)
+            .filter_map(|c| fronts[c].map(|m| (c, m)))
+            .min_by_key(|(_, m)| (m.start, m.key.seq))
     }
 
     /// The next request of `kind`, dropping stale keys on the way.
@@ -112,29 +141,31 @@ impl Queues {
                 }
                 None
             }
-            OrderKind::ClassAging => {
-                let mut best: Option<(usize, Member)> = None;
-                for (c, band) in self.bands.iter_mut().enumerate() {
-                    while let Some(&m) = band.front() {
-                        if live.contains(m.key) {
-                            if best.is_none_or(|(_, b)| (m.start, m.key.seq) < (b.start, b.key.seq))
-                            {
-                                best = Some((c, m));
-                            }
-                            break;
-                        }
-                        band.pop_front();
+            OrderKind::ClassAging => self
+                .first_band(live)
+                .map(|(c, m)| Head::Band(c, m.key, m.start, m.enqueued)),
+            OrderKind::Urgency => {
+                // classes in the turn of their oldest request; a class whose heap holds no
+                // live key (its requests were passed over this dispatch) gives way
+                let fronts = self.fronts(live);
+                let mut classes = [(Time::MAX, u64::MAX, 0usize); 4];
+                let mut n = 0;
+                for (c, f) in fronts.iter().enumerate() {
+                    if let Some(m) = f {
+                        classes[n] = (m.start, m.key.seq, c);
+                        n += 1;
                     }
                 }
-                best.map(|(c, m)| Head::Band(c, m.key, m.start, m.enqueued))
-            }
-            OrderKind::Urgency => {
-                while let Some(&Reverse((at, seq, slot))) = self.urgency.peek() {
-                    let k = QueueKey { slot, seq };
-                    if live.contains(k) {
-                        return Some(Head::Urgency(k, at));
+                classes[..n].sort_unstable();
+                for &(_, _, c) in &classes[..n] {
+                    let heap = &mut self.urgency[c];
+                    while let Some(&Reverse((at, seq, slot))) = heap.peek() {
+                        let k = QueueKey { slot, seq };
+                        if live.contains(k) {
+                            return Some(Head::Urgency(c, k, at));
+                        }
+                        heap.pop();
                     }
-                    self.urgency.pop();
                 }
                 None
             }
@@ -150,8 +181,8 @@ impl Queues {
             Head::Band(c, ..) => {
                 self.bands[c].pop_front();
             }
-            Head::Urgency(..) => {
-                self.urgency.pop();
+            Head::Urgency(c, ..) => {
+                self.urgency[c].pop();
             }
         }
     }
@@ -166,7 +197,7 @@ impl Queues {
                 enqueued,
                 key,
             }),
-            Head::Urgency(k, at) => self.urgency.push(Reverse((at, k.seq, k.slot))),
+            Head::Urgency(c, k, at) => self.urgency[c].push(Reverse((at, k.seq, k.slot))),
         }
     }
 
@@ -193,7 +224,7 @@ impl Queues {
     pub fn stored(&self) -> usize {
         self.arrival
             .len()
-            .max(self.urgency.len())
+            .max(self.urgency.iter().map(BinaryHeap::len).sum())
             .max(self.bands.iter().map(VecDeque::len).sum())
     }
 
@@ -203,12 +234,14 @@ impl Queues {
         for band in &mut self.bands {
             band.retain(|m| live.contains(m.key));
         }
-        self.urgency.retain(|Reverse((_, seq, slot))| {
-            live.contains(QueueKey {
-                slot: *slot,
-                seq: *seq,
-            })
-        });
+        for heap in &mut self.urgency {
+            heap.retain(|Reverse((_, seq, slot))| {
+                live.contains(QueueKey {
+                    slot: *slot,
+                    seq: *seq,
+                })
+            });
+        }
     }
 }
 
@@ -247,27 +280,27 @@ mod tests {
 
     fn queues() -> (Queues, Vec<u64>) {
         let mut q = Queues::default();
-        // low at 0 (offset 30 s), normal at 1 s (offset 10 s), critical at 25 s, high at 2 s
+        // step 10 s: low at 0 (start 30 s), normal at 1 s (start 21 s), critical at 25 s,
+        // high at 2 s (start 12 s), a second normal at 3 s (start 23 s, urgent)
         q.push(entry(0, Priority::Low, 0, 30_000, 9_000));
-        q.push(entry(1, Priority::Normal, 1_000, 10_000, 5_000));
+        q.push(entry(1, Priority::Normal, 1_000, 20_000, 50_000));
         q.push(entry(2, Priority::Critical, 25_000, 0, 26_000));
-        q.push(entry(3, Priority::High, 2_000, 2_000, 3_000));
-        (q, vec![1, 2, 3, 4])
+        q.push(entry(3, Priority::High, 2_000, 10_000, 3_000));
+        q.push(entry(4, Priority::Normal, 3_000, 20_000, 4_000));
+        (q, vec![1, 2, 3, 4, 5])
     }
 
     #[test]
     fn each_order_serves_its_own_way_over_the_same_requests() {
-        let (mut q, mut seqs) = queues();
-        assert_eq!(
-            drain(&mut q, OrderKind::Arrival, &mut seqs.clone()),
-            [0, 1, 2, 3]
-        );
-        // virtual starts: 30 s, 11 s, 25 s, 4 s
-        assert_eq!(
-            drain(&mut q, OrderKind::ClassAging, &mut seqs.clone()),
-            [3, 1, 2, 0]
-        );
-        assert_eq!(drain(&mut q, OrderKind::Urgency, &mut seqs), [3, 1, 0, 2]);
+        let order = |kind| {
+            let (mut q, mut seqs) = queues();
+            drain(&mut q, kind, &mut seqs)
+        };
+        assert_eq!(order(OrderKind::Arrival), [0, 1, 2, 3, 4]);
+        // virtual starts: 30, 21, 25, 12, 23 s
+        assert_eq!(order(OrderKind::ClassAging), [3, 1, 4, 2, 0]);
+        // the same classes in the same turns, the urgent normal one first in its class
+        assert_eq!(order(OrderKind::Urgency), [3, 4, 1, 2, 0]);
     }
 
     #[test]

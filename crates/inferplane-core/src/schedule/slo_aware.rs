@@ -4,18 +4,26 @@
 //!
 //! Prediction (see `predict` and `load`): on instance `i`, a request placed now gets its
 //! first token after the instance's prefill backlog plus its own prefill
-//! (`InstanceState::ttft_secs`), and completes its predicted output length (learned per
-//! class, capped by `max_tokens`) at the instance's decode speed later. Its slack on `i`
+//! (`InstanceState::ttft_secs`), and completes its planned output (learned per class,
+//! capped by `max_tokens`: a long answer for protected classes, a typical one otherwise)
+//! at the instance's time per token with one more in its batch later. Its slack on `i`
 //! is how much longer it could wait and still meet both targets.
 //!
-//! * Admission: a request with an SLO that misses it on every routable instance even
-//!   after the predicted queue wait is rejected with `slo_infeasible` (with
-//!   `best_effort`, admitted and counted instead). The wait itself is the scheduler's
-//!   overload control, which sheds first.
-//! * Dispatch: the head may go to the instances with room on which it meets its SLO now.
-//!   If none has room but a busy one would do, it keeps its place while later requests
-//!   go; if none would do even idle, it is rejected (or, with `best_effort`, placed
-//!   anywhere and counted). Requests without an SLO go anywhere.
+//! Output lengths are only predicted, so a prediction of a miss is a guess; a request is
+//! turned away only when it cannot make it however short its answer (its *floor*: the
+//! prefill backlog, its own prefill and one token):
+//!
+//! * Admission: a request with an SLO whose floor misses it on every routable instance
+//!   after the predicted queue wait is rejected with `slo_infeasible` (with `best_effort`,
+//!   admitted and counted instead). The wait itself is the scheduler's overload control,
+//!   which sheds first.
+//! * Dispatch: the head goes to the instances with room on which it is predicted to meet
+//!   its SLO (a protected request with a deadline among those already running protected
+//!   work, when it fits there, so that protected traffic packs onto few instances and
+//!   only their batches are held down). If none has room but a busy one would do, it
+//!   keeps its place while later requests go. Otherwise it goes, counted as best effort, to the instances with room
+//!   where its floor still meets the SLO; if there are none, it is rejected (with
+//!   `best_effort`, placed anywhere and counted). Requests without an SLO go anywhere.
 
 use super::{Admission, Eligibility, OrderKind, SchedulingPolicy};
 use crate::outcome::has_slo;
@@ -33,8 +41,8 @@ pub const NAME: &str = "slo_aware";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SloAwareConfig {
-    /// Serve a request predicted to miss its SLO anyway (and count it) instead of
-    /// rejecting it.
+    /// Serve a request that cannot meet its SLO even with a one-token answer anyway (and
+    /// count it) instead of rejecting it.
     pub best_effort: bool,
     /// Safety factor on predicted service times (1.0 = trust the prediction).
     pub margin: f64,
@@ -81,11 +89,18 @@ impl Targets {
         }
     }
 
-    /// Seconds of further waiting affordable on `inst`, placed now.
+    /// Seconds of further waiting affordable on `inst`, placed now, with the predicted
+    /// output length and the safety factor.
     pub fn slack(&self, inst: &InstanceState, margin: f64) -> f64 {
         let ttft = inst.ttft_secs(self.prompt, self.now);
-        let done = ttft + f64::from(self.output) * inst.rates.decode_secs_per_token;
+        let done = ttft + f64::from(self.output) * inst.tpot_secs();
         (self.ttft_left - margin * ttft).min(self.done_left - margin * done)
+    }
+
+    /// The slack of the best case on `inst`: an answer of one token.
+    pub fn floor_slack(&self, inst: &InstanceState) -> f64 {
+        let ttft = inst.ttft_secs(self.prompt, self.now);
+        (self.ttft_left - ttft).min(self.done_left - ttft - inst.tpot_secs())
     }
 }
 
@@ -100,10 +115,11 @@ pub fn feasible_on_admission(
     if !has_slo(req) {
         return Ok(());
     }
-    let targets = Targets::new(req, view.now, view.output_tokens(req));
+    let _ = margin; // the floor takes no safety factor: it is the best case
+    let targets = Targets::new(req, view.now, view.planned_output(req));
     let best = view
         .routable()
-        .map(|(_, inst)| targets.slack(inst, margin))
+        .map(|(_, inst)| targets.floor_slack(inst))
         .fold(f64::NEG_INFINITY, f64::max);
     let short = wait_secs - best;
     if short <= 0.0 {
@@ -140,30 +156,46 @@ impl SloAware {
         out: &mut CandidateSet,
     ) -> Eligibility {
         out.reset(view.instances.len());
-        let targets = Targets::new(req, view.now, view.output_tokens(req));
+        let targets = Targets::new(req, view.now, view.planned_output(req));
         let margin = self.config.margin;
+        let mut lane = false;
         for (ix, inst) in view.with_room_iter() {
             if targets.slack(inst, margin) >= 0.0 {
                 out.insert(ix);
+                lane |= inst.signals.deadline_limit.is_some();
             }
         }
         if !out.is_empty() {
+            // A protected request goes where protected work already holds the batch down,
+            // if it fits there: protected traffic packs onto a few instances instead of
+            // slowing every batch in the pool.
+            if lane && req.priority >= view.protect && req.deadline.is_some() {
+                out.retain(|ix| {
+                    view.get(ix)
+                        .is_some_and(|i| i.signals.deadline_limit.is_some())
+                });
+            }
             return Eligibility::Only;
         }
         let mut busy_ok = false;
-        let mut best = f64::NEG_INFINITY;
-        for (_, inst) in view.routable() {
-            let slack = targets.slack(inst, margin);
-            best = best.max(slack);
-            busy_ok |= slack >= 0.0 && !inst.has_room();
+        let mut best_floor = f64::NEG_INFINITY;
+        for (ix, inst) in view.routable() {
+            busy_ok |= !inst.has_room() && targets.slack(inst, margin) >= 0.0;
+            let floor = targets.floor_slack(inst);
+            best_floor = best_floor.max(floor);
+            if inst.has_room() && floor >= 0.0 {
+                out.insert(ix);
+            }
         }
         if busy_ok {
             Eligibility::Wait
+        } else if !out.is_empty() {
+            Eligibility::OnlyBestEffort
         } else if self.config.best_effort {
             Eligibility::AllBestEffort
         } else {
             Eligibility::Reject(RejectReason::SloInfeasible {
-                short_by: secs(-best),
+                short_by: secs(-best_floor),
             })
         }
     }
@@ -210,6 +242,7 @@ mod tests {
             decode_secs_per_token: decode,
             overhead_secs: 0.0,
             samples: 0,
+            decode: crate::predict::DecodeModel::default(),
         }
     }
 
@@ -243,9 +276,17 @@ mod tests {
             p.candidates(&req(3, None), &view, &mut out),
             Eligibility::All
         );
-        match p.candidates(&req(4, Some(1000)), &view, &mut out) {
+        // 1 s: predicted to miss everywhere (1.5 s on i1), but a short answer could make
+        // it on i1 (0.5 s of prefill and a token): best effort there
+        assert_eq!(
+            p.candidates(&req(4, Some(1000)), &view, &mut out),
+            Eligibility::OnlyBestEffort
+        );
+        assert_eq!(out.iter().collect::<Vec<_>>(), [1]);
+        // 400 ms: not even the prefill fits anywhere
+        match p.candidates(&req(5, Some(400)), &view, &mut out) {
             Eligibility::Reject(RejectReason::SloInfeasible { short_by }) => {
-                assert_eq!(short_by, Duration::from_millis(500));
+                assert_eq!(short_by, Duration::from_millis(110));
             }
             other => panic!("expected slo_infeasible, got {other:?}"),
         }
@@ -254,7 +295,7 @@ mod tests {
             ..SloAwareConfig::default()
         });
         assert_eq!(
-            be.candidates(&req(4, Some(1000)), &view, &mut out),
+            be.candidates(&req(5, Some(400)), &view, &mut out),
             Eligibility::AllBestEffort
         );
     }
@@ -280,7 +321,7 @@ mod tests {
             s.rates = rates(1000.0, 0.01);
         }
         // i0 has 2 s of prompts ahead of a new request
-        st[0].as_mut().unwrap().signals.prefill_free_at = Time::from_secs_f64(2.0);
+        st[0].as_mut().unwrap().signals.prefill_pending = 2000;
         let view = testkit::view(&st);
         let mut r = req(1, None);
         r.ttft_target = Some(Duration::from_millis(1500));
@@ -293,14 +334,15 @@ mod tests {
     #[test]
     fn slo_aware_rejects_on_admission_when_the_queue_wait_makes_the_deadline_unreachable() {
         let mut st = testkit::states(&[(1, 1)]);
-        st[0].as_mut().unwrap().rates = rates(1000.0, 0.01); // 2 s per request
+        st[0].as_mut().unwrap().rates = rates(1000.0, 0.01); // 1 s of prefill, 10 ms a token
         let view = testkit::view(&st);
         let mut p = SloAware::new(SloAwareConfig::default());
-        assert_eq!(p.admit(&req(1, Some(9000)), &view, 6.0), Admission::Admit);
+        // after 6 s of waiting: the best case takes 1.01 s, so 7 s is just enough
+        assert_eq!(p.admit(&req(1, Some(7020)), &view, 6.0), Admission::Admit);
         assert_eq!(
-            p.admit(&req(2, Some(7000)), &view, 6.0),
+            p.admit(&req(2, Some(6500)), &view, 6.0),
             Admission::Reject(RejectReason::SloInfeasible {
-                short_by: Duration::from_secs(1)
+                short_by: Duration::from_millis(510)
             })
         );
         assert_eq!(p.admit(&req(3, None), &view, 600.0), Admission::Admit);

@@ -63,6 +63,7 @@ impl<T> Scheduler<T> {
             now,
         );
         Signals {
+            submitted: self.stats.submitted,
             queued: self.queue_len(),
             routable: self.totals.routable,
             with_room: self.totals.with_room,
@@ -146,6 +147,7 @@ impl<T> Scheduler<T> {
             &self.instances,
             &self.totals,
             &self.outputs,
+            self.config.saturation.protect,
             self.slots.len() - self.free.len(),
             self.epoch,
             now,
@@ -231,12 +233,25 @@ impl<T> Scheduler<T> {
         };
         let routable = inst.routable();
         let had_room = inst.has_room();
+        inst.signals.advance_batch(now, inst.inflight);
         inst.inflight += 1;
         inst.placed_total += 1;
         inst.signals.placed_since = inst.signals.placed_since.saturating_add(1);
-        let prefill = inst.rates.prefill_secs(q.meta.prompt_tokens);
-        let (prefill_start, end) = inst.signals.book_prefill(now, prefill);
-        let predicted_first = end + crate::predict::secs(inst.rates.overhead_secs);
+        let pending_ahead = inst.signals.prefill_pending;
+        inst.signals.prefill_pending += u64::from(q.meta.prompt_tokens);
+        if let Some(deadline) = q
+            .meta
+            .deadline_at()
+            .filter(|_| q.meta.priority >= self.config.saturation.protect)
+        {
+            inst.deadlines.push(crate::load::DeadlineInFlight {
+                attempt: q.attempt,
+                deadline,
+                tokens: self.outputs.predict_long(&q.meta),
+                first: None,
+            });
+        }
+        let batch_secs = inst.signals.batch_secs;
         let instance = inst.spec.id.clone();
         self.refresh_room_of(ix.slot(), had_room);
         if routable {
@@ -251,9 +266,10 @@ impl<T> Scheduler<T> {
                 slo: Slo::of(&q.meta),
                 arrival: q.meta.arrival,
                 placed_at: now,
-                prefill_start,
-                predicted_first,
+                prompt_tokens: q.meta.prompt_tokens,
+                pending_ahead,
                 first_seen: false,
+                batch_mark: (now, batch_secs),
             },
         );
         out.push(Placement {
@@ -269,10 +285,11 @@ impl<T> Scheduler<T> {
     /// Recomputes the room of the instance at `slot` and adjusts the totals.
     pub(super) fn refresh_room_of(&mut self, slot: usize, had_room: bool) {
         let engine_queues = self.config.queue_at == super::QueueAt::Engine;
+        let now = self.clock;
         let Some(inst) = self.instances.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
-        crate::load::refresh(inst, &self.config.saturation);
+        crate::load::refresh(inst, &self.config.saturation, now);
         if engine_queues {
             inst.signals.room = inst.routable();
         }

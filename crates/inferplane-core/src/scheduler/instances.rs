@@ -21,9 +21,10 @@ impl<T> Scheduler<T> {
             set.reset(n);
         }
         let engine_queues = self.config.queue_at == super::QueueAt::Engine;
+        let now = self.clock;
         for (slot, inst) in self.instances.iter_mut().enumerate() {
             let Some(inst) = inst.as_mut() else { continue };
-            crate::load::refresh(inst, &self.config.saturation);
+            crate::load::refresh(inst, &self.config.saturation, now);
             if engine_queues {
                 // a plain router: every ready instance takes everything
                 inst.signals.room = inst.routable();
@@ -62,6 +63,7 @@ impl<T> Scheduler<T> {
                 &self.instances,
                 &self.totals,
                 &self.outputs,
+                self.config.saturation.protect,
                 queued,
                 self.epoch,
                 now,

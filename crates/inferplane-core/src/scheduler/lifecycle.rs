@@ -20,8 +20,8 @@ pub(super) enum Limit {
 
 impl<T> Scheduler<T> {
     /// Records that the attempt's first token reached the caller at `now` (streamed
-    /// answers): the instance's prefill backlog is corrected by the prediction's error.
-    /// Unknown attempts are ignored.
+    /// answers): its prompt leaves the instance's prefill backlog, and the time it took
+    /// teaches the instance's prefill rate. Unknown attempts are ignored.
     pub fn first_token(&mut self, attempt: AttemptId, now: Time) {
         let now = self.advance(now);
         let Some(f) = self.inflight.get_mut(&attempt) else {
@@ -31,14 +31,25 @@ impl<T> Scheduler<T> {
             return;
         }
         f.first_seen = true;
-        let (ix, predicted) = (f.ix, f.predicted_first);
+        let (ix, prompt, ahead, placed) = (f.ix, f.prompt_tokens, f.pending_ahead, f.placed_at);
         if let Some(inst) = self
             .instances
             .get_mut(ix.slot())
             .and_then(Option::as_mut)
             .filter(|i| i.ix == ix)
         {
-            inst.signals.correct_prefill(predicted, now);
+            inst.signals.advance_batch(now, inst.inflight);
+            f.batch_mark = (now, inst.signals.batch_secs);
+            if let Some(d) = inst.deadlines.iter_mut().find(|d| d.attempt == attempt) {
+                d.first = Some(now);
+            }
+            inst.signals.prefill_pending = inst
+                .signals
+                .prefill_pending
+                .saturating_sub(u64::from(prompt));
+            let tokens = ahead.saturating_add(u64::from(prompt));
+            let secs = now.saturating_since(placed).as_secs_f64();
+            inst.rates.observe_prefill(tokens, secs);
         }
     }
 
@@ -81,22 +92,45 @@ impl<T> Scheduler<T> {
             inst.latency
                 .observe(now.saturating_since(f.placed_at).as_secs_f64(), now);
             let first_at = first_token.map(|t| f.arrival + t);
-            let prefill = first_at.map(|at| at.saturating_since(f.prefill_start).as_secs_f64());
-            let decode = first_token.map(|t| latency.saturating_sub(t).as_secs_f64());
-            let computed = prompt_tokens.saturating_sub(cached_tokens.unwrap_or(0));
-            inst.rates
-                .observe(computed, completion_tokens, prefill, decode);
             if let Some(at) = first_at
                 && !f.first_seen
             {
-                inst.signals.correct_prefill(f.predicted_first, at);
+                let tokens = f.pending_ahead.saturating_add(u64::from(f.prompt_tokens));
+                inst.rates
+                    .observe_prefill(tokens, at.saturating_since(f.placed_at).as_secs_f64());
+            }
+            let _ = (prompt_tokens, cached_tokens);
+            let decode = first_token.map(|t| latency.saturating_sub(t).as_secs_f64());
+            inst.rates.observe_decode(completion_tokens, decode);
+            // the mean batch it decoded in, from the instance's batch integral
+            inst.signals.advance_batch(now, inst.inflight);
+            let (since, mark) = f.batch_mark;
+            let span = now.saturating_since(since).as_secs_f64();
+            if let Some(d) = decode
+                && span > 0.0
+                && completion_tokens > 1
+            {
+                let batch = (inst.signals.batch_secs - mark) / span;
+                inst.rates
+                    .decode
+                    .observe(batch, d / f64::from(completion_tokens - 1));
             }
             self.outputs.observe(f.class, completion_tokens);
+        }
+        if !f.first_seen {
+            inst.signals.prefill_pending = inst
+                .signals
+                .prefill_pending
+                .saturating_sub(u64::from(f.prompt_tokens));
+        }
+        if let Some(pos) = inst.deadlines.iter().position(|d| d.attempt == attempt) {
+            inst.deadlines.swap_remove(pos);
         }
         let concurrency = inst.inflight;
         let instance = inst.spec.id.clone();
         let routable = inst.routable();
         let had_room = inst.has_room();
+        inst.signals.advance_batch(now, inst.inflight);
         inst.inflight = inst.inflight.saturating_sub(1);
         inst.signals.finished_since = inst.signals.finished_since.saturating_add(1);
         if routable {

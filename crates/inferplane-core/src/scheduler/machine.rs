@@ -51,9 +51,13 @@ pub(super) struct Inflight {
     pub(super) slo: crate::outcome::Slo,
     pub(super) arrival: Time,
     pub(super) placed_at: Time,
-    pub(super) prefill_start: Time,
-    pub(super) predicted_first: Time,
+    pub(super) prompt_tokens: u32,
+    /// Prompt tokens pending on the instance when it was placed, its own excluded.
+    pub(super) pending_ahead: u64,
     pub(super) first_seen: bool,
+    /// The instance's batch integral when its decode began (its first token, else its
+    /// placement), to measure the mean batch it decoded in.
+    pub(super) batch_mark: (Time, f64),
 }
 
 /// Totals over routable instances, kept up to date incrementally.
@@ -134,6 +138,7 @@ pub(super) fn view<'a>(
     instances: &'a [Option<InstanceState>],
     totals: &Totals,
     outputs: &'a OutputLengths,
+    protect: Priority,
     queued: usize,
     epoch: u64,
     now: Time,
@@ -148,6 +153,7 @@ pub(super) fn view<'a>(
         epoch,
         now,
         outputs,
+        protect,
     }
 }
 
@@ -269,13 +275,12 @@ impl<T> Scheduler<T> {
         }
         let class_aware = self.class_aware();
         let wait = self.predicted_wait(&meta, now);
-        let budget = if class_aware {
+        let budget = if class_aware && self.config.overload.shed {
             self.budget(&meta, now, wait)
         } else {
             None
         };
         if let Some((budget_secs, _)) = budget
-            && self.config.overload.shed
             && wait.is_finite()
             && wait > budget_secs
         {
@@ -290,6 +295,7 @@ impl<T> Scheduler<T> {
             &self.instances,
             &self.totals,
             &self.outputs,
+            self.config.saturation.protect,
             self.slots.len() - self.free.len(),
             self.epoch,
             now,
@@ -382,10 +388,16 @@ impl<T> Scheduler<T> {
         self.retry.push_back(key);
     }
 
-    /// The virtual-start offset of `class`: its wait target less the top class's.
+    /// The virtual-start offset of `class`: its rank (0 critical .. 3 low) times the
+    /// longest class wait target (see `schedule/order.rs`).
     pub(super) fn class_offset(&self, class: Priority) -> Duration {
         let w = &self.config.overload.wait;
-        w.get(class).saturating_sub(w.get(Priority::Critical))
+        let step = Priority::ALL
+            .iter()
+            .map(|p| w.get(*p))
+            .max()
+            .unwrap_or_default();
+        step.saturating_mul(class.index() as u32)
     }
 
     fn urgency(&self, meta: &RequestMeta, virtual_start: Time) -> Time {

@@ -59,9 +59,10 @@ pub enum QueueAt {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OverloadConfig {
-    /// How long a request of each class may wait in the queue when it has no TTFT target
-    /// of its own: a request predicted to wait longer is shed (429), one that has waited
-    /// this long is rejected, and the classes age relative to these (see `order`).
+    /// How long a request of each class may wait in the queue (less when its own SLO
+    /// leaves less): a request predicted to wait longer is shed (429), one that has waited
+    /// this long is rejected. Lower classes wait less, so they are shed first; the classes
+    /// age by the longest of these per rank (see `schedule/order.rs`).
     pub wait: ClassDurations,
     /// Whether to shed by predicted wait (with class-aware policies). Off, requests leave
     /// the queue only by placement, timeout, deadline or a full queue.
@@ -72,10 +73,10 @@ impl Default for OverloadConfig {
     fn default() -> Self {
         OverloadConfig {
             wait: ClassDurations {
-                critical: Duration::from_secs(2),
-                high: Duration::from_secs(4),
-                normal: Duration::from_secs(12),
-                low: Duration::from_secs(32),
+                critical: Duration::from_secs(20),
+                high: Duration::from_secs(10),
+                normal: Duration::from_secs(5),
+                low: Duration::from_secs(3),
             },
             shed: true,
         }
@@ -93,7 +94,7 @@ pub struct SchedulerConfig {
     pub queue_timeout: Option<Duration>,
     /// The scheduling policy (default `adaptive`).
     pub policy: PolicyConfig,
-    /// The routing strategy (default `load_balanced` with `least_connections`).
+    /// The routing strategy (default `load_balanced` with `least_ttft`).
     pub routing: RoutingConfig,
     /// Seed of every random choice (`random`, `power_of_two`).
     pub seed: u64,

@@ -15,8 +15,8 @@
 //!
 //! A request may wait at most its *budget*: its class's wait target
 //! ([`super::OverloadConfig::wait`]), or less when its own SLO leaves less (TTFT target
-//! less the fastest instance's predicted time to first token, end-to-end deadline less the
-//! fastest predicted service).
+//! less the fastest instance's predicted time to first token, end-to-end deadline less
+//! that and one token: output lengths are only predicted, so the best case counts).
 //!
 //! * At admission, a request predicted to wait longer than its budget is shed at once
 //!   (429 with `Retry-After`), so under overload a client learns in microseconds, not
@@ -183,14 +183,13 @@ impl<T> Scheduler<T> {
             return Some(budget);
         }
         if has_slo(meta) {
-            let output = self.outputs.predict(meta);
+            // the best case (the output length is only predicted): a one-token answer
             let mut best_ttft = f64::INFINITY;
             let mut best_done = f64::INFINITY;
             for inst in self.instances.iter().flatten().filter(|i| i.routable()) {
                 let ttft = inst.ttft_secs(meta.prompt_tokens, now);
                 best_ttft = best_ttft.min(ttft);
-                best_done =
-                    best_done.min(ttft + f64::from(output) * inst.rates.decode_secs_per_token);
+                best_done = best_done.min(ttft + inst.rates.decode_secs_per_token);
             }
             let left = |at: Option<Time>| {
                 at.map(|t| {

@@ -180,16 +180,17 @@ impl Model {
         let m = &self.metas[&id];
         let enq = self.enqueued[&id];
         let w = &self.s.config.overload.wait;
-        let start = enq + w.get(m.priority).saturating_sub(w.get(Priority::Critical));
+        let step = Priority::ALL.iter().map(|p| w.get(*p)).max().unwrap();
+        let start = enq + step * m.priority.index() as u32;
         match self.s.active_policy() {
             "fifo" => enq,
-            "priority" => start,
-            _ => m.ttft_deadline_at().or(m.deadline_at()).unwrap_or(start),
+            _ => start,
         }
     }
 
-    /// Whether a request may be passed over by design (a hint, or an SLO the policy
-    /// places by).
+    /// Whether a request may be passed over by design (a hint, an SLO the policy places
+    /// by, or, within a class, a deadline the urgency order serves first: the order check
+    /// holds between classes for those).
     fn constrained(&self, id: u64) -> bool {
         let m = &self.metas[&id];
         m.parallelism_hint.is_some()

@@ -248,7 +248,7 @@ impl Default for TimeoutSection {
 pub struct SchedulerSection {
     /// Which queued request goes next (default `adaptive`).
     pub policy: PolicyConfig,
-    /// Which instance serves it (default `load_balanced` with `least_connections`).
+    /// Which instance serves it (default `load_balanced` with `least_ttft`).
     pub routing: RoutingConfig,
     /// Seed of the `random` strategy and `power_of_two`.
     pub seed: u64,

@@ -4,6 +4,7 @@
 
 pub mod least_connections;
 pub mod least_response_time;
+pub mod least_ttft;
 pub mod power_of_two;
 pub mod weighted_round_robin;
 
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 pub use least_connections::{LeastConnections, LeastConnectionsConfig};
 pub use least_response_time::{LeastResponseTime, LeastResponseTimeConfig};
+pub use least_ttft::{LeastTtft, LeastTtftConfig};
 pub use power_of_two::{PowerOfTwo, PowerOfTwoConfig};
 pub use weighted_round_robin::{WeightBy, WeightedRoundRobin, WeightedRoundRobinConfig};
 
@@ -31,22 +33,25 @@ pub enum BalanceConfig {
     LeastResponseTime(LeastResponseTimeConfig),
     /// The less loaded of two seeded random candidates.
     PowerOfTwo(PowerOfTwoConfig),
+    /// The least predicted time to first token (prefill backlog plus own prefill).
+    LeastTtft(LeastTtftConfig),
 }
 
 impl Default for BalanceConfig {
     fn default() -> Self {
-        BalanceConfig::LeastConnections(LeastConnectionsConfig::default())
+        BalanceConfig::LeastTtft(LeastTtftConfig::default())
     }
 }
 
 impl BalanceConfig {
     /// Every algorithm with its default settings, in the seed's order.
-    pub fn all() -> [BalanceConfig; 4] {
+    pub fn all() -> [BalanceConfig; 5] {
         [
             BalanceConfig::WeightedRoundRobin(WeightedRoundRobinConfig::default()),
             BalanceConfig::LeastConnections(LeastConnectionsConfig::default()),
             BalanceConfig::LeastResponseTime(LeastResponseTimeConfig::default()),
             BalanceConfig::PowerOfTwo(PowerOfTwoConfig::default()),
+            BalanceConfig::LeastTtft(LeastTtftConfig::default()),
         ]
     }
 
@@ -57,6 +62,7 @@ impl BalanceConfig {
             BalanceConfig::LeastConnections(_) => least_connections::NAME,
             BalanceConfig::LeastResponseTime(_) => least_response_time::NAME,
             BalanceConfig::PowerOfTwo(_) => power_of_two::NAME,
+            BalanceConfig::LeastTtft(_) => least_ttft::NAME,
         }
     }
 
@@ -73,6 +79,7 @@ impl BalanceConfig {
                 Balancer::LeastResponseTime(LeastResponseTime::new(c.clone()))
             }
             BalanceConfig::PowerOfTwo(c) => Balancer::PowerOfTwo(PowerOfTwo::new(c.clone(), seed)),
+            BalanceConfig::LeastTtft(c) => Balancer::LeastTtft(LeastTtft::new(c.clone())),
         }
     }
 }
@@ -88,6 +95,8 @@ pub enum Balancer {
     LeastResponseTime(LeastResponseTime),
     /// `power_of_two`.
     PowerOfTwo(PowerOfTwo),
+    /// `least_ttft`.
+    LeastTtft(LeastTtft),
 }
 
 macro_rules! each {
@@ -97,6 +106,7 @@ macro_rules! each {
             Balancer::LeastConnections($b) => $e,
             Balancer::LeastResponseTime($b) => $e,
             Balancer::PowerOfTwo($b) => $e,
+            Balancer::LeastTtft($b) => $e,
         }
     };
 }
