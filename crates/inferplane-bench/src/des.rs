@@ -12,7 +12,7 @@
 //! - **arrival**: `submit`;
 //! - **step end**: the step's token events take effect at its end: a first token is
 //!   reported with `first_token`, a finish with `complete`;
-//! - **reading**: every [`Limits::reading_interval`] (the gateway's scrape interval), each
+//! - **reading**: every [`Limits::reading_interval`](crate::cluster::Limits::reading_interval) (the gateway's scrape interval), each
 //!   engine's running and waiting requests and KV usage are reported with `update_load`,
 //!   never more often: the scheduler sees the engines as the gateway would;
 //! - **wake**: a poll due (an expiry, a budget running out).

@@ -116,6 +116,7 @@ async fn simulation_and_live_run_agree_on_ttft_percentiles() {
             min: 4,
             max: 48,
         },
+        max_tokens: None,
         classes: vec![],
         sessions: SessionSpec {
             share: 0.0,
@@ -208,7 +209,7 @@ async fn live_compare_switches_the_gateways_policy_before_each_run() {
         .await
         .unwrap();
     assert_eq!(runs.len(), 2);
-    assert_eq!(runs[0].label, "fifo/round_robin/least_connections");
+    assert_eq!(runs[0].label, "fifo/round_robin/least_ttft");
     for run in &runs {
         assert_eq!(run.records.len(), 30);
         assert!(run.records.iter().all(|r| r.failure.is_none()));

@@ -2,10 +2,12 @@
 //! algorithm at 1,000 instances and 100,000 queued requests.
 //!
 //! The pool is saturated (every instance at `max_inflight`, 100k waiting). One measured
-//! decision is the steady-state cycle the gateway runs: `complete` one in-flight request
-//! (freeing one slot), `submit` one new request and `dispatch`, which places exactly one
+//! decision is the steady-state cycle the gateway runs: `complete` one in-flight attempt
+//! (freeing one place), `submit` one new request and `poll`, which places exactly one
 //! request from the 100k queue on the one instance with room. That is the hardest case
-//! for the strategies that scan: a single eligible instance among 1,000.
+//! for the strategies that scan: a single eligible instance among 1,000. A quarter of the
+//! requests are critical with end-to-end deadlines, so deadline-aware batch limits,
+//! protected lanes and the reserve (`inferplane_core::reserve`) are in play.
 //!
 //! Criterion reports the mean; before each criterion run a plain loop of 20,000 cycles
 //! prints p50 / p99 / max of the single decisions.
@@ -22,8 +24,8 @@ use inferplane_core::schedule::{
     AdaptiveConfig, CostOptimizedConfig, FifoConfig, PriorityConfig, SloAwareConfig,
 };
 use inferplane_core::{
-    BalanceConfig, InstanceSpec, Layout, Outcome, PolicyConfig, Price, Priority, RequestId,
-    RequestMeta, RoutingConfig, Scheduler, SchedulerConfig, Time,
+    AttemptId, BalanceConfig, Effects, InstanceSpec, Layout, Outcome, OverloadConfig, PolicyConfig,
+    Price, Priority, RequestId, RequestMeta, RoutingConfig, Scheduler, SchedulerConfig, Time,
 };
 use std::collections::VecDeque;
 use std::hint::black_box;
@@ -35,10 +37,10 @@ const QUEUED: usize = 100_000;
 
 struct Bench {
     s: Scheduler<u64>,
-    inflight: VecDeque<u64>,
+    inflight: VecDeque<AttemptId>,
     next: u64,
     now: Time,
-    out: Vec<inferplane_core::Placement<u64>>,
+    fx: Effects<u64>,
 }
 
 fn request(id: u64, now: Time) -> RequestMeta {
@@ -58,6 +60,12 @@ impl Bench {
             policy,
             routing,
             seed: 1,
+            // 100k queued at once would be shed by class (their predicted waits are long)
+            overload: OverloadConfig {
+                shed: false,
+                ..OverloadConfig::default()
+            },
+            ..SchedulerConfig::default()
         });
         for i in 0..INSTANCES {
             let mut spec = InstanceSpec::new(format!("i{i}"), "http://x", "m", MAX_INFLIGHT);
@@ -75,18 +83,20 @@ impl Bench {
             inflight: VecDeque::new(),
             next: 0,
             now: Time::ZERO,
-            out: Vec::with_capacity(INSTANCES * MAX_INFLIGHT as usize),
+            fx: Effects::default(),
         };
         let total = INSTANCES * MAX_INFLIGHT as usize + QUEUED;
         for _ in 0..total {
             let id = b.next;
             b.next += 1;
-            let _ = b.s.submit(request(id, b.now), id, b.now);
+            b.s.submit(request(id, b.now), id, b.now);
         }
-        b.s.dispatch(b.now, &mut b.out);
-        b.inflight.extend(b.out.drain(..).map(|p| p.payload));
+        b.s.poll(b.now, &mut b.fx);
+        b.inflight
+            .extend(b.fx.placements.drain(..).map(|p| p.attempt));
+        assert!(b.fx.rejections.is_empty(), "nothing is rejected");
         assert_eq!(b.s.queue_len(), QUEUED, "the queue holds 100k");
-        assert_eq!(b.s.free_slots(), 0, "the pool is saturated");
+        assert_eq!(b.s.with_room(), 0, "the pool is saturated");
         b
     }
 
@@ -97,16 +107,19 @@ impl Bench {
         let outcome = Outcome::Success {
             prompt_tokens: 256,
             completion_tokens: 128,
-            ttft: Some(Duration::from_millis(200)),
+            cached_tokens: None,
+            first_token: Some(Duration::from_millis(200)),
+            latency: Duration::from_millis(2_000),
         };
-        self.s.complete(RequestId(done), outcome, self.now);
+        self.s.complete(done, outcome, self.now);
         let id = self.next;
         self.next += 1;
-        let _ = self.s.submit(request(id, self.now), id, self.now);
-        self.s.dispatch(self.now, &mut self.out);
-        for p in self.out.drain(..) {
-            self.inflight.push_back(p.payload);
+        self.s.submit(request(id, self.now), id, self.now);
+        self.s.poll(self.now, &mut self.fx);
+        for p in self.fx.placements.drain(..) {
+            self.inflight.push_back(p.attempt);
         }
+        self.fx.rejections.clear();
     }
 }
 
@@ -201,6 +214,7 @@ fn strategies(c: &mut Criterion) {
             "power_of_two",
             BalanceConfig::PowerOfTwo(Default::default()),
         ),
+        ("least_ttft", BalanceConfig::LeastTtft(Default::default())),
     ];
     for (name, algorithm) in algorithms {
         run(c, "balancing", name, fifo(), lb(algorithm));

@@ -1,7 +1,7 @@
 //! # inferplane-core
 //!
-//! The pure heart of inferplane. The foundation ([`pool`], [`load`], [`predict`],
-//! [`outcome`], [`reject`], [`request`], [`instance`], [`time`]) holds the types every
+//! The pure heart of inferplane. The foundation ([`pool`], [`load`], [`reserve`],
+//! [`predict`], [`outcome`], [`reject`], [`request`], [`instance`], [`time`]) holds the types every
 //! decision shares; [`schedule`] (which request goes next) and [`route`] (which instance
 //! serves it) import only the foundation; [`scheduler`] joins them into the one state
 //! machine the gateway and the discrete-event simulation both drive; [`stats`] counts.
@@ -17,6 +17,7 @@ pub mod pool;
 pub mod predict;
 pub mod reject;
 pub mod request;
+pub mod reserve;
 pub mod route;
 pub mod schedule;
 pub mod scheduler;

@@ -30,7 +30,13 @@
 //!    `predict::DecodeModel`). Under overload this keeps critical work on time instead of
 //!    letting every request slow down together; the work it holds back waits in the
 //!    gateway, where the lowest class is shed first. It costs throughput, which is why
-//!    only the protected classes do it.
+//!    only the protected classes do it. Two exceptions: protected requests themselves are
+//!    not held back by it (they may fill the batch up to the limit: one more sequence
+//!    slows the others' tokens by a fraction, while holding it back costs the newcomer its
+//!    time to first token, so [`LoadSignals::protected_room`] is the room they see, up to
+//!    as many protected deadlines as the limit allows), and a deadline that could not be
+//!    met even by the request running alone holds nothing. On a lane for protected traffic
+//!    the bound also holds between protected requests (see `reserve`).
 //!
 //! # Prefill backlog (predicted time to first token)
 //!
@@ -91,8 +97,11 @@ impl Default for SaturationConfig {
 pub struct LoadSignals {
     /// The in-flight limit in force (see the module docs).
     pub limit: u32,
-    /// Whether the instance takes one more request now.
+    /// Whether the instance takes one more request of any class now.
     pub room: bool,
+    /// Whether it takes one more protected request now (at or above
+    /// [`SaturationConfig::protect`]): as `room`, but past the deadline limit.
+    pub protected_room: bool,
     /// When the last engine reading was taken (`None`: never, or the last was unknown).
     pub reading_at: Option<Time>,
     /// Attempts placed here since the last reading.
@@ -101,8 +110,12 @@ pub struct LoadSignals {
     pub finished_since: u32,
     /// Prompt tokens placed here whose first token has not come (see the module docs).
     pub prefill_pending: u64,
-    /// The batch the deadlines in flight allow (see [`deadline_limit`]), `None`: no bound.
+    /// The batch the deadlines in flight allow (see [`deadline_limit`]) and, on a lane, the
+    /// reserve (see `reserve`); `None`: no bound.
     pub deadline_limit: Option<u32>,
+    /// Until when the instance is a lane for protected traffic: a protected request with an
+    /// end-to-end deadline was placed here within the last `reserve::RESERVE_WINDOW`.
+    pub lane_until: Option<Time>,
     /// Time integral of attempts in flight (batch-seconds), to measure the mean batch a
     /// request decoded in.
     pub batch_secs: f64,
@@ -201,10 +214,12 @@ pub struct DeadlineInFlight {
 /// `now`: for each, its remaining time over its remaining tokens (its planned output less
 /// what it has generated since its first token at the present time per token) is the time
 /// per token it needs; the instance's decode model says the batch for the tightest.
-/// Deadlines already missed do not count. `None`: no deadline in flight, or no model.
+/// Deadlines already missed, or out of reach even at a batch of one, do not count.
+/// `None`: no deadline in flight, or no model.
 pub fn deadline_limit(inst: &InstanceState, now: Time) -> Option<u32> {
     let decode = &inst.rates.decode;
     let tpot_now = decode.tpot(f64::from(inst.inflight.max(1)));
+    let alone = decode.tpot(1.0);
     let mut need = f64::INFINITY;
     for d in &inst.deadlines {
         if d.deadline <= now {
@@ -215,7 +230,10 @@ pub fn deadline_limit(inst: &InstanceState, now: Time) -> Option<u32> {
             now.saturating_since(f).as_secs_f64() / tpot_now.max(1e-9)
         });
         let remaining = (f64::from(d.tokens) - generated).max(1.0);
-        need = need.min(left / remaining);
+        let per_token = left / remaining;
+        if per_token >= alone {
+            need = need.min(per_token);
+        }
     }
     if need.is_infinite() {
         return None;
@@ -223,19 +241,50 @@ pub fn deadline_limit(inst: &InstanceState, now: Time) -> Option<u32> {
     decode.max_batch_for(need).map(|b| b.max(1))
 }
 
-/// Recomputes `inst`'s limits and room at `now`; returns whether room changed.
-pub fn refresh(inst: &mut InstanceState, config: &SaturationConfig, now: Time) -> bool {
+/// The batch at which a protected request arriving now, needing `secs_per_token` (see
+/// `reserve`), could finish in time on `inst`; `None`: no bound (no model, or out of
+/// reach even at a batch of one).
+pub fn reserve_limit(inst: &InstanceState, secs_per_token: f64) -> Option<u32> {
+    let decode = &inst.rates.decode;
+    if secs_per_token < decode.tpot(1.0) {
+        return None;
+    }
+    decode.max_batch_for(secs_per_token).map(|b| b.max(1))
+}
+
+/// Recomputes `inst`'s limits and room (for any request, and for protected ones) at
+/// `now`, with `reserve` the time per token recent protected requests needed (see
+/// `reserve`); returns whether either room changed.
+pub fn refresh(
+    inst: &mut InstanceState,
+    config: &SaturationConfig,
+    reserve: Option<f64>,
+    now: Time,
+) -> bool {
     let limit = limit(inst, config);
     let deadline = if config.deadlines {
-        deadline_limit(inst, now)
+        let held = deadline_limit(inst, now);
+        let lane = inst.signals.lane_until.is_some_and(|t| t > now);
+        let planned = reserve
+            .filter(|_| lane)
+            .and_then(|need| reserve_limit(inst, need));
+        match (held, planned) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     } else {
         None
     };
-    let bound = deadline.map_or(limit, |d| d.min(limit));
-    let room = inst.routable() && inst.inflight < bound && !engine_saturated(inst, config);
+    let open = inst.routable() && inst.inflight < limit && !engine_saturated(inst, config);
+    let protected_room =
+        open && deadline.is_none_or(|d| (inst.deadlines.len() as u64) < u64::from(d));
+    let room = open && deadline.is_none_or(|d| inst.inflight < d);
     inst.signals.limit = limit;
     inst.signals.deadline_limit = deadline;
-    std::mem::replace(&mut inst.signals.room, room) != room
+    let before = inst.rooms();
+    inst.signals.room = room;
+    inst.signals.protected_room = protected_room;
+    before != inst.rooms()
 }
 
 /// Decay time constant of the peak EWMA, in seconds.
@@ -352,7 +401,7 @@ mod tests {
     fn waiting_requests_saturate_a_full_engine_until_enough_finish() {
         let c = SaturationConfig::default();
         let mut s = inst(None, Some(100));
-        assert!(!refresh(&mut s, &c, Time::ZERO) || s.has_room());
+        assert!(!refresh(&mut s, &c, None, Time::ZERO) || s.has_room());
         assert!(s.has_room(), "no reading: the limit alone decides");
         s.load = EngineLoad {
             running: Some(40.0),
@@ -360,19 +409,19 @@ mod tests {
             kv_usage: Some(0.95),
         };
         s.signals.reading_at = Some(Time::ZERO);
-        refresh(&mut s, &c, Time::ZERO);
+        refresh(&mut s, &c, None, Time::ZERO);
         assert!(!s.has_room(), "waiting in a full KV cache");
         s.signals.finished_since = 2;
-        refresh(&mut s, &c, Time::ZERO);
+        refresh(&mut s, &c, None, Time::ZERO);
         assert!(
             !s.has_room(),
             "two finished: the two waiting moved in, still full"
         );
         s.signals.finished_since = 3;
-        refresh(&mut s, &c, Time::ZERO);
+        refresh(&mut s, &c, None, Time::ZERO);
         assert!(s.has_room(), "a third finish frees a place");
         s.signals.placed_since = 1;
-        refresh(&mut s, &c, Time::ZERO);
+        refresh(&mut s, &c, None, Time::ZERO);
         assert!(!s.has_room(), "and the gateway took it");
     }
 
@@ -386,10 +435,10 @@ mod tests {
             kv_usage: Some(0.3),
         };
         s.signals.reading_at = Some(Time::ZERO);
-        refresh(&mut s, &c, Time::ZERO);
+        refresh(&mut s, &c, None, Time::ZERO);
         assert!(s.has_room());
         s.load.running = Some(100.0);
-        refresh(&mut s, &c, Time::ZERO);
+        refresh(&mut s, &c, None, Time::ZERO);
         assert!(!s.has_room(), "at its batch limit");
         // llama.cpp: no KV figure, a deferred request means every slot is busy
         s.load = EngineLoad {
@@ -397,11 +446,11 @@ mod tests {
             waiting: Some(1.0),
             kv_usage: None,
         };
-        refresh(&mut s, &c, Time::ZERO);
+        refresh(&mut s, &c, None, Time::ZERO);
         assert!(!s.has_room());
         s.ready = false;
         s.load = EngineLoad::default();
-        refresh(&mut s, &c, Time::ZERO);
+        refresh(&mut s, &c, None, Time::ZERO);
         assert!(!s.has_room(), "unready never has room");
     }
 

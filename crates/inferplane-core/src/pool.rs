@@ -113,6 +113,21 @@ impl InstanceState {
         self.signals.room
     }
 
+    /// Whether it takes one more request now, `protected` or not (a protected request may
+    /// use the batch that protected deadlines hold back from the rest, see `load`).
+    pub fn has_room_for(&self, protected: bool) -> bool {
+        if protected {
+            self.signals.protected_room
+        } else {
+            self.signals.room
+        }
+    }
+
+    /// Its room for any request and for protected ones, to tell what a change changed.
+    pub fn rooms(&self) -> (bool, bool) {
+        (self.signals.room, self.signals.protected_room)
+    }
+
     /// The most attempts the gateway sends it at once (see `load::limit`).
     pub fn limit(&self) -> u32 {
         self.signals.limit
@@ -168,7 +183,7 @@ pub struct PoolView<'a> {
     pub routable: usize,
     /// Attempts in flight on routable instances.
     pub routable_inflight: u64,
-    /// Routable instances with room now.
+    /// Routable instances with room for any request now.
     pub with_room: usize,
     /// Sum of in-flight limits over routable instances.
     pub capacity: u64,
@@ -180,9 +195,11 @@ pub struct PoolView<'a> {
     pub now: Time,
     /// The output-length predictor (per class, learned from completions).
     pub outputs: &'a OutputLengths,
-    /// The lowest protected class (see `load::SaturationConfig::protect`): SLO
-    /// predictions plan for a long answer for these, a typical one for the rest.
+    /// The lowest protected class (see `load::SaturationConfig::protect`).
     pub protect: crate::request::Priority,
+    /// Whether the request being decided is protected: it sees the room protected
+    /// requests have ([`InstanceState::has_room_for`]).
+    pub protected: bool,
 }
 
 impl<'a> PoolView<'a> {
@@ -191,9 +208,14 @@ impl<'a> PoolView<'a> {
         self.instances.get(slot).and_then(Option::as_ref)
     }
 
+    /// Whether `inst` has room for the request being decided.
+    pub fn has_room(&self, inst: &InstanceState) -> bool {
+        inst.has_room_for(self.protected)
+    }
+
     /// Whether the instance at `slot` exists, has room and is allowed.
     pub fn eligible(&self, slot: Slot, allowed: Allowed<'_>) -> bool {
-        allowed.contains(slot) && self.get(slot).is_some_and(InstanceState::has_room)
+        allowed.contains(slot) && self.get(slot).is_some_and(|i| self.has_room(i))
     }
 
     /// Routable instances (ready, not draining), with their slot.
@@ -204,24 +226,16 @@ impl<'a> PoolView<'a> {
             .filter_map(|(ix, s)| s.as_ref().filter(|s| s.routable()).map(|s| (ix, s)))
     }
 
-    /// Routable instances with room now.
+    /// Routable instances with room for the request being decided.
     pub fn with_room_iter(&self) -> impl Iterator<Item = (Slot, &'a InstanceState)> + 'a {
-        self.routable().filter(|(_, s)| s.has_room())
+        let protected = self.protected;
+        self.routable()
+            .filter(move |(_, s)| s.has_room_for(protected))
     }
 
     /// The output length predicted for `req`.
     pub fn output_tokens(&self, req: &RequestMeta) -> u32 {
         self.outputs.predict(req)
-    }
-
-    /// The output length SLO predictions plan for: a long answer of its class for a
-    /// protected request, a typical one otherwise.
-    pub fn planned_output(&self, req: &RequestMeta) -> u32 {
-        if req.priority >= self.protect {
-            self.outputs.predict_long(req)
-        } else {
-            self.outputs.predict(req)
-        }
     }
 
     /// Bounded-load test of consistent hashing with bounded loads: whether the instance
@@ -254,7 +268,7 @@ impl<'a> PoolView<'a> {
         for i in 0..n {
             let ix = (start + i) % n;
             let Some(inst) = self.get(ix) else { continue };
-            if !inst.has_room() || !allowed.contains(ix) {
+            if !self.has_room(inst) || !allowed.contains(ix) {
                 continue;
             }
             let s = score(inst);
@@ -400,7 +414,7 @@ pub(crate) mod testkit {
                 let mut s = InstanceState::new(spec, InstanceIx::new(i as u32, 0));
                 s.ready = true;
                 s.inflight = inflight;
-                refresh(&mut s, &SaturationConfig::default(), Time::ZERO);
+                refresh(&mut s, &SaturationConfig::default(), None, Time::ZERO);
                 Some(s)
             })
             .collect()
@@ -409,7 +423,7 @@ pub(crate) mod testkit {
     /// Recomputes room after a test changed a state.
     pub fn refresh_all(states: &mut [Option<InstanceState>]) {
         for s in states.iter_mut().flatten() {
-            refresh(s, &SaturationConfig::default(), Time::ZERO);
+            refresh(s, &SaturationConfig::default(), None, Time::ZERO);
         }
     }
 
@@ -426,6 +440,7 @@ pub(crate) mod testkit {
             now: Time::ZERO,
             outputs: &OUTPUTS,
             protect: crate::request::Priority::Critical,
+            protected: false,
         };
         for s in states.iter().flatten().filter(|s| s.routable()) {
             v.routable += 1;

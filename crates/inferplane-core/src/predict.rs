@@ -6,7 +6,7 @@
 //! Rates start from a rough default derived from the instance's layout
 //! ([`Rates::for_layout`]), can be set by the caller (the gateway and the simulation seed
 //! them from the planner's cost model) and are then corrected by every measured
-//! completion with an EWMA ([`Rates::observe`]).
+//! completion with an EWMA ([`Rates::observe_prefill`], [`Rates::observe_decode`]).
 //!
 //! Cost ([`cost_estimate`]) is what a request would cost on an instance at that
 //! instance's real throughput: its price times the GPU time one request takes when the
@@ -156,6 +156,16 @@ impl Rates {
         self.ttft_secs(prompt_tokens) + f64::from(output_tokens) * self.decode_secs_per_token
     }
 
+    /// The weight of a new decode measurement: the plain mean of the measurements so far
+    /// until there are `1 / RATE_EWMA_ALPHA`, the EWMA after; so the first one replaces the
+    /// seed (a guess from the layout, or the planner's forecast) and a seed far off costs
+    /// one answer, not dozens. (Prefill samples move by the EWMA weight from the start: a
+    /// first token measures prefill mixed with whatever the engine was decoding then, so a
+    /// single one says less about the instance than the seed does.)
+    fn weight(&self) -> f64 {
+        RATE_EWMA_ALPHA.max(1.0 / (self.samples as f64 + 1.0))
+    }
+
     /// Folds in one measured first token: the engine prefilled `tokens` (the prompts
     /// pending ahead of it and its own) in `secs` (from placement to its first token).
     /// Implausible samples (no tokens, zero or negative durations) leave the rate alone.
@@ -176,7 +186,7 @@ impl Rates {
             && d.is_finite()
         {
             let sample = d / f64::from(completion_tokens - 1);
-            self.decode_secs_per_token += RATE_EWMA_ALPHA * (sample - self.decode_secs_per_token);
+            self.decode_secs_per_token += self.weight() * (sample - self.decode_secs_per_token);
         }
         self.samples += 1;
     }
@@ -376,7 +386,7 @@ mod tests {
     }
 
     #[test]
-    fn observed_first_tokens_and_completions_move_rates_by_the_ewma_weight() {
+    fn measurements_replace_the_seed_then_average_then_move_rates_by_the_ewma_weight() {
         let mut r = Rates {
             prefill_tokens_per_sec: 1000.0,
             decode_secs_per_token: 0.01,
@@ -384,12 +394,24 @@ mod tests {
             samples: 0,
             decode: DecodeModel::default(),
         };
-        // 1000 tokens in 0.5 s = 2000 tok/s; 11 tokens over 1.0 s of decode = 0.1 s/token
+        // 1000 tokens in 0.5 s = 2000 tok/s: prefill moves by the EWMA weight; 11 tokens
+        // over 1.0 s of decode = 0.1 s/token: the first decode measurement replaces the seed
         r.observe_prefill(1000, 0.5);
         r.observe_decode(11, Some(1.0));
         assert!((r.prefill_tokens_per_sec - 1200.0).abs() < 1e-9);
-        assert!((r.decode_secs_per_token - 0.028).abs() < 1e-12);
+        assert!((r.decode_secs_per_token - 0.1).abs() < 1e-12);
         assert_eq!(r.samples, 1);
+        // the second is averaged in (0.2 s/token: the mean is 0.15)
+        r.observe_decode(11, Some(2.0));
+        assert!((r.decode_secs_per_token - 0.15).abs() < 1e-12);
+        // after five, each moves the estimate by the EWMA weight
+        for _ in 0..3 {
+            r.observe_decode(11, Some(1.5));
+        }
+        assert_eq!(r.samples, 5);
+        r.observe_decode(11, Some(2.5));
+        let ewma = 0.15 + RATE_EWMA_ALPHA * (0.25 - 0.15);
+        assert!((r.decode_secs_per_token - ewma).abs() < 1e-12);
         let before = r;
         r.observe_prefill(0, 1.0);
         r.observe_prefill(10, -1.0);

@@ -51,8 +51,9 @@ async fn a_high_priority_request_overtakes_a_queue_of_low_priority_ones() {
                 .send()
                 .await
                 .unwrap();
-            assert_eq!(r.status(), 200);
-            r.bytes().await.unwrap();
+            let st = r.status();
+            let b = r.text().await.unwrap();
+            assert_eq!(st, 200, "{b}");
             Instant::now()
         })
     };
@@ -94,11 +95,14 @@ async fn an_slo_infeasible_request_is_rejected_early_with_its_reason() {
     pool_with(&mut f, &a, 4, "{ kind = \"slo_aware\" }", None);
     let gw = gateway(f, 1).await;
     let http = reqwest::Client::new();
-    // 2,000 output tokens cannot be generated in 50 ms on any instance.
+    // A prompt of some 6,000 tokens cannot even be prefilled in 5 ms on any instance
+    // (the check uses the best case, a one-token answer: output lengths are a guess).
+    let long = json!({"model": MODEL, "max_tokens": 4,
+        "messages": [{"role": "user", "content": "word ".repeat(6_000)}]});
     let resp = http
         .post(format!("{}/v1/chat/completions", gw.url()))
-        .header("x-slo-ms", "50")
-        .json(&chat(MODEL, 2000, false))
+        .header("x-slo-ms", "5")
+        .json(&long)
         .send()
         .await
         .unwrap();

@@ -15,12 +15,16 @@
 //! * `classes`: the recent share of requests not of the `normal` class is >=
 //!   `class_enter` [0.05]; cleared at <= `class_exit` [0.01];
 //! * `light`: attempts in flight are at most `light_enter` [0.3] of the pool's in-flight
-//!   limits and nothing is queued; cleared at >= `light_exit` [0.5] or when requests queue.
+//!   limits and nothing is queued; cleared at >= `light_exit` [0.5] or when requests queue;
+//! * `queueing`: requests wait in the gateway (the pool is saturated); cleared when
+//!   nothing waits and an instance has room.
 //!
-//! Target, first match: `slo_aware` when requests carry SLOs or SLOs are being missed (it
-//! orders by urgency, is class-aware through the class wait targets, and places only where
-//! the SLO holds); `cost_optimized` when `light`, instances differ in price and
-//! `prefer_cost` is set; `priority` when classes are mixed; else `fifo`. The active policy
+//! Target, first match: `slo_aware` when requests carry SLOs (or SLOs are being missed)
+//! and requests are queueing: there its urgency order within each class and its SLO-aware
+//! placement pay; `cost_optimized` when `light`, instances differ in price and
+//! `prefer_cost` is set; `priority` when classes are mixed or requests carry SLOs (with
+//! nothing queued, order does not matter and placement on the least predicted time to
+//! first token serves SLOs best; the classes hold when a queue forms); else `fifo`. The active policy
 //! changes to the target only when at least `min_dwell` [2 s] has passed since the last
 //! switch, except during the first [`WARM_UP`] submissions, while the traffic shares
 //! settle. Every switch is counted and the last 64 are
@@ -132,7 +136,7 @@ pub enum SwitchReason {
     SloTrouble,
     /// The pool is light and instances differ in price.
     LightAndPriced,
-    /// Requests of several priority classes arrive.
+    /// Requests of several priority classes arrive, or carry SLOs, and nothing queues.
     MixedClasses,
     /// None of the above: plain arrival order.
     Plain,
@@ -142,10 +146,10 @@ impl SwitchReason {
     /// A short phrase for logs and the admin API.
     pub const fn as_str(self) -> &'static str {
         match self {
-            SwitchReason::Deadlines => "requests carry SLOs",
-            SwitchReason::SloTrouble => "SLOs are being missed",
+            SwitchReason::Deadlines => "requests carry SLOs and queue",
+            SwitchReason::SloTrouble => "SLOs are being missed and requests queue",
             SwitchReason::LightAndPriced => "light load and instances differ in price",
-            SwitchReason::MixedClasses => "several priority classes arrive",
+            SwitchReason::MixedClasses => "several classes or SLOs, no queue",
             SwitchReason::Plain => "one class, no SLOs",
         }
     }
@@ -199,6 +203,7 @@ pub struct Adaptive {
     slo_trouble: bool,
     classes: bool,
     light: bool,
+    queueing: bool,
     last_switch: Option<Time>,
     switches: u64,
     history: VecDeque<PolicySwitch>,
@@ -227,6 +232,7 @@ impl Adaptive {
             slo_trouble: false,
             classes: false,
             light: false,
+            queueing: false,
             last_switch: None,
             switches: 0,
             history: VecDeque::with_capacity(SWITCH_HISTORY),
@@ -281,13 +287,18 @@ impl Adaptive {
         };
         self.light = !s.saturated()
             && hysteresis(self.light, utilisation, c.light_enter, c.light_exit, false);
-        if self.deadlines {
+        self.queueing = if self.queueing {
+            s.saturated()
+        } else {
+            s.queued > 0
+        };
+        if self.deadlines && self.queueing {
             (Mode::SloAware, SwitchReason::Deadlines)
-        } else if self.slo_trouble {
+        } else if self.slo_trouble && self.queueing {
             (Mode::SloAware, SwitchReason::SloTrouble)
         } else if self.light && s.price_spread && c.prefer_cost {
             (Mode::CostOptimized, SwitchReason::LightAndPriced)
-        } else if self.classes {
+        } else if self.classes || self.deadlines {
             (Mode::Priority, SwitchReason::MixedClasses)
         } else {
             (Mode::Fifo, SwitchReason::Plain)
@@ -395,7 +406,7 @@ mod tests {
     }
 
     #[test]
-    fn adaptive_turns_slo_aware_when_requests_carry_slos_and_back_with_hysteresis() {
+    fn adaptive_turns_slo_aware_when_requests_with_slos_queue_and_back_with_hysteresis() {
         let mut a = Adaptive::new(AdaptiveConfig::default());
         let mut sig = signals();
         a.observe(&sig, s(0));
@@ -404,17 +415,24 @@ mod tests {
         a.observe(&sig, s(1));
         assert_eq!(
             a.active(),
-            "slo_aware",
-            "the first switch may happen at once"
+            "priority",
+            "SLOs but no queue; the first switch at once"
         );
+        sig.queued = 3;
+        sig.with_room = 0;
+        a.observe(&sig, s(3));
+        assert_eq!(a.active(), "slo_aware");
         assert_eq!(a.reason(), SwitchReason::Deadlines);
         sig.deadline_share = 0.02;
         a.observe(&sig, s(10));
         assert_eq!(a.active(), "slo_aware", "exit needs 0.01");
         sig.deadline_share = 0.0;
+        sig.queued = 0;
+        sig.with_room = 4;
         a.observe(&sig, s(11));
         assert_eq!(a.active(), "fifo");
         sig.deadline_share = 0.3;
+        sig.queued = 3;
         a.observe(&sig, s(12));
         assert_eq!(a.active(), "fifo", "min dwell: 2 s since the last switch");
         a.observe(&sig, s(13));
@@ -423,12 +441,13 @@ mod tests {
         assert_eq!(
             h,
             [
-                ("fifo", "slo_aware", s(1)),
+                ("fifo", "priority", s(1)),
+                ("priority", "slo_aware", s(3)),
                 ("slo_aware", "fifo", s(11)),
                 ("fifo", "slo_aware", s(13))
             ]
         );
-        assert_eq!(a.switches(), 3);
+        assert_eq!(a.switches(), 4);
     }
 
     #[test]
@@ -442,9 +461,11 @@ mod tests {
         a.observe(&sig, Time::ZERO);
         assert_eq!(a.active(), "priority");
         sig.slo_attainment = Some(0.9);
+        sig.queued = 1;
         a.observe(&sig, Time::ZERO);
         assert_eq!(a.active(), "slo_aware");
         assert_eq!(a.reason(), SwitchReason::SloTrouble);
+        sig.queued = 0;
         sig.slo_attainment = Some(0.99);
         sig.price_spread = true;
         a.observe(&sig, Time::ZERO);

@@ -123,7 +123,7 @@ impl SchedulingPolicy for CostOptimized {
         let margin = self.slo.config().margin;
         let output = view.output_tokens(req);
         let slo = has_slo(req);
-        let targets = Targets::new(req, view.now, view.planned_output(req));
+        let targets = Targets::new(req, view.now, output);
         let feasible = |inst: &InstanceState| !slo || targets.slack(inst, margin) >= 0.0;
         let mut cheapest = f64::INFINITY;
         let mut cheapest_any = f64::INFINITY;

@@ -144,32 +144,60 @@ impl Queues {
             OrderKind::ClassAging => self
                 .first_band(live)
                 .map(|(c, m)| Head::Band(c, m.key, m.start, m.enqueued)),
-            OrderKind::Urgency => {
-                // classes in the turn of their oldest request; a class whose heap holds no
-                // live key (its requests were passed over this dispatch) gives way
+            OrderKind::Urgency => self.urgency_head(4, live),
+        }
+    }
+
+    /// The next request of `kind` among the `classes` highest classes only (1: critical;
+    /// 4: all, as [`Queues::peek`]). Arrival order among them is their bands' entry order.
+    pub fn peek_within(&mut self, kind: OrderKind, classes: usize, live: Live<'_>) -> Option<Head> {
+        if classes >= 4 {
+            return self.peek(kind, live);
+        }
+        match kind {
+            OrderKind::Arrival | OrderKind::ClassAging => {
                 let fronts = self.fronts(live);
-                let mut classes = [(Time::MAX, u64::MAX, 0usize); 4];
-                let mut n = 0;
-                for (c, f) in fronts.iter().enumerate() {
-                    if let Some(m) = f {
-                        classes[n] = (m.start, m.key.seq, c);
-                        n += 1;
-                    }
-                }
-                classes[..n].sort_unstable();
-                for &(_, _, c) in &classes[..n] {
-                    let heap = &mut self.urgency[c];
-                    while let Some(&Reverse((at, seq, slot))) = heap.peek() {
-                        let k = QueueKey { slot, seq };
-                        if live.contains(k) {
-                            return Some(Head::Urgency(c, k, at));
-                        }
-                        heap.pop();
-                    }
-                }
-                None
+                (0..classes)
+                    .filter_map(|c| fronts[c].map(|m| (c, m)))
+                    .min_by_key(|(_, m)| {
+                        let at = if kind == OrderKind::Arrival {
+                            m.enqueued
+                        } else {
+                            m.start
+                        };
+                        (at, m.key.seq)
+                    })
+                    .map(|(c, m)| Head::Band(c, m.key, m.start, m.enqueued))
+            }
+            OrderKind::Urgency => self.urgency_head(classes, live),
+        }
+    }
+
+    /// The most urgent request of the class whose turn it is, among the `classes` highest.
+    fn urgency_head(&mut self, classes: usize, live: Live<'_>) -> Option<Head> {
+        // classes in the turn of their oldest request; a class whose heap holds no live key
+        // (its requests were passed over this dispatch) gives way
+        let fronts = self.fronts(live);
+        let mut turn = [(Time::MAX, u64::MAX, 0usize); 4];
+        let mut n = 0;
+        for (c, f) in fronts.iter().enumerate().take(classes) {
+            if let Some(m) = f {
+                turn[n] = (m.start, m.key.seq, c);
+                n += 1;
             }
         }
+        turn[..n].sort_unstable();
+        for &(_, _, c) in &turn[..n] {
+            let heap = &mut self.urgency[c];
+            while let Some(&Reverse((at, seq, slot))) = heap.peek() {
+                let k = QueueKey { slot, seq };
+                if live.contains(k) {
+                    return Some(Head::Urgency(c, k, at));
+                }
+                heap.pop();
+            }
+        }
+        None
     }
 
     /// Removes `head` (just returned by `peek`) from its order.
@@ -301,6 +329,30 @@ mod tests {
         assert_eq!(order(OrderKind::ClassAging), [3, 1, 4, 2, 0]);
         // the same classes in the same turns, the urgent normal one first in its class
         assert_eq!(order(OrderKind::Urgency), [3, 4, 1, 2, 0]);
+    }
+
+    #[test]
+    fn peek_within_serves_only_the_highest_classes_in_each_order() {
+        for (kind, expected) in [
+            // critical entered at 25 s, high at 2 s: arrival order among the two
+            (OrderKind::Arrival, [3, 2]),
+            (OrderKind::ClassAging, [3, 2]),
+            (OrderKind::Urgency, [3, 2]),
+        ] {
+            let (mut q, mut seqs) = queues();
+            let mut out = Vec::new();
+            while let Some(h) = q.peek_within(kind, 2, Live(&seqs)) {
+                q.pop(h);
+                out.push(h.key().slot);
+                seqs[h.key().slot as usize] = 0;
+            }
+            assert_eq!(out, expected, "{kind:?}");
+            let (mut q, seqs) = queues();
+            let only = q.peek_within(kind, 1, Live(&seqs)).map(|h| h.key().slot);
+            assert_eq!(only, Some(2), "critical only: {kind:?}");
+            let all = q.peek_within(kind, 4, Live(&seqs)).map(|h| h.key().slot);
+            assert_eq!(all, q.peek(kind, Live(&seqs)).map(|h| h.key().slot));
+        }
     }
 
     #[test]

@@ -4,9 +4,11 @@
 //!
 //! Prediction (see `predict` and `load`): on instance `i`, a request placed now gets its
 //! first token after the instance's prefill backlog plus its own prefill
-//! (`InstanceState::ttft_secs`), and completes its planned output (learned per class,
-//! capped by `max_tokens`: a long answer for protected classes, a typical one otherwise)
-//! at the instance's time per token with one more in its batch later. Its slack on `i`
+//! (`InstanceState::ttft_secs`), and completes its predicted output (a typical answer of
+//! its class, learned, capped by `max_tokens`) at the instance's time per token with one
+//! more in its batch later. (Long answers of protected classes are planned for by the
+//! instance's deadline-aware batch limit, see `load`, and preferred, never waited for, at
+//! placement.) Its slack on `i`
 //! is how much longer it could wait and still meet both targets.
 //!
 //! Output lengths are only predicted, so a prediction of a miss is a guess; a request is
@@ -18,10 +20,8 @@
 //!   admitted and counted instead). The wait itself is the scheduler's overload control,
 //!   which sheds first.
 //! * Dispatch: the head goes to the instances with room on which it is predicted to meet
-//!   its SLO (a protected request with a deadline among those already running protected
-//!   work, when it fits there, so that protected traffic packs onto few instances and
-//!   only their batches are held down). If none has room but a busy one would do, it
-//!   keeps its place while later requests go. Otherwise it goes, counted as best effort, to the instances with room
+//!   its SLO. If none has room but a busy one would do, it keeps its place while later
+//!   requests go. Otherwise it goes, counted as best effort, to the instances with room
 //!   where its floor still meets the SLO; if there are none, it is rejected (with
 //!   `best_effort`, placed anywhere and counted). Requests without an SLO go anywhere.
 
@@ -116,19 +116,18 @@ pub fn feasible_on_admission(
         return Ok(());
     }
     let _ = margin; // the floor takes no safety factor: it is the best case
-    let targets = Targets::new(req, view.now, view.planned_output(req));
-    let best = view
-        .routable()
-        .map(|(_, inst)| targets.floor_slack(inst))
-        .fold(f64::NEG_INFINITY, f64::max);
-    let short = wait_secs - best;
-    if short <= 0.0 {
-        Ok(())
-    } else {
-        Err(RejectReason::SloInfeasible {
-            short_by: secs(short),
-        })
+    let targets = Targets::new(req, view.now, view.output_tokens(req));
+    // stops at the first instance that can make it; scans them all only to reject
+    let mut best = f64::NEG_INFINITY;
+    for (_, inst) in view.routable() {
+        best = best.max(targets.floor_slack(inst));
+        if best >= wait_secs {
+            return Ok(());
+        }
     }
+    Err(RejectReason::SloInfeasible {
+        short_by: secs(wait_secs - best),
+    })
 }
 
 /// Earliest urgency first with SLO-feasible placement.
@@ -156,34 +155,23 @@ impl SloAware {
         out: &mut CandidateSet,
     ) -> Eligibility {
         out.reset(view.instances.len());
-        let targets = Targets::new(req, view.now, view.planned_output(req));
+        let targets = Targets::new(req, view.now, view.output_tokens(req));
         let margin = self.config.margin;
-        let mut lane = false;
         for (ix, inst) in view.with_room_iter() {
             if targets.slack(inst, margin) >= 0.0 {
                 out.insert(ix);
-                lane |= inst.signals.deadline_limit.is_some();
             }
         }
         if !out.is_empty() {
-            // A protected request goes where protected work already holds the batch down,
-            // if it fits there: protected traffic packs onto a few instances instead of
-            // slowing every batch in the pool.
-            if lane && req.priority >= view.protect && req.deadline.is_some() {
-                out.retain(|ix| {
-                    view.get(ix)
-                        .is_some_and(|i| i.signals.deadline_limit.is_some())
-                });
-            }
             return Eligibility::Only;
         }
         let mut busy_ok = false;
         let mut best_floor = f64::NEG_INFINITY;
         for (ix, inst) in view.routable() {
-            busy_ok |= !inst.has_room() && targets.slack(inst, margin) >= 0.0;
+            busy_ok |= !view.has_room(inst) && targets.slack(inst, margin) >= 0.0;
             let floor = targets.floor_slack(inst);
             best_floor = best_floor.max(floor);
-            if inst.has_room() && floor >= 0.0 {
+            if view.has_room(inst) && floor >= 0.0 {
                 out.insert(ix);
             }
         }

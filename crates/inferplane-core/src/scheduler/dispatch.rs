@@ -14,7 +14,7 @@
 use super::machine::{HINTS, Inflight, Queued, Scheduler, hint_index, view};
 use super::{Effects, InstanceIx, Placement};
 use crate::outcome::Slo;
-use crate::pool::Allowed;
+use crate::pool::{Allowed, InstanceState};
 use crate::route::RoutingStrategy;
 use crate::schedule::order::Head;
 use crate::schedule::{Eligibility, Live, QueueKey, SchedulingPolicy, Signals};
@@ -43,6 +43,9 @@ impl<T> Scheduler<T> {
             0.0
         };
         self.drain.tick(now, saturated, || prior);
+        if self.reserve.advance(now) {
+            self.refresh_all_rooms();
+        }
         let signals = self.signals(now);
         self.policy.observe(&signals, now);
         self.expire_due(now);
@@ -77,7 +80,9 @@ impl<T> Scheduler<T> {
         }
     }
 
-    fn head(&mut self, order: crate::schedule::OrderKind) -> Option<Skipped> {
+    /// The next head: the retry lane's, else the policy order's among the `classes`
+    /// highest classes (4: all).
+    fn head(&mut self, order: crate::schedule::OrderKind, classes: usize) -> Option<Skipped> {
         while let Some(&k) = self.retry.front() {
             if Live(&self.seqs).contains(k) {
                 return Some(Skipped::Retry(k));
@@ -85,7 +90,7 @@ impl<T> Scheduler<T> {
             self.retry.pop_front();
         }
         self.queues
-            .peek(order, Live(&self.seqs))
+            .peek_within(order, classes, Live(&self.seqs))
             .map(Skipped::Order)
     }
 
@@ -103,9 +108,21 @@ impl<T> Scheduler<T> {
             return;
         }
         let order = self.policy.order();
+        // with room for protected requests only (protected deadlines hold the rest back),
+        // only the protected classes are looked at
+        let protected_classes = self.config.saturation.protect.index() + 1;
         let mut skipped = std::mem::take(&mut self.skipped);
-        while self.totals.with_room > 0 && skipped.len() <= self.config.look_ahead {
-            let Some(head) = self.head(order) else { break };
+        while skipped.len() <= self.config.look_ahead {
+            let classes = if self.totals.with_room > 0 {
+                4
+            } else if self.totals.protected_room > 0 {
+                protected_classes
+            } else {
+                break;
+            };
+            let Some(head) = self.head(order, classes) else {
+                break;
+            };
             let key = match head {
                 Skipped::Retry(k) => k,
                 Skipped::Order(h) => h.key(),
@@ -143,7 +160,11 @@ impl<T> Scheduler<T> {
         let Some(q) = self.slots.get(key.slot as usize).and_then(Option::as_ref) else {
             return Try::Skip;
         };
-        let v = view(
+        let protected = q.meta.priority >= self.config.saturation.protect;
+        if !protected && self.totals.with_room == 0 {
+            return Try::Skip;
+        }
+        let mut v = view(
             &self.instances,
             &self.totals,
             &self.outputs,
@@ -152,6 +173,7 @@ impl<T> Scheduler<T> {
             self.epoch,
             now,
         );
+        v.protected = protected;
         let elig = self.policy.candidates(&q.meta, &v, &mut self.cand);
         let base = match elig {
             Eligibility::All | Eligibility::AllBestEffort => None,
@@ -170,7 +192,14 @@ impl<T> Scheduler<T> {
             .avoid
             .filter(|a| self.index_is_current(*a))
             .map(InstanceIx::slot);
-        let allowed = if tight || hint.is_some() || avoid.is_some() {
+        // a protected request with a deadline goes to a lane (see `reserve`) if one has room
+        // and its first token would come there within half its TTFT budget (lanes must not
+        // pile up prefill)
+        let lanes = protected
+            && q.meta.deadline.is_some()
+            && self.config.saturation.deadlines
+            && self.config.queue_at == super::QueueAt::Gateway;
+        let allowed = if tight || hint.is_some() || avoid.is_some() || lanes {
             let n = self.instances.len();
             self.narrowed.reset(n);
             for (slot, inst) in v.with_room_iter() {
@@ -185,6 +214,22 @@ impl<T> Scheduler<T> {
                 let set = &self.hint_sets[h];
                 if self.narrowed.iter().any(|s| set.contains(s)) {
                     self.narrowed.retain(|s| set.contains(s));
+                }
+            }
+            if lanes {
+                let ttft_budget = q
+                    .meta
+                    .ttft_deadline_at()
+                    .map(|t| 0.5 * t.saturating_since(now).as_secs_f64());
+                let prompt = q.meta.prompt_tokens;
+                let is_lane = |s: usize| {
+                    v.get(s).is_some_and(|i| {
+                        i.signals.lane_until.is_some_and(|t| t > now)
+                            && ttft_budget.is_none_or(|b| i.ttft_secs(prompt, now) <= b)
+                    })
+                };
+                if self.narrowed.iter().any(is_lane) {
+                    self.narrowed.retain(is_lane);
                 }
             }
             if let Some(a) = avoid
@@ -232,7 +277,7 @@ impl<T> Scheduler<T> {
             return;
         };
         let routable = inst.routable();
-        let had_room = inst.has_room();
+        let had_room = inst.rooms();
         inst.signals.advance_batch(now, inst.inflight);
         inst.inflight += 1;
         inst.placed_total += 1;
@@ -244,6 +289,7 @@ impl<T> Scheduler<T> {
             .deadline_at()
             .filter(|_| q.meta.priority >= self.config.saturation.protect)
         {
+            inst.signals.lane_until = Some(now.saturating_add(crate::reserve::RESERVE_WINDOW));
             inst.deadlines.push(crate::load::DeadlineInFlight {
                 attempt: q.attempt,
                 deadline,
@@ -282,16 +328,67 @@ impl<T> Scheduler<T> {
         });
     }
 
+    /// Notes a protected request with an end-to-end deadline (see `reserve`): the time per
+    /// token a long answer of its class needs to meet it, unless no routable instance
+    /// could give that even running it alone (a hopeless target plans nothing).
+    pub(super) fn note_protected(&mut self, meta: &crate::request::RequestMeta, now: Time) {
+        let sat = &self.config.saturation;
+        if !sat.deadlines
+            || meta.priority < sat.protect
+            || self.config.queue_at == super::QueueAt::Engine
+        {
+            return;
+        }
+        let Some(budget) = meta.deadline else { return };
+        let tokens = f64::from(self.outputs.predict_long(meta).max(1));
+        let need = budget.as_secs_f64() / tokens;
+        // the scan for a reachable instance runs only when the need would tighten
+        let mut tighter = self.reserve;
+        let changed = if tighter.observe(need, now)
+            && self
+                .instances
+                .iter()
+                .flatten()
+                .any(|i| i.routable() && crate::load::reserve_limit(i, need).is_some())
+        {
+            self.reserve = tighter;
+            true
+        } else {
+            self.reserve.advance(now)
+        };
+        if changed {
+            self.refresh_all_rooms();
+        }
+    }
+
+    /// Recomputes every instance's room and adjusts the totals. O(instances).
+    pub(super) fn refresh_all_rooms(&mut self) {
+        for slot in 0..self.instances.len() {
+            if let Some(before) = self.instances[slot].as_ref().map(InstanceState::rooms) {
+                self.refresh_room_of(slot, before);
+            }
+        }
+    }
+
     /// Recomputes the room of the instance at `slot` and adjusts the totals.
-    pub(super) fn refresh_room_of(&mut self, slot: usize, had_room: bool) {
+    pub(super) fn refresh_room_of(&mut self, slot: usize, (had_room, had_protected): (bool, bool)) {
         let engine_queues = self.config.queue_at == super::QueueAt::Engine;
         let now = self.clock;
         let Some(inst) = self.instances.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
-        crate::load::refresh(inst, &self.config.saturation, now);
+        crate::load::refresh(inst, &self.config.saturation, self.reserve.need(), now);
         if engine_queues {
             inst.signals.room = inst.routable();
+            inst.signals.protected_room = inst.routable();
+        }
+        let has_protected = inst.has_room_for(true);
+        if had_protected != has_protected {
+            if has_protected {
+                self.totals.protected_room += 1;
+            } else {
+                self.totals.protected_room = self.totals.protected_room.saturating_sub(1);
+            }
         }
         let has = inst.has_room();
         if had_room != has {

@@ -24,10 +24,11 @@ impl<T> Scheduler<T> {
         let now = self.clock;
         for (slot, inst) in self.instances.iter_mut().enumerate() {
             let Some(inst) = inst.as_mut() else { continue };
-            crate::load::refresh(inst, &self.config.saturation, now);
+            crate::load::refresh(inst, &self.config.saturation, self.reserve.need(), now);
             if engine_queues {
                 // a plain router: every ready instance takes everything
                 inst.signals.room = inst.routable();
+                inst.signals.protected_room = inst.routable();
             }
             match inst.context_len() {
                 Some(len) => {
@@ -44,6 +45,7 @@ impl<T> Scheduler<T> {
             t.capacity += u64::from(inst.limit());
             let room = inst.has_room();
             t.with_room += usize::from(room);
+            t.protected_room += usize::from(inst.has_room_for(true));
             for (h, kind) in HINTS.iter().enumerate() {
                 if inst.spec.layout.matches_hint(*kind) {
                     t.hint_room[h] += usize::from(room);
@@ -148,7 +150,7 @@ impl<T> Scheduler<T> {
         let Some(inst) = self.instances.get_mut(ix.slot()).and_then(Option::as_mut) else {
             return false;
         };
-        let had_room = inst.has_room();
+        let had_room = inst.rooms();
         inst.load = load;
         let known = load.running.is_some() || load.waiting.is_some() || load.kv_usage.is_some();
         inst.signals.reading_at = known.then_some(now);

@@ -73,14 +73,11 @@ impl<T> Scheduler<T> {
             self.stats.slo.record(met);
         }
         self.drain.on_finish();
-        let Some(inst) = self
+        let inst = self
             .instances
             .get_mut(f.ix.slot())
             .and_then(Option::as_mut)
-            .filter(|i| i.ix == f.ix)
-        else {
-            return None;
-        };
+            .filter(|i| i.ix == f.ix)?;
         if let Outcome::Success {
             prompt_tokens,
             completion_tokens,
@@ -99,9 +96,16 @@ impl<T> Scheduler<T> {
                 inst.rates
                     .observe_prefill(tokens, at.saturating_since(f.placed_at).as_secs_f64());
             }
-            let _ = (prompt_tokens, cached_tokens);
-            let decode = first_token.map(|t| latency.saturating_sub(t).as_secs_f64());
+            let _ = cached_tokens;
+            // a whole (not streamed) answer tells no first token: its decode is the latency
+            // less the predicted time to first token, when that leaves any
+            let decode = match first_token {
+                Some(t) => Some(latency.saturating_sub(t).as_secs_f64()),
+                None => Some(latency.as_secs_f64() - inst.rates.ttft_secs(prompt_tokens))
+                    .filter(|d| *d > 0.0),
+            };
             inst.rates.observe_decode(completion_tokens, decode);
+            self.calibrated = true;
             // the mean batch it decoded in, from the instance's batch integral
             inst.signals.advance_batch(now, inst.inflight);
             let (since, mark) = f.batch_mark;
@@ -129,7 +133,7 @@ impl<T> Scheduler<T> {
         let concurrency = inst.inflight;
         let instance = inst.spec.id.clone();
         let routable = inst.routable();
-        let had_room = inst.has_room();
+        let had_room = inst.rooms();
         inst.signals.advance_batch(now, inst.inflight);
         inst.inflight = inst.inflight.saturating_sub(1);
         inst.signals.finished_since = inst.signals.finished_since.saturating_add(1);

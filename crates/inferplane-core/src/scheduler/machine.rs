@@ -67,6 +67,8 @@ pub(super) struct Totals {
     pub(super) inflight: u64,
     pub(super) capacity: u64,
     pub(super) with_room: usize,
+    /// Routable instances with room for a protected request (a superset of `with_room`).
+    pub(super) protected_room: usize,
     /// Routable instances with room matching each parallelism hint.
     pub(super) hint_room: [usize; 5],
     /// Smallest and largest known context over instances (routable or not), and whether
@@ -125,11 +127,15 @@ pub struct Scheduler<T> {
     // learning
     pub(super) outputs: OutputLengths,
     pub(super) drain: DrainMeter,
+    pub(super) reserve: crate::reserve::ProtectedNeed,
     // scratch, reused from pick to pick
     pub(super) cand: CandidateSet,
     pub(super) narrowed: CandidateSet,
     pub(super) skipped: Vec<super::dispatch::Skipped>,
     pub(super) stats: Stats,
+    /// Whether a completion has measured the rates yet: before, wait predictions rest on
+    /// priors alone and nothing is shed by them (see `overload.rs`).
+    pub(super) calibrated: bool,
 }
 
 /// The pool view over the scheduler's fields (a free function so that the policy and the
@@ -154,6 +160,7 @@ pub(super) fn view<'a>(
         now,
         outputs,
         protect,
+        protected: false,
     }
 }
 
@@ -186,10 +193,12 @@ impl<T> Scheduler<T> {
             hint_sets: Default::default(),
             outputs: OutputLengths::EMPTY,
             drain: DrainMeter::default(),
+            reserve: crate::reserve::ProtectedNeed::default(),
             cand: CandidateSet::default(),
             narrowed: CandidateSet::default(),
             skipped: Vec::new(),
             stats: Stats::default(),
+            calibrated: false,
         }
     }
 
@@ -273,6 +282,7 @@ impl<T> Scheduler<T> {
         if let Some(reason) = self.context_too_long(&meta) {
             return self.reject(meta, payload, reason);
         }
+        self.note_protected(&meta, now);
         let class_aware = self.class_aware();
         let wait = self.predicted_wait(&meta, now);
         let budget = if class_aware && self.config.overload.shed {
@@ -281,6 +291,7 @@ impl<T> Scheduler<T> {
             None
         };
         if let Some((budget_secs, _)) = budget
+            && self.calibrated
             && wait.is_finite()
             && wait > budget_secs
         {
@@ -291,7 +302,7 @@ impl<T> Scheduler<T> {
             };
             return self.reject(meta, payload, reason);
         }
-        let v = view(
+        let mut v = view(
             &self.instances,
             &self.totals,
             &self.outputs,
@@ -300,6 +311,7 @@ impl<T> Scheduler<T> {
             self.epoch,
             now,
         );
+        v.protected = meta.priority >= self.config.saturation.protect;
         let best_effort = match self.policy.admit(&meta, &v, wait) {
             Admission::Admit => false,
             Admission::AdmitBestEffort => true,

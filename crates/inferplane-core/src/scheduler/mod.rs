@@ -24,6 +24,8 @@ mod machine;
 mod overload;
 #[cfg(test)]
 mod props;
+#[cfg(test)]
+mod protect_tests;
 mod switching;
 #[cfg(test)]
 mod tests;

@@ -28,6 +28,9 @@
 //!   serve in time.
 //! * A request whose budget runs out while queued is rejected (`queue_timeout` for a class
 //!   target, `deadline_missed` for its own SLO).
+//! * Nothing is shed by prediction before the first completion has measured the
+//!   instances' speed: until then the prediction rests on priors from the layout or the
+//!   planner, and a fresh gateway must not answer 429 on a guess. Budgets still expire.
 //!
 //! So every admitted request is served within its budget or rejected as soon as the
 //! prediction says it will not be; no class waits without bound.
@@ -156,8 +159,9 @@ impl<T> Scheduler<T> {
 
     /// Predicted seconds a new request would wait in the queue (see the module docs).
     pub(super) fn predicted_wait(&self, meta: &RequestMeta, now: Time) -> f64 {
-        if self.totals.with_room > 0 {
-            // an instance has room: anything queued is waiting for other instances
+        let protected = meta.priority >= self.config.saturation.protect;
+        if self.totals.with_room > 0 || (protected && self.totals.protected_room > 0) {
+            // an instance has room for it: anything queued is waiting for other instances
             return 0.0;
         }
         if self.totals.routable == 0 {
@@ -218,7 +222,11 @@ impl<T> Scheduler<T> {
     /// Sheds queued requests predicted to outwait their budget, lowest class and newest
     /// first (see the module docs).
     pub(super) fn shed_overdue(&mut self, now: Time) {
-        if !self.class_aware() || !self.config.overload.shed || self.totals.with_room > 0 {
+        if !self.class_aware()
+            || !self.config.overload.shed
+            || !self.calibrated
+            || self.totals.with_room > 0
+        {
             return;
         }
         let rate = self.drain_rate();

@@ -23,7 +23,7 @@ pub(super) fn meta(id: u64, now: Time) -> RequestMeta {
     RequestMeta::new(RequestId(id), "m", 10, 10, now)
 }
 
-fn ms(n: u64) -> Time {
+pub(super) fn ms(n: u64) -> Time {
     Time::from_millis(n)
 }
 
@@ -53,12 +53,12 @@ impl H {
         }
     }
 
-    fn fifo(limits: &[u32]) -> Self {
+    pub(super) fn fifo(limits: &[u32]) -> Self {
         Self::new(limits, PolicyConfig::Fifo(Default::default()))
     }
 
     /// Polls; returns the payloads placed and keeps the placements.
-    fn poll(&mut self, now: Time) -> Vec<u64> {
+    pub(super) fn poll(&mut self, now: Time) -> Vec<u64> {
         self.s.poll(now, &mut self.fx);
         let ids: Vec<u64> = self.fx.placements.iter().map(|p| p.payload).collect();
         self.placed.append(&mut self.fx.placements);
@@ -66,7 +66,7 @@ impl H {
     }
 
     /// The rejections handed out since the last call, as (payload, kind).
-    fn rejected(&mut self) -> Vec<(u64, RejectKind)> {
+    pub(super) fn rejected(&mut self) -> Vec<(u64, RejectKind)> {
         self.fx
             .rejections
             .drain(..)
@@ -74,12 +74,12 @@ impl H {
             .collect()
     }
 
-    fn submit(&mut self, m: RequestMeta, now: Time) {
+    pub(super) fn submit(&mut self, m: RequestMeta, now: Time) {
         let id = m.id.0;
         self.s.submit(m, id, now);
     }
 
-    fn attempt_of(&self, payload: u64) -> AttemptId {
+    pub(super) fn attempt_of(&self, payload: u64) -> AttemptId {
         self.placed
             .iter()
             .rev()
@@ -88,7 +88,7 @@ impl H {
             .unwrap()
     }
 
-    fn instance_of(&self, payload: u64) -> InstanceId {
+    pub(super) fn instance_of(&self, payload: u64) -> InstanceId {
         self.placed
             .iter()
             .rev()
@@ -97,13 +97,18 @@ impl H {
             .unwrap()
     }
 
-    fn finish(&mut self, payload: u64, outcome: Outcome, now: Time) -> Option<Completion> {
+    pub(super) fn finish(
+        &mut self,
+        payload: u64,
+        outcome: Outcome,
+        now: Time,
+    ) -> Option<Completion> {
         let a = self.attempt_of(payload);
         self.s.complete(a, outcome, now)
     }
 }
 
-fn success(first_ms: u64, latency_ms: u64) -> Outcome {
+pub(super) fn success(first_ms: u64, latency_ms: u64) -> Outcome {
     Outcome::Success {
         prompt_tokens: 10,
         completion_tokens: 10,
@@ -399,7 +404,7 @@ fn context(len: u32) -> crate::instance::EngineInfo {
     }
 }
 
-fn classed(id: u64, class: Priority, now: Time) -> RequestMeta {
+pub(super) fn classed(id: u64, class: Priority, now: Time) -> RequestMeta {
     let mut m = meta(id, now);
     m.priority = class;
     m
@@ -497,9 +502,31 @@ fn overloaded(policy: PolicyConfig) -> H {
             decode: crate::predict::DecodeModel::default(),
         },
     );
+    // one completion at the set speed (10 tokens in 100 ms) calibrates the predictions
+    h.submit(meta(999, Time::ZERO), Time::ZERO);
+    assert_eq!(h.poll(Time::ZERO), [999]);
+    h.finish(999, success(1, 100), Time::ZERO);
     h.submit(meta(1000, Time::ZERO), Time::ZERO);
     assert_eq!(h.poll(Time::ZERO), [1000]);
     h
+}
+
+#[test]
+fn nothing_is_shed_on_a_prior_before_the_first_completion() {
+    let mut h = H::new(&[1], PolicyConfig::Priority(Default::default()));
+    h.submit(meta(1000, Time::ZERO), Time::ZERO);
+    assert_eq!(h.poll(Time::ZERO), [1000]);
+    for i in 0..400u64 {
+        h.submit(classed(i, Priority::Low, ms(i)), ms(i));
+        h.poll(ms(i));
+    }
+    assert_eq!(h.rejected(), [], "a guess sheds nothing");
+    assert_eq!(h.s.queue_len(), 400);
+    // the class target still bounds the wait
+    h.poll(Time::from_millis(3_001));
+    let expired = h.rejected();
+    assert!(!expired.is_empty());
+    assert!(expired.iter().all(|(_, k)| *k == RejectKind::QueueTimeout));
 }
 
 #[test]

@@ -6,8 +6,13 @@
 //! (see `inferplane serve --help`) before validation, which lives in `validate.rs`.
 
 mod secret;
+mod sections;
 mod validate;
 pub use secret::Secret;
+pub use sections::{
+    AdminSection, CircuitSection, HealthSection, RetrySection, ScrapeSection, ServerSection,
+    TimeoutSection,
+};
 pub use validate::{check_url, engine_override, instance_spec};
 
 use inferplane_core::{
@@ -64,180 +69,6 @@ pub enum LoadError {
     Invalid(#[from] ConfigError),
 }
 
-/// `[server]`: the listener and request limits.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ServerSection {
-    /// Address to listen on.
-    pub listen: String,
-    /// Largest request body accepted, in bytes.
-    pub max_body_bytes: usize,
-    /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
-    #[serde(with = "humantime_serde")]
-    pub shutdown_grace: Duration,
-    /// Output tokens assumed for requests that give no `max_tokens` (for predictions).
-    pub default_max_tokens: u32,
-    /// Priority of requests without `x-priority`.
-    pub default_priority: Priority,
-}
-
-impl Default for ServerSection {
-    fn default() -> Self {
-        ServerSection {
-            listen: "127.0.0.1:8080".into(),
-            max_body_bytes: 8 << 20,
-            shutdown_grace: Duration::from_secs(30),
-            default_max_tokens: inferplane_core::request::DEFAULT_MAX_TOKENS,
-            default_priority: Priority::Normal,
-        }
-    }
-}
-
-/// `[admin]`: the admin API's guard.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AdminSection {
-    /// Bearer token required by `/admin/*`. Without one, the admin API answers only when
-    /// the gateway listens on a loopback address.
-    pub token: Option<String>,
-}
-
-/// `[health]`: active health checks.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct HealthSection {
-    /// Probe each instance's `GET /health`. With `false`, the embedding program reports
-    /// health itself (`ControlPlane::report_health`); instances start unready.
-    pub active: bool,
-    /// Time between checks of one instance.
-    #[serde(with = "humantime_serde")]
-    pub interval: Duration,
-    /// Timeout of one check.
-    #[serde(with = "humantime_serde")]
-    pub timeout: Duration,
-    /// Consecutive failures that make a healthy instance unhealthy.
-    pub unhealthy_after: u32,
-    /// Consecutive successes that make an unhealthy instance healthy.
-    pub healthy_after: u32,
-    /// After registration, failures do not count for this long (slow-starting engines).
-    #[serde(with = "humantime_serde")]
-    pub startup_grace: Duration,
-}
-
-impl Default for HealthSection {
-    fn default() -> Self {
-        HealthSection {
-            active: true,
-            interval: Duration::from_secs(5),
-            timeout: Duration::from_secs(2),
-            unhealthy_after: 3,
-            healthy_after: 2,
-            startup_grace: Duration::from_secs(300),
-        }
-    }
-}
-
-/// `[circuit]`: passive outlier detection per instance.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct CircuitSection {
-    /// Consecutive connect errors or 5xx answers that open the breaker.
-    pub failures_to_open: u32,
-    /// How long the breaker stays open before letting a probe request through.
-    #[serde(with = "humantime_serde")]
-    pub open_for: Duration,
-    /// Consecutive successes in half-open that close it again.
-    pub successes_to_close: u32,
-}
-
-impl Default for CircuitSection {
-    fn default() -> Self {
-        CircuitSection {
-            failures_to_open: 5,
-            open_for: Duration::from_secs(10),
-            successes_to_close: 2,
-        }
-    }
-}
-
-/// `[scrape]`: polling engines' `/metrics` for load.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ScrapeSection {
-    /// Poll each instance's `GET /metrics`. With `false`, load is only what the gateway
-    /// counts itself, plus what the embedding program reports (`ControlPlane::report_load`).
-    pub active: bool,
-    /// Time between scrapes of one instance.
-    #[serde(with = "humantime_serde")]
-    pub interval: Duration,
-    /// Timeout of one scrape.
-    #[serde(with = "humantime_serde")]
-    pub timeout: Duration,
-    /// Load older than this counts as unknown, not as idle.
-    #[serde(with = "humantime_serde")]
-    pub stale_after: Duration,
-}
-
-impl Default for ScrapeSection {
-    fn default() -> Self {
-        ScrapeSection {
-            active: true,
-            interval: inferplane_core::load::DEFAULT_READING_INTERVAL,
-            timeout: Duration::from_secs(1),
-            stale_after: Duration::from_secs(5),
-        }
-    }
-}
-
-/// `[retry]`: retries on another instance before the first byte reached the client.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RetrySection {
-    /// Most attempts per request, the first included (1 disables retries).
-    pub max_attempts: u32,
-    /// Backoff before the first retry; doubles per retry, with jitter.
-    #[serde(with = "humantime_serde")]
-    pub backoff_base: Duration,
-    /// Largest backoff.
-    #[serde(with = "humantime_serde")]
-    pub backoff_max: Duration,
-}
-
-impl Default for RetrySection {
-    fn default() -> Self {
-        RetrySection {
-            max_attempts: 3,
-            backoff_base: Duration::from_millis(20),
-            backoff_max: Duration::from_secs(1),
-        }
-    }
-}
-
-/// `[timeouts]`: per attempt against an engine.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TimeoutSection {
-    /// TCP connect.
-    #[serde(with = "humantime_serde")]
-    pub connect: Duration,
-    /// From sending the request to the response headers.
-    #[serde(with = "humantime_serde")]
-    pub first_byte: Duration,
-    /// The whole request, body included.
-    #[serde(with = "humantime_serde")]
-    pub total: Duration,
-}
-
-impl Default for TimeoutSection {
-    fn default() -> Self {
-        TimeoutSection {
-            connect: Duration::from_secs(2),
-            first_byte: Duration::from_secs(60),
-            total: Duration::from_secs(600),
-        }
-    }
-}
-
 /// `[scheduler]`: the scheduling policy and routing strategy of every pool that does not
 /// choose its own, and the admission and overload rules of all pools. TOML:
 /// `policy = { kind = "slo_aware" }`,
@@ -252,9 +83,11 @@ pub struct SchedulerSection {
     pub routing: RoutingConfig,
     /// Seed of the `random` strategy and `power_of_two`.
     pub seed: u64,
-    /// When an instance counts as saturated: `default_limit` (in-flight limit of an
-    /// instance with no `max_inflight` whose engine did not say its batch limit) and
-    /// `kv_full` (KV usage at which an engine with waiting requests is full).
+    /// When an instance has room: `default_limit` (in-flight limit of an instance with no
+    /// `max_inflight` whose engine did not say its batch limit), `kv_full` (KV usage at
+    /// which an engine with waiting requests is full), `deadlines` and `protect` (whether
+    /// requests of class `protect` and above with end-to-end deadlines hold batches down
+    /// for themselves).
     pub saturation: SaturationConfig,
     /// Class-aware overload control: each class's queue-wait target (`wait`) and whether
     /// to shed by predicted wait (`shed`).

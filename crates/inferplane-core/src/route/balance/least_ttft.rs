@@ -62,7 +62,7 @@ impl RoutingStrategy for LeastTtft {
         for i in 0..n {
             let ix = (self.cursor + i) % n;
             let Some(inst) = view.get(ix) else { continue };
-            if !inst.has_room() || !allowed.contains(ix) {
+            if !view.has_room(inst) || !allowed.contains(ix) {
                 continue;
             }
             let s = Self::score(req, inst, view.now);

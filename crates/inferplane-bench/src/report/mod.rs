@@ -1,13 +1,17 @@
 //! Reports: a [`Summary`] of one run (throughput, TTFT / latency / per-token percentiles,
 //! SLO attainment per class, errors by kind, utilisation, cost, prefix-cache hit rate,
-//! load share), rendered as a markdown "before/after" table across runs and as JSON.
+//! load share), rendered as a markdown "before/after" table across runs (`markdown`) and
+//! as JSON.
+
+mod markdown;
+
+pub use markdown::markdown;
 
 use crate::record::RunRecords;
 use crate::workload::WorkItem;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 
 /// Percentiles of one latency, in milliseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
@@ -290,227 +294,10 @@ impl Summary {
     }
 }
 
-fn pct(x: Option<f64>) -> String {
-    x.map_or_else(|| "n/a".into(), |v| format!("{:.1}%", v * 100.0))
-}
-
-fn delta(base: f64, v: f64) -> String {
-    if base.abs() < 1e-12 {
-        return String::new();
-    }
-    format!(" ({:+.0}%)", (v - base) / base * 100.0)
-}
-
-/// The markdown report: the before/after table (first run is the baseline), per-class SLO
-/// attainment, errors and load share. `command` is printed so the table can be remade.
-pub fn markdown(title: &str, runs: &[Summary], command: Option<&str>) -> String {
-    let mut m = String::new();
-    let _ = writeln!(m, "# {title}\n");
-    if let Some(c) = command {
-        let _ = writeln!(m, "Made with:\n\n```sh\n{c}\n```\n");
-    }
-    let _ = write!(m, "| metric |");
-    for r in runs {
-        let _ = write!(m, " {} ({}) |", r.label, r.mode);
-    }
-    let _ = write!(m, "\n|---|");
-    for _ in runs {
-        let _ = write!(m, "---:|");
-    }
-    m.push('\n');
-    type Row = (&'static str, fn(&Summary) -> Option<f64>, bool);
-    let rows: [Row; 17] = [
-        ("requests", |s| Some(s.requests as f64), false),
-        ("completed", |s| Some(s.completed as f64), false),
-        (
-            "rejected + failed",
-            |s| Some((s.rejected + s.failed) as f64),
-            true,
-        ),
-        ("throughput (req/s)", |s| Some(s.throughput_rps), true),
-        ("goodput (req/s at SLO)", |s| Some(s.goodput_rps), true),
-        ("output tokens/s", |s| Some(s.output_tokens_per_s), true),
-        ("TTFT p50 (ms)", |s| Some(s.ttft_ms.p50), true),
-        ("TTFT p95 (ms)", |s| Some(s.ttft_ms.p95), true),
-        ("TTFT p99 (ms)", |s| Some(s.ttft_ms.p99), true),
-        ("latency p50 (ms)", |s| Some(s.e2e_ms.p50), true),
-        ("latency p95 (ms)", |s| Some(s.e2e_ms.p95), true),
-        ("latency p99 (ms)", |s| Some(s.e2e_ms.p99), true),
-        ("TPOT p50 (ms)", |s| Some(s.tpot_ms.p50), true),
-        (
-            "SLO attainment (%)",
-            |s| s.slo_attainment.map(|v| v * 100.0),
-            true,
-        ),
-        (
-            "GPU utilisation (%)",
-            |s| s.utilisation.map(|v| v * 100.0),
-            true,
-        ),
-        ("cost (USD)", |s| s.cost_usd, true),
-        (
-            "prefix-cache hit rate (%)",
-            |s| s.prefix_hit_rate.map(|v| v * 100.0),
-            true,
-        ),
-    ];
-    for (name, f, show_delta) in rows {
-        let _ = write!(m, "| {name} |");
-        let base = runs.first().and_then(f);
-        for (i, r) in runs.iter().enumerate() {
-            match f(r) {
-                Some(v) => {
-                    let d = match (i > 0 && show_delta, base) {
-                        (true, Some(b)) => delta(b, v),
-                        _ => String::new(),
-                    };
-                    let digits = if v.abs() >= 100.0 || v.fract() == 0.0 {
-                        0
-                    } else {
-                        2
-                    };
-                    let _ = write!(m, " {v:.digits$}{d} |");
-                }
-                None => m.push_str(" n/a |"),
-            }
-        }
-        m.push('\n');
-    }
-    let _ = writeln!(m, "\n## SLO attainment by class\n");
-    let _ = writeln!(
-        m,
-        "| run | class | requests | completed | rejected | with SLO | met | attainment | TTFT p50 (ms) | TTFT p99 (ms) | e2e p99 (ms) |"
-    );
-    let _ = writeln!(m, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for r in runs {
-        for c in &r.classes {
-            let _ = writeln!(
-                m,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {:.0} | {:.0} | {:.0} |",
-                r.label,
-                c.class,
-                c.requests,
-                c.completed,
-                c.rejected,
-                c.with_slo,
-                c.met,
-                pct(c.attainment),
-                c.ttft_ms.p50,
-                c.ttft_ms.p99,
-                c.e2e_ms.p99
-            );
-        }
-    }
-    let _ = writeln!(m, "\n## Load share\n");
-    let _ = writeln!(m, "| run | instance | requests | share | utilisation |");
-    let _ = writeln!(m, "|---|---|---:|---:|---:|");
-    for r in runs {
-        for i in &r.instances {
-            let _ = writeln!(
-                m,
-                "| {} | {} | {} | {:.1}% | {} |",
-                r.label,
-                i.id,
-                i.requests,
-                i.share * 100.0,
-                pct(i.utilisation)
-            );
-        }
-    }
-    if runs.iter().any(|r| !r.errors.is_empty()) {
-        let _ = writeln!(m, "\n## Errors by kind\n");
-        let _ = writeln!(m, "| run | kind | count |\n|---|---|---:|");
-        for r in runs {
-            for (k, n) in &r.errors {
-                let _ = writeln!(m, "| {} | {k} | {n} |", r.label);
-            }
-        }
-    }
-    m
-}
-
 /// The summaries as pretty JSON, for tools.
 pub fn json(runs: &[Summary]) -> Result<String, serde_json::Error> {
     serde_json::to_string_pretty(runs)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::record::{Failure, InstanceUsage, Record};
-
-    #[test]
-    fn summary_counts_percentiles_slo_and_share() {
-        let mut items: Vec<WorkItem> = (0..4).map(|i| WorkItem::plain(i as f64, 10, 11)).collect();
-        for it in &mut items {
-            it.class = Some("c".into());
-            it.ttft_ms = Some(150);
-        }
-        let ok = |item: u32, ttft: f64, inst: u32| Record {
-            item,
-            arrival: f64::from(item),
-            failure: None,
-            instance: Some(inst),
-            ttft: Some(ttft),
-            e2e: ttft + 1.0,
-            output_tokens: 11,
-            cached_tokens: Some(5),
-        };
-        let mut rejected = ok(3, 0.0, 0);
-        rejected.failure = Some(Failure::Rejected(inferplane_core::RejectKind::QueueFull));
-        rejected.instance = None;
-        let run = RunRecords {
-            label: "x".into(),
-            mode: "simulated".into(),
-            duration: 10.0,
-            records: vec![ok(0, 0.1, 0), ok(1, 0.1, 1), ok(2, 0.2, 1), rejected],
-            instances: vec![
-                InstanceUsage {
-                    id: "a".into(),
-                    gpus: 1,
-                    busy_secs: Some(5.0),
-                    price_per_gpu_hour: Some(3.6),
-                    ..Default::default()
-                },
-                InstanceUsage {
-                    id: "b".into(),
-                    gpus: 1,
-                    busy_secs: Some(10.0),
-                    price_per_gpu_hour: Some(3.6),
-                    ..Default::default()
-                },
-            ],
-            itl_us: None,
-        };
-        let s = Summary::new(&run, &items);
-        assert_eq!(
-            (s.requests, s.completed, s.rejected, s.failed),
-            (4, 3, 1, 0)
-        );
-        assert_eq!(s.errors.get("queue_full"), Some(&1));
-        assert_eq!(s.rejected_by.get("queue_full"), Some(&1));
-        assert_eq!(s.classes[0].completed + s.classes[0].rejected, 4);
-        assert!(
-            (s.goodput_rps - 0.2).abs() < 1e-9,
-            "2 served within 150 ms over 10 s"
-        );
-        assert!((s.throughput_rps - 0.3).abs() < 1e-9);
-        assert!((s.ttft_ms.p50 - 100.0).abs() < 0.5, "{:?}", s.ttft_ms);
-        assert!((s.tpot_ms.p50 - 100.0).abs() < 0.5, "1 s over 10 tokens");
-        assert_eq!(
-            s.slo_attainment,
-            Some(0.5),
-            "2 of 4 met 150 ms; the rejected one missed"
-        );
-        assert_eq!(s.instances[1].requests, 2);
-        assert!((s.utilisation.unwrap() - 0.75).abs() < 1e-9);
-        assert!((s.cost_usd.unwrap() - 0.02).abs() < 1e-9);
-        assert!((s.prefix_hit_rate.unwrap() - 0.5).abs() < 1e-9);
-        let md = markdown("t", &[s.clone(), s], Some("inferplane bench"));
-        assert!(
-            md.contains("| TTFT p99 (ms) |") && md.contains("(+0%)"),
-            "{md}"
-        );
-        assert!(md.contains("queue_full"));
-    }
-}
+mod tests;
