@@ -4,7 +4,11 @@
 //! one A10G; step times and KV capacity from the planner's cost model), the gateway in
 //! front of them, and an open-loop mixed workload (priorities, SLOs, sessions, shared
 //! system prompts, streaming and not) for `--duration`, with a progress line; then prints
-//! per-instance share, TTFT and latency percentiles, SLO attainment and tokens/s.
+//! per-instance share, TTFT and latency percentiles, SLO attainment and tokens/s, and ends
+//! with the same cluster and mix in the discrete-event simulation, the default against a
+//! plain round-robin router (`demo_sim`). No instance is capped: each engine's own batch
+//! limit (the planner's `max_num_seqs` for its GPU, as the gateway discovers it) and its
+//! saturation decide admission.
 
 use anyhow::Context;
 use futures_util::StreamExt;
@@ -58,7 +62,6 @@ struct Node {
     id: &'static str,
     gpu: &'static str,
     layout: Layout,
-    max_inflight: u32,
     price: f64,
 }
 
@@ -67,14 +70,12 @@ const NODES: [Node; 4] = [
         id: "h100-tp1-a",
         gpu: "h100-sxm",
         layout: Layout::SINGLE,
-        max_inflight: 48,
         price: 2.49,
     },
     Node {
         id: "h100-tp1-b",
         gpu: "h100-sxm",
         layout: Layout::SINGLE,
-        max_inflight: 48,
         price: 2.49,
     },
     Node {
@@ -86,14 +87,12 @@ const NODES: [Node; 4] = [
             dp: 1,
             ep: 1,
         },
-        max_inflight: 96,
         price: 2.49,
     },
     Node {
         id: "a10g",
         gpu: "a10g",
         layout: Layout::SINGLE,
-        max_inflight: 8,
         price: 1.01,
     },
 ];
@@ -135,7 +134,7 @@ fn gateway_config(engines: &[SimServer], port: u16) -> anyhow::Result<GatewayCon
         pool.instances.push(InstanceSection {
             id: Some(n.id.to_string()),
             url: e.url(),
-            max_inflight: Some(n.max_inflight),
+            max_inflight: None,
             layout: n.layout,
             gpu: Some(n.gpu.to_string()),
             price: Some(inferplane_core::Price::PerGpuHour(n.price)),
@@ -264,29 +263,33 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         "inferplane demo: 4 simulated engines serving {MODEL} behind the gateway at {}",
         gw.url()
     );
-    for (n, e) in NODES.iter().zip(&engines) {
-        println!(
-            "  {:<11} {:>9} {:<14} max_inflight {:>3}  ${:.2}/GPU-h  {}",
-            n.id,
-            n.gpu,
-            n.layout.to_string(),
-            n.max_inflight,
-            n.price,
-            e.url()
-        );
-    }
-    // Wait (bounded) for the first health checks.
-    for _ in 0..100 {
-        if gw
-            .control_plane()
-            .instances()
-            .await?
+    // Wait (bounded) for the first health checks and what the engines say about themselves.
+    for _ in 0..150 {
+        let views = gw.control_plane().instances().await?;
+        if views
             .iter()
-            .all(|i| i.ready)
+            .all(|i| i.ready && i.engine_max_batch.is_some())
         {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let views = gw.control_plane().instances().await?;
+    for (n, e) in NODES.iter().zip(&engines) {
+        let batch = views
+            .iter()
+            .find(|v| v.spec.id.as_str() == n.id)
+            .and_then(|v| v.engine_max_batch)
+            .map_or_else(|| "?".to_string(), |b| b.to_string());
+        println!(
+            "  {:<11} {:>9} {:<14} batch limit {:>4}  ${:.2}/GPU-h  {}",
+            n.id,
+            n.gpu,
+            n.layout.to_string(),
+            batch,
+            n.price,
+            e.url()
+        );
     }
     let prompts: Vec<String> = (0..4)
         .map(|i| format!("You are assistant #{i} of team {i}. ").repeat(40))
@@ -441,6 +444,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 .unwrap_or("?"),
             p.balancing.map(|b| format!(" / {b}")).unwrap_or_default(),
         );
+    }
+
+    let nodes: Vec<crate::demo_sim::Node> = NODES
+        .iter()
+        .map(|n| (n.id, n.gpu, n.layout, n.price))
+        .collect();
+    if let Err(e) = crate::demo_sim::compare(MODEL, &nodes) {
+        println!("  (the simulated comparison could not run: {e:#})");
     }
 
     let curl = format!(

@@ -5,6 +5,7 @@
 
 mod bench_cmd;
 mod demo_cmd;
+mod demo_sim;
 mod plan_cmd;
 mod serve_cmd;
 mod sim_cmd;

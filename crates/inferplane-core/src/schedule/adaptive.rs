@@ -15,19 +15,21 @@
 //! * `classes`: the recent share of requests not of the `normal` class is >=
 //!   `class_enter` [0.05]; cleared at <= `class_exit` [0.01];
 //! * `light`: attempts in flight are at most `light_enter` [0.3] of the pool's in-flight
-//!   limits and nothing is queued; cleared at >= `light_exit` [0.5] or when requests queue;
-//! * `queueing`: requests wait in the gateway (the pool is saturated); cleared when
-//!   nothing waits and an instance has room.
+//!   limits and nothing is queued; cleared at >= `light_exit` [0.5] or when requests queue.
 //!
-//! Target, first match: `slo_aware` when requests carry SLOs (or SLOs are being missed)
-//! and requests are queueing: there its urgency order within each class and its SLO-aware
-//! placement pay; `cost_optimized` when `light`, instances differ in price and
-//! `prefer_cost` is set; `priority` when classes are mixed or requests carry SLOs (with
-//! nothing queued, order does not matter and placement on the least predicted time to
-//! first token serves SLOs best; the classes hold when a queue forms); else `fifo`. The active policy
+//! Target, first match: `slo_aware` when SLOs are being missed; `cost_optimized` when
+//! `light`, instances differ in price and `prefer_cost` is set; `slo_aware` when requests
+//! carry SLOs; `priority` when classes are mixed; else `fifo`. With SLOs, `slo_aware`
+//! serves at every load: it keeps the classes strict (urgency orders within a class), its
+//! placement filter keeps the least-TTFT balancer's choice whenever the SLO holds there,
+//! and its admission turns away what cannot make its deadline before the backlog forms.
+//! That backlog may be in the engines, not here: with the engines' own batch limits the
+//! gateway rarely queues, so waiting for a gateway queue before protecting deadlines
+//! (tried: switching on a queue left after placement) lost 8 points of SLO attainment on
+//! 100 instances at twice their capacity (`bench/matrix.toml`). The active policy
 //! changes to the target only when at least `min_dwell` [2 s] has passed since the last
-//! switch, except during the first [`WARM_UP`] submissions, while the traffic shares
-//! settle. Every switch is counted and the last 64 are
+//! switch (an eighth of it during the first [`WARM_UP`] submissions, while the traffic
+//! shares settle). Every switch is counted and the last 64 are
 //! kept with the reason and the signals that made it.
 
 use super::{
@@ -47,7 +49,8 @@ pub const NAME: &str = "adaptive";
 /// How many switch events are kept.
 pub const SWITCH_HISTORY: usize = 64;
 
-/// Submissions before the minimum dwell applies (the traffic shares are still settling).
+/// Submissions before the full minimum dwell applies (the traffic shares are still
+/// settling; until then an eighth of it).
 pub const WARM_UP: u64 = 64;
 
 /// Settings of `adaptive` (see the module docs for the rule).
@@ -136,7 +139,7 @@ pub enum SwitchReason {
     SloTrouble,
     /// The pool is light and instances differ in price.
     LightAndPriced,
-    /// Requests of several priority classes arrive, or carry SLOs, and nothing queues.
+    /// Requests of several priority classes arrive, without SLOs.
     MixedClasses,
     /// None of the above: plain arrival order.
     Plain,
@@ -146,10 +149,10 @@ impl SwitchReason {
     /// A short phrase for logs and the admin API.
     pub const fn as_str(self) -> &'static str {
         match self {
-            SwitchReason::Deadlines => "requests carry SLOs and queue",
-            SwitchReason::SloTrouble => "SLOs are being missed and requests queue",
+            SwitchReason::Deadlines => "requests carry SLOs",
+            SwitchReason::SloTrouble => "SLOs are being missed",
             SwitchReason::LightAndPriced => "light load and instances differ in price",
-            SwitchReason::MixedClasses => "several classes or SLOs, no queue",
+            SwitchReason::MixedClasses => "several classes, no SLOs",
             SwitchReason::Plain => "one class, no SLOs",
         }
     }
@@ -203,7 +206,6 @@ pub struct Adaptive {
     slo_trouble: bool,
     classes: bool,
     light: bool,
-    queueing: bool,
     last_switch: Option<Time>,
     switches: u64,
     history: VecDeque<PolicySwitch>,
@@ -232,7 +234,6 @@ impl Adaptive {
             slo_trouble: false,
             classes: false,
             light: false,
-            queueing: false,
             last_switch: None,
             switches: 0,
             history: VecDeque::with_capacity(SWITCH_HISTORY),
@@ -287,18 +288,13 @@ impl Adaptive {
         };
         self.light = !s.saturated()
             && hysteresis(self.light, utilisation, c.light_enter, c.light_exit, false);
-        self.queueing = if self.queueing {
-            s.saturated()
-        } else {
-            s.queued > 0
-        };
-        if self.deadlines && self.queueing {
-            (Mode::SloAware, SwitchReason::Deadlines)
-        } else if self.slo_trouble && self.queueing {
+        if self.slo_trouble {
             (Mode::SloAware, SwitchReason::SloTrouble)
         } else if self.light && s.price_spread && c.prefer_cost {
             (Mode::CostOptimized, SwitchReason::LightAndPriced)
-        } else if self.classes || self.deadlines {
+        } else if self.deadlines {
+            (Mode::SloAware, SwitchReason::Deadlines)
+        } else if self.classes {
             (Mode::Priority, SwitchReason::MixedClasses)
         } else {
             (Mode::Fifo, SwitchReason::Plain)
@@ -355,11 +351,15 @@ impl SchedulingPolicy for Adaptive {
             return;
         }
         // the traffic shares are EWMAs: until they have seen some requests, follow them
-        let warming = signals.submitted < WARM_UP;
-        let dwelt = warming
-            || self
-                .last_switch
-                .is_none_or(|t| now.saturating_since(t) >= self.config.min_dwell);
+        // closely, but not at every poll
+        let dwell = if signals.submitted < WARM_UP {
+            self.config.min_dwell / 8
+        } else {
+            self.config.min_dwell
+        };
+        let dwelt = self
+            .last_switch
+            .is_none_or(|t| now.saturating_since(t) >= dwell);
         if !dwelt {
             return;
         }
@@ -406,23 +406,29 @@ mod tests {
     }
 
     #[test]
-    fn adaptive_turns_slo_aware_when_requests_with_slos_queue_and_back_with_hysteresis() {
+    fn adaptive_turns_slo_aware_when_requests_carry_slos_and_back_with_hysteresis() {
         let mut a = Adaptive::new(AdaptiveConfig::default());
         let mut sig = signals();
         a.observe(&sig, s(0));
         assert_eq!(a.active(), "fifo");
         sig.deadline_share = 0.3;
         a.observe(&sig, s(1));
+        assert_eq!(a.active(), "slo_aware", "the first switch at once");
+        assert_eq!(a.reason(), SwitchReason::Deadlines);
+        sig.deadline_share = 0.0;
+        sig.class_share = 0.3;
+        a.observe(&sig, s(2));
         assert_eq!(
             a.active(),
-            "priority",
-            "SLOs but no queue; the first switch at once"
+            "slo_aware",
+            "min dwell: 2 s since the last switch"
         );
-        sig.queued = 3;
-        sig.with_room = 0;
         a.observe(&sig, s(3));
+        assert_eq!(a.active(), "priority", "classes without SLOs");
+        sig.class_share = 0.0;
+        sig.deadline_share = 0.3;
+        a.observe(&sig, s(5));
         assert_eq!(a.active(), "slo_aware");
-        assert_eq!(a.reason(), SwitchReason::Deadlines);
         sig.deadline_share = 0.02;
         a.observe(&sig, s(10));
         assert_eq!(a.active(), "slo_aware", "exit needs 0.01");
@@ -441,13 +447,14 @@ mod tests {
         assert_eq!(
             h,
             [
-                ("fifo", "priority", s(1)),
-                ("priority", "slo_aware", s(3)),
+                ("fifo", "slo_aware", s(1)),
+                ("slo_aware", "priority", s(3)),
+                ("priority", "slo_aware", s(5)),
                 ("slo_aware", "fifo", s(11)),
                 ("fifo", "slo_aware", s(13))
             ]
         );
-        assert_eq!(a.switches(), 4);
+        assert_eq!(a.switches(), 5);
     }
 
     #[test]
@@ -461,11 +468,13 @@ mod tests {
         a.observe(&sig, Time::ZERO);
         assert_eq!(a.active(), "priority");
         sig.slo_attainment = Some(0.9);
-        sig.queued = 1;
         a.observe(&sig, Time::ZERO);
-        assert_eq!(a.active(), "slo_aware");
+        assert_eq!(
+            a.active(),
+            "slo_aware",
+            "missed SLOs, even with no queue here"
+        );
         assert_eq!(a.reason(), SwitchReason::SloTrouble);
-        sig.queued = 0;
         sig.slo_attainment = Some(0.99);
         sig.price_spread = true;
         a.observe(&sig, Time::ZERO);

@@ -46,11 +46,13 @@ impl<T> Scheduler<T> {
         if self.reserve.advance(now) {
             self.refresh_all_rooms();
         }
-        let signals = self.signals(now);
-        self.policy.observe(&signals, now);
         self.expire_due(now);
         self.dispatch(now, &mut effects.placements);
         self.shed_overdue(now);
+        // observed after placement: what still waits is a queue, a request that just
+        // arrived and found room is not
+        let signals = self.signals(now);
+        self.policy.observe(&signals, now);
         effects.rejections.append(&mut self.pending);
         effects.wake_at = self.expiry.peek().map(|r| r.0.0);
         self.maybe_compact();

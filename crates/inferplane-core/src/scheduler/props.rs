@@ -176,13 +176,14 @@ impl Model {
     }
 
     /// The order key the active policy promises for an unconstrained request.
-    fn key(&self, id: u64) -> Time {
+    /// The order key of `id` under the policy `active` (the one that dispatched).
+    fn key(&self, active: &str, id: u64) -> Time {
         let m = &self.metas[&id];
         let enq = self.enqueued[&id];
         let w = &self.s.config.overload.wait;
         let step = Priority::ALL.iter().map(|p| w.get(*p)).max().unwrap();
         let start = enq + step * m.priority.index() as u32;
-        match self.s.active_policy() {
+        match active {
             "fifo" => enq,
             _ => start,
         }
@@ -191,17 +192,19 @@ impl Model {
     /// Whether a request may be passed over by design (a hint, an SLO the policy places
     /// by, or, within a class, a deadline the urgency order serves first: the order check
     /// holds between classes for those).
-    fn constrained(&self, id: u64) -> bool {
+    fn constrained(&self, active: &str, id: u64) -> bool {
         let m = &self.metas[&id];
         m.parallelism_hint.is_some()
             || self.retried.contains(&id)
-            || (matches!(self.s.active_policy(), "slo_aware" | "cost_optimized") && has_slo(m))
+            || (matches!(active, "slo_aware" | "cost_optimized") && has_slo(m))
     }
 
     fn poll(&mut self) -> Result<(), TestCaseError> {
         let now = self.now;
         let routable: HashMap<InstanceIx, bool> =
             self.s.instances().map(|i| (i.ix, i.routable())).collect();
+        // the policy observes after it dispatched: the one active before the poll placed
+        let active = self.s.active_policy();
         self.s.poll(now, &mut self.fx);
         let mut placed = Vec::new();
         for p in self.fx.placements.drain(..) {
@@ -229,30 +232,42 @@ impl Model {
             self.status.insert(r.payload, St::Done);
         }
         // order: no unconstrained request left queued behind an unconstrained one placed
-        // with a later key
-        let max_placed = placed
-            .iter()
-            .filter(|id| !self.constrained(**id))
-            .map(|id| (self.key(*id), *id))
-            .max();
+        // with a later key (protected classes may pass the others: with room for them
+        // only, they alone are placed)
+        let protect = self.s.config.saturation.protect.index();
+        let protected = |id: u64| self.metas[&id].priority.index() <= protect;
+        let max_placed = |only_unprotected: bool| {
+            placed
+                .iter()
+                .filter(|id| !self.constrained(active, **id))
+                .filter(|id| !only_unprotected || !protected(**id))
+                .map(|id| (self.key(active, *id), *id))
+                .max()
+        };
+        let (max_all, max_unprotected) = (max_placed(false), max_placed(true));
         let queued: Vec<u64> = self.s.queued().map(|(m, _)| m.id.0).collect();
-        if let Some(max) = max_placed {
-            for id in &queued {
-                if !self.constrained(*id) {
-                    prop_assert!(
-                        (self.key(*id), *id) > max,
-                        "order broken: {} left behind {:?}",
-                        id,
-                        max
-                    );
-                }
+        for id in &queued {
+            let max = if protected(*id) {
+                max_all
+            } else {
+                max_unprotected
+            };
+            if let Some(max) = max
+                && !self.constrained(active, *id)
+            {
+                prop_assert!(
+                    (self.key(active, *id), *id) > max,
+                    "order broken: {} left behind {:?}",
+                    id,
+                    max
+                );
             }
         }
         // work conservation: with room somewhere, only constrained requests wait
         if self.s.with_room() > 0 {
             for id in &queued {
                 prop_assert!(
-                    self.constrained(*id),
+                    self.constrained(active, *id),
                     "request {} waits while an instance has room",
                     id
                 );

@@ -780,21 +780,32 @@ fn the_adaptive_default_shows_its_active_policy_and_why() {
     let mut h = H::new(&[4], PolicyConfig::default());
     assert_eq!(h.s.policy_name(), "adaptive");
     assert_eq!(h.s.active_policy(), "fifo");
-    for i in 0..50u64 {
-        let mut m = meta(i, ms(i));
-        m.ttft_target = Some(std::time::Duration::from_secs(1));
-        h.submit(m, ms(i));
-        h.poll(ms(i));
-        let p: Vec<_> = h.placed.drain(..).collect();
-        for pl in p {
-            h.s.complete(pl.attempt, success(10, 20), ms(i));
+    // requests of two classes without SLOs: class order
+    for i in 0..8u64 {
+        let mut m = meta(i, ms(10 * i));
+        if i % 2 == 0 {
+            m.priority = crate::request::Priority::High;
+        }
+        h.submit(m, ms(10 * i));
+        h.poll(ms(10 * i));
+    }
+    assert_eq!(h.s.active_policy(), "priority");
+    // requests with SLOs: urgency order and SLO-aware placement and admission
+    for i in 8..300u64 {
+        let mut m = meta(i, ms(10 * i));
+        m.ttft_target = Some(std::time::Duration::from_secs(10));
+        h.submit(m, ms(10 * i));
+        h.poll(ms(10 * i));
+        let placed: Vec<_> = h.placed.drain(..).collect();
+        for p in placed {
+            h.s.complete(p.attempt, success(10, 20), ms(10 * i));
         }
     }
     assert_eq!(h.s.active_policy(), "slo_aware");
-    assert!(h.s.policy_switches() >= 1);
+    assert!(h.s.policy_switches() >= 2);
     let (reason, signals) = h.s.policy_reason().unwrap();
     assert_eq!(reason, crate::schedule::adaptive::SwitchReason::Deadlines);
     assert!(signals.deadline_share > 0.5);
     let sw = h.s.policy_switch_history().last().unwrap();
-    assert_eq!((sw.from, sw.to), ("fifo", "slo_aware"));
+    assert_eq!((sw.from, sw.to), ("priority", "slo_aware"));
 }
