@@ -47,7 +47,7 @@ pub enum Finished {
     Completed {
         /// End-to-end latency.
         latency: Duration,
-        /// Time to first token, if any token came.
+        /// Time to the first streamed token (`None` for a whole, non-streamed answer).
         ttft: Option<Duration>,
         /// Prompt tokens.
         prompt_tokens: u64,
@@ -85,7 +85,8 @@ impl Finished {
                 ..
             } => Some(Finished::Completed {
                 latency,
-                ttft: Some(first_token.unwrap_or(latency)),
+                // a whole (non-streamed) answer has no first token the client saw
+                ttft: first_token,
                 prompt_tokens: u64::from(prompt_tokens),
                 completion_tokens: u64::from(completion_tokens),
                 cost_usd,

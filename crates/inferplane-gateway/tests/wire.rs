@@ -187,7 +187,9 @@ async fn prometheus_metrics_count_requests_by_model_route_and_status() {
     for needle in [
         "inferplane_requests_total{model=\"sim-model\",route=\"chat_completions\",status=\"success\"} 2",
         "inferplane_completion_tokens_total{model=\"sim-model\"} 6",
-        "inferplane_ttft_seconds_count{model=\"sim-model\"} 2",
+        // the time to first token of the streamed answer only: a whole answer has none
+        "inferplane_ttft_seconds_count{model=\"sim-model\"} 1",
+        "inferplane_e2e_latency_seconds_count{model=\"sim-model\"} 2",
         "inferplane_instance_healthy{model=\"sim-model\",instance=\"a\"} 1",
         "inferplane_instance_circuit_state{model=\"sim-model\",instance=\"a\"} 0",
         "inferplane_instance_requests_total{model=\"sim-model\",instance=\"a\",outcome=\"success\"} 2",

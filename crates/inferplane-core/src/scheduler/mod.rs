@@ -23,6 +23,8 @@ mod lifecycle;
 mod machine;
 mod overload;
 #[cfg(test)]
+mod policy_tests;
+#[cfg(test)]
 mod props;
 #[cfg(test)]
 mod protect_tests;

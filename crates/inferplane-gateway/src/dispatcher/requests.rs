@@ -181,7 +181,9 @@ impl Dispatcher {
         } = outcome
         {
             m.e2e.observe(latency.as_secs_f64());
-            m.ttft.observe(first_token.unwrap_or(latency).as_secs_f64());
+            if let Some(t) = first_token {
+                m.ttft.observe(t.as_secs_f64());
+            }
             m.prompt_tokens.inc_by(u64::from(prompt_tokens));
             m.completion_tokens.inc_by(u64::from(completion_tokens));
             m.cost.inc_by(cost);
@@ -266,7 +268,7 @@ fn access_log(
             instance = %instance,
             outcome = outcome.label(),
             latency_ms = latency.as_secs_f64() * 1e3,
-            ttft_ms = first_token.unwrap_or(latency).as_secs_f64() * 1e3,
+            ttft_ms = first_token.map(|t| t.as_secs_f64() * 1e3),
             prompt_tokens,
             completion_tokens,
             cached_tokens,

@@ -207,7 +207,7 @@ impl Telemetry {
         );
         r.register(
             "inferplane_ttft_seconds",
-            "Time to first token seen by the gateway",
+            "Time to first token seen by the gateway (streamed answers only)",
             t.ttft.clone(),
         );
         r.register(
