@@ -21,6 +21,7 @@ pub mod reserve;
 pub mod route;
 pub mod schedule;
 pub mod scheduler;
+pub mod settings;
 pub mod stats;
 pub mod time;
 

@@ -19,6 +19,10 @@ pub enum RejectKind {
     QueueFull,
     /// The pool has no instance at all.
     NoInstances,
+    /// The pool has instances, but none may take work (unhealthy, circuit open, starting
+    /// or draining).
+    #[serde(rename = "no_ready_instance")]
+    NoneReady,
     /// Waited longer than the queue timeout.
     QueueTimeout,
     /// Its end-to-end deadline passed while it was queued.
@@ -35,12 +39,13 @@ pub enum RejectKind {
 
 impl RejectKind {
     /// Number of kinds.
-    pub const COUNT: usize = 8;
+    pub const COUNT: usize = 9;
 
     /// Every kind, in `index` order.
     pub const ALL: [RejectKind; Self::COUNT] = [
         RejectKind::QueueFull,
         RejectKind::NoInstances,
+        RejectKind::NoneReady,
         RejectKind::QueueTimeout,
         RejectKind::DeadlineMissed,
         RejectKind::Shed,
@@ -59,6 +64,7 @@ impl RejectKind {
         match self {
             RejectKind::QueueFull => "queue_full",
             RejectKind::NoInstances => "no_instances",
+            RejectKind::NoneReady => "no_ready_instance",
             RejectKind::QueueTimeout => "queue_timeout",
             RejectKind::DeadlineMissed => "deadline_missed",
             RejectKind::Shed => "shed",
@@ -99,6 +105,14 @@ pub enum RejectReason {
     /// The pool has no instances at all.
     #[error("no instance serves this model")]
     NoInstances,
+    /// None of the pool's instances may take work now.
+    #[error(
+        "none of its {registered} instances is ready (unhealthy, circuit open, starting or draining)"
+    )]
+    NoneReady {
+        /// Instances registered in the pool.
+        registered: u32,
+    },
     /// Waited longer than the queue timeout.
     #[error("waited {waited:?} in the queue, past the queue timeout of {timeout:?}")]
     QueueTimeout {
@@ -157,6 +171,7 @@ impl RejectReason {
         match self {
             RejectReason::QueueFull { .. } => RejectKind::QueueFull,
             RejectReason::NoInstances => RejectKind::NoInstances,
+            RejectReason::NoneReady { .. } => RejectKind::NoneReady,
             RejectReason::QueueTimeout { .. } => RejectKind::QueueTimeout,
             RejectReason::DeadlineMissed { .. } => RejectKind::DeadlineMissed,
             RejectReason::Shed { .. } => RejectKind::Shed,

@@ -330,4 +330,10 @@ impl ControlPlane {
     pub fn shutdown(&self) {
         self.inner.task.abort();
     }
+
+    /// Whether the dispatcher task still runs. It ends only when stopped or on a bug (a
+    /// panic); then nothing can be scheduled, `/health` fails and the server stops.
+    pub fn is_alive(&self) -> bool {
+        !self.inner.task.is_finished()
+    }
 }

@@ -135,9 +135,10 @@ impl ApiError {
         let status = match kind {
             // Overload: the client may retry later.
             RejectKind::QueueFull | RejectKind::Shed => StatusCode::TOO_MANY_REQUESTS,
-            RejectKind::NoInstances | RejectKind::QueueTimeout | RejectKind::SloInfeasible => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            RejectKind::NoInstances
+            | RejectKind::NoneReady
+            | RejectKind::QueueTimeout
+            | RejectKind::SloInfeasible => StatusCode::SERVICE_UNAVAILABLE,
             RejectKind::DeadlineMissed => StatusCode::GATEWAY_TIMEOUT,
             RejectKind::OverBudget => StatusCode::PAYMENT_REQUIRED,
             RejectKind::ContextLengthExceeded => StatusCode::BAD_REQUEST,

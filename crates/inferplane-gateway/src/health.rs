@@ -149,6 +149,12 @@ impl CircuitBreaker {
         self.state
     }
 
+    /// The state as last moved (an open state past its period still reads open until
+    /// the next `poll`).
+    pub fn state(&self) -> Circuit {
+        self.state
+    }
+
     /// Whether traffic may flow (closed or half-open).
     pub fn allows(&mut self, now: Time) -> bool {
         !matches!(self.poll(now), Circuit::Open { .. })

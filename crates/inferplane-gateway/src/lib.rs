@@ -38,4 +38,4 @@ pub use builder::{BuildError, ControlPlaneBuilder};
 pub use config::{ConfigError, FileConfig, GatewayConfig};
 pub use control_plane::ControlPlane;
 pub use error::ApiError;
-pub use server::{Gateway, GatewayError};
+pub use server::{Gateway, GatewayError, Stopped};

@@ -115,12 +115,44 @@ impl Gateway {
         finished
     }
 
-    /// Serves until SIGINT or SIGTERM, then shuts down gracefully.
-    pub async fn run_until_signal(self) -> bool {
-        wait_for_signal().await;
-        tracing::info!("shutting down: no new connections, draining in-flight requests");
-        self.shutdown().await
+    /// Serves until SIGINT or SIGTERM, then shuts down gracefully; or until the dispatcher
+    /// stops (a bug), then at once: a gateway that cannot schedule must not keep accepting
+    /// connections. The caller exits non-zero unless this is [`Stopped::Clean`].
+    pub async fn run_until_signal(self) -> Stopped {
+        let cp = self.cp.clone();
+        let dispatcher_gone = async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+            while cp.is_alive() {
+                tick.tick().await;
+            }
+        };
+        tokio::select! {
+            () = wait_for_signal() => {
+                tracing::info!("shutting down: no new connections, draining in-flight requests");
+                if self.shutdown().await {
+                    Stopped::Clean
+                } else {
+                    Stopped::GraceExceeded
+                }
+            }
+            () = dispatcher_gone => {
+                tracing::error!("the dispatcher stopped: shutting down");
+                self.shutdown().await;
+                Stopped::DispatcherFailed
+            }
+        }
     }
+}
+
+/// How [`Gateway::run_until_signal`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// On a signal, every request finished within the grace period.
+    Clean,
+    /// On a signal, some requests were cut at the end of the grace period.
+    GraceExceeded,
+    /// The dispatcher task ended on its own (a bug).
+    DispatcherFailed,
 }
 
 async fn wait_for_signal() {

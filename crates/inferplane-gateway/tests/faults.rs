@@ -86,7 +86,25 @@ async fn an_open_circuit_half_opens_and_closes_when_the_instance_recovers() {
     }
     wait_instance(&gw, "a", |v| v.circuit == "open").await;
     a.faults().set(FaultConfig::default());
-    // Queued while open; placed when the breaker half-opens; a success closes it.
+    // While open nothing can serve: an immediate 503 that says why, not a queue timeout.
+    let resp = http
+        .post(format!("{}/v1/chat/completions", gw.url()))
+        .json(&chat(MODEL, 1, false))
+        .send()
+        .await
+        .unwrap();
+    if resp.status() == 503 {
+        assert!(resp.headers().contains_key("retry-after"));
+        let v: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "no_ready_instance", "{v}");
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(msg.contains("a: circuit open"), "{msg}");
+    } else {
+        // the breaker half-opened in between (its open period is short here)
+        assert_eq!(resp.status(), 200);
+    }
+    // Placed once the breaker half-opens; a success closes it.
+    wait_instance(&gw, "a", |v| v.ready).await;
     let (status, inst, _) = post_chat(&http, &gw, &chat(MODEL, 1, false)).await;
     assert_eq!((status, inst.as_deref()), (200, Some("a")));
     wait_instance(&gw, "a", |v| v.circuit == "closed" && v.ready).await;
@@ -173,24 +191,34 @@ async fn a_hang_before_the_first_byte_times_out_and_is_retried_elsewhere() {
 }
 
 #[tokio::test]
-async fn requests_for_an_instance_that_never_comes_up_wait_until_their_deadline() {
+async fn requests_for_an_instance_that_never_comes_up_fail_at_once_saying_why() {
     let a = sim_with("a", MODEL, |c| c.faults.refuse_connections = true).await;
     let mut f = fast_config();
     add_pool(&mut f, MODEL, &[("a", &a)], 4);
     f.retry.max_attempts = 2;
     let gw = Gateway::start(f.validate().unwrap()).await.unwrap();
-    // It never passes a health check, so requests wait and time out in the queue.
+    // It never passes a health check: nothing can serve, so the answer comes at once
+    // (503 with Retry-After and the instance's state), not after the queue timeout.
     let http = reqwest::Client::new();
-    let resp = http
-        .post(format!("{}/v1/chat/completions", gw.url()))
-        .header("x-slo-ms", "200")
-        .json(&chat(MODEL, 2, false))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 504);
-    let v: serde_json::Value = resp.json().await.unwrap();
-    assert_eq!(v["error"]["code"], "deadline_missed");
+    for _ in 0..3 {
+        let resp = http
+            .post(format!("{}/v1/chat/completions", gw.url()))
+            .json(&chat(MODEL, 2, false))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 503);
+        assert_eq!(resp.headers()["retry-after"], "1");
+        let v: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "no_ready_instance", "{v}");
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(
+            msg.contains("none of its 1 instances is ready") && msg.contains("a: "),
+            "{msg}"
+        );
+    }
+    let m = gw.control_plane().metrics().await.unwrap();
+    assert_eq!(m.total.rejected, 3, "every one accounted for");
     gw.shutdown().await;
 }
 

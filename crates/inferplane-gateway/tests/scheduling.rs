@@ -194,6 +194,32 @@ async fn policies_switch_at_run_time_over_the_admin_api() {
         let resp = http.put(&url).json(&body).send().await.unwrap();
         assert_eq!(resp.status(), status, "{body}");
     }
+    // settings that would overflow or allocate without bound are refused, naming the
+    // field, and the dispatcher keeps serving
+    for (body, param) in [
+        (
+            json!({"routing": {"kind": "locality", "capacity": u64::MAX}}),
+            "routing.capacity",
+        ),
+        (
+            json!({"routing": {"kind": "affinity", "virtual_nodes": u32::MAX}}),
+            "routing.virtual_nodes",
+        ),
+        (
+            json!({"policy": {"kind": "cost_optimized", "tolerance": -1.0}}),
+            "policy.tolerance",
+        ),
+    ] {
+        let resp = http.put(&url).json(&body).send().await.unwrap();
+        assert_eq!(resp.status(), 400, "{body}");
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(v["error"]["param"], param, "{v}");
+    }
+    let v: Value = http.get(&url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(
+        v["pools"][0]["policy"]["kind"], "priority",
+        "nothing changed"
+    );
     assert_eq!(post_chat(&http, &gw, &chat(MODEL, 2, false)).await.0, 200);
     gw.shutdown().await;
 }

@@ -223,3 +223,28 @@ async fn the_dashboard_page_is_served_and_reads_the_admin_api() {
     );
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn health_fails_once_the_dispatcher_has_stopped() {
+    let a = sim("a", MODEL).await;
+    let mut f = fast_config();
+    add_pool(&mut f, MODEL, &[("a", &a)], 4);
+    let gw = gateway(f, 1).await;
+    let http = reqwest::Client::new();
+    let health = format!("{}/health", gw.url());
+    assert_eq!(http.get(&health).send().await.unwrap().status(), 200);
+    // the dispatcher ends (as it would on a bug); the server must not look healthy
+    gw.control_plane().shutdown();
+    for _ in 0..200 {
+        if !gw.control_plane().is_alive() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert!(!gw.control_plane().is_alive());
+    let resp = http.get(&health).send().await.unwrap();
+    assert_eq!(resp.status(), 503);
+    let v: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "dispatcher_stopped");
+    gw.shutdown().await;
+}

@@ -3,7 +3,7 @@
 
 use anyhow::{Context, bail};
 use inferplane_gateway::config::check_url;
-use inferplane_gateway::{FileConfig, Gateway};
+use inferplane_gateway::{FileConfig, Gateway, Stopped};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -94,8 +94,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let gw = Gateway::start(config).await?;
     println!("inferplane gateway listening on {}", gw.url());
     println!("models: {}", gw.control_plane().models().join(", "));
-    if !gw.run_until_signal().await {
-        eprintln!("some requests did not finish within the shutdown grace period");
+    match gw.run_until_signal().await {
+        Stopped::Clean => Ok(()),
+        Stopped::GraceExceeded => {
+            bail!("some requests did not finish within the shutdown grace period")
+        }
+        Stopped::DispatcherFailed => {
+            bail!("the dispatcher stopped unexpectedly; the gateway cannot serve")
+        }
     }
-    Ok(())
 }

@@ -82,7 +82,11 @@ impl RoutingStrategy for Affinity {
         self.ring.clear();
         for (ix, inst) in view.instances.iter().enumerate() {
             let Some(inst) = inst else { continue };
-            for v in 0..self.config.virtual_nodes.max(1) {
+            for v in 0..self
+                .config
+                .virtual_nodes
+                .clamp(1, crate::settings::MAX_VIRTUAL_NODES)
+            {
                 let h = xxh3_64_with_seed(inst.spec.id.as_str().as_bytes(), u64::from(v));
                 self.ring.push((h, ix as u32));
             }

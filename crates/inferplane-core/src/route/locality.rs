@@ -60,7 +60,13 @@ pub struct Locality {
 impl Locality {
     /// A new strategy; allocates the whole index now.
     pub fn new(config: LocalityConfig) -> Self {
-        let capacity = config.capacity.max(WAYS).div_ceil(WAYS) * WAYS;
+        // bounded here too (`settings::check_routing` reports it): never a huge or an
+        // overflowed (zero) table
+        let capacity = config
+            .capacity
+            .clamp(WAYS, crate::settings::MAX_LOCALITY_CAPACITY)
+            .div_ceil(WAYS)
+            * WAYS;
         Locality {
             load_factor: config.load_factor,
             table: vec![Way::default(); capacity],

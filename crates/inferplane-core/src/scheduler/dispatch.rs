@@ -47,6 +47,7 @@ impl<T> Scheduler<T> {
             self.refresh_all_rooms();
         }
         self.expire_due(now);
+        self.fail_when_none_ready();
         self.dispatch(now, &mut effects.placements);
         self.shed_overdue(now);
         // observed after placement: what still waits is a queue, a request that just

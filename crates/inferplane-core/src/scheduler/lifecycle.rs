@@ -218,6 +218,28 @@ impl<T> Scheduler<T> {
         }
     }
 
+    /// With instances registered but none routable, nothing queued can be served: every
+    /// queued request (retries too) is rejected with `NoneReady` at once, as new ones are
+    /// at submission, instead of waiting out its queue timeout.
+    pub(super) fn fail_when_none_ready(&mut self) {
+        if self.totals.routable > 0 || self.queue_len() == 0 {
+            return;
+        }
+        let reason = if self.index.is_empty() {
+            RejectReason::NoInstances
+        } else {
+            RejectReason::NoneReady {
+                registered: u32::try_from(self.index.len()).unwrap_or(u32::MAX),
+            }
+        };
+        for slot in 0..self.slots.len() {
+            if let Some(q) = self.take(slot as u32) {
+                self.reject(q.meta, q.payload, reason.clone());
+            }
+        }
+        self.retry.clear();
+    }
+
     /// Drops stale keys once they outnumber live ones (amortised O(1)).
     pub(super) fn maybe_compact(&mut self) {
         let live = self.live_slots();

@@ -279,6 +279,11 @@ impl<T> Scheduler<T> {
         if self.index.is_empty() {
             return self.reject(meta, payload, RejectReason::NoInstances);
         }
+        if self.totals.routable == 0 {
+            // nothing can serve it: say so at once instead of after the queue timeout
+            let registered = u32::try_from(self.index.len()).unwrap_or(u32::MAX);
+            return self.reject(meta, payload, RejectReason::NoneReady { registered });
+        }
         if let Some(reason) = self.context_too_long(&meta) {
             return self.reject(meta, payload, reason);
         }

@@ -64,7 +64,7 @@ fn a_full_queue_sheds_the_newest_lowest_class_request_and_fifo_rejects_the_newco
             ..SchedulerConfig::default()
         },
     );
-    h.s.set_ready(&InstanceId::new("i0"), false);
+    occupy(&mut h);
     for id in 1..=3 {
         h.submit(classed(id, Priority::Low, Time::ZERO), Time::ZERO);
     }
@@ -84,11 +84,19 @@ fn a_full_queue_sheds_the_newest_lowest_class_request_and_fifo_rejects_the_newco
             ..SchedulerConfig::default()
         },
     );
-    f.s.set_ready(&InstanceId::new("i0"), false);
+    occupy(&mut f);
     f.submit(classed(1, Priority::Low, Time::ZERO), Time::ZERO);
     f.submit(classed(2, Priority::Critical, Time::ZERO), Time::ZERO);
     f.poll(Time::ZERO);
     assert_eq!(f.rejected(), [(2, RejectKind::QueueFull)]);
+}
+
+/// Fills the one place of a pool of one instance of limit 1, so what follows queues.
+fn occupy(h: &mut H) {
+    h.submit(classed(100, Priority::Critical, Time::ZERO), Time::ZERO);
+    h.poll(Time::ZERO);
+    assert_eq!(h.placed.len(), 1);
+    h.placed.clear();
 }
 
 /// A saturated pool of one instance serving 10 requests per second at its batch of 1.

@@ -214,21 +214,44 @@ fn a_plain_router_never_holds_a_request() {
 }
 
 #[test]
-fn unready_and_draining_instances_get_nothing() {
+fn unready_and_draining_instances_get_nothing_and_with_none_ready_requests_fail_at_once() {
     let mut h = H::fifo(&[4, 4]);
     h.s.set_ready(&InstanceId::new("i0"), false);
     h.s.set_draining(&InstanceId::new("i1"), true);
     h.submit(meta(1, Time::ZERO), Time::ZERO);
     assert!(h.poll(Time::ZERO).is_empty());
+    assert_eq!(h.rejected(), [(1, RejectKind::NoneReady)]);
     h.s.set_ready(&InstanceId::new("i0"), true);
-    assert_eq!(h.poll(Time::ZERO), [1]);
+    h.submit(meta(2, Time::ZERO), Time::ZERO);
+    assert_eq!(h.poll(Time::ZERO), [2]);
     assert_eq!(h.placed[0].instance.as_str(), "i0");
+}
+
+#[test]
+fn queued_requests_fail_at_once_when_the_last_ready_instance_goes() {
+    let mut h = H::fifo(&[1, 1]);
+    for id in 1..=4 {
+        h.submit(meta(id, Time::ZERO), Time::ZERO);
+    }
+    assert_eq!(h.poll(Time::ZERO), [1, 2]);
+    h.s.set_ready(&InstanceId::new("i0"), false);
+    h.poll(ms(1));
+    assert!(h.rejected().is_empty(), "i1 still serves");
+    assert_eq!(h.s.queue_len(), 2);
+    h.s.set_draining(&InstanceId::new("i1"), true);
+    h.poll(ms(2));
+    assert_eq!(
+        h.rejected(),
+        [(3, RejectKind::NoneReady), (4, RejectKind::NoneReady)]
+    );
+    assert_eq!(h.s.queue_len(), 0);
+    assert_eq!(h.s.stats().rejects_of(RejectKind::NoneReady), 2);
 }
 
 #[test]
 fn queue_timeout_and_deadlines_expire_waiting_requests_and_a_full_queue_rejects() {
     let mut h = H::with(
-        &[],
+        &[1],
         SchedulerConfig {
             max_queue: 2,
             queue_timeout: Some(std::time::Duration::from_secs(5)),
@@ -236,8 +259,8 @@ fn queue_timeout_and_deadlines_expire_waiting_requests_and_a_full_queue_rejects(
             ..SchedulerConfig::default()
         },
     );
-    h.s.add_instance(InstanceSpec::new("a", "u", "m", 1))
-        .unwrap(); // never ready
+    h.submit(meta(100, Time::ZERO), Time::ZERO);
+    assert_eq!(h.poll(Time::ZERO), [100], "it stays busy");
     let mut m = meta(1, Time::ZERO);
     m.deadline = Some(std::time::Duration::from_secs(1));
     h.submit(m, Time::ZERO);

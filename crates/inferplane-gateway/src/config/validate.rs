@@ -120,20 +120,27 @@ impl FileConfig {
                 }
                 instances.push(spec);
             }
+            let policy = pool
+                .policy
+                .clone()
+                .unwrap_or_else(|| self.scheduler.policy.clone());
+            let routing = pool
+                .routing
+                .clone()
+                .unwrap_or_else(|| self.scheduler.routing.clone());
+            let at = |what: &str, e: inferplane_core::settings::InvalidSetting| {
+                ConfigError::new(format!("pools[{p}].{what}"), e.to_string())
+            };
+            inferplane_core::settings::check_policy(&policy).map_err(|e| at("policy", e))?;
+            inferplane_core::settings::check_routing(&routing).map_err(|e| at("routing", e))?;
             pools.push(PoolConfig {
                 model: pool.model.clone(),
                 max_inflight: pool.max_inflight,
                 scheduler: SchedulerConfig {
                     max_queue: pool.max_queue,
                     queue_timeout: Some(pool.queue_timeout),
-                    policy: pool
-                        .policy
-                        .clone()
-                        .unwrap_or_else(|| self.scheduler.policy.clone()),
-                    routing: pool
-                        .routing
-                        .clone()
-                        .unwrap_or_else(|| self.scheduler.routing.clone()),
+                    policy,
+                    routing,
                     seed: self.scheduler.seed,
                     queue_at: inferplane_core::QueueAt::Gateway,
                     saturation: self.scheduler.saturation.clone(),

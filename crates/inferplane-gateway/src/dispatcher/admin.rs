@@ -125,6 +125,20 @@ impl Dispatcher {
     }
 
     pub(super) fn set_policy(&mut self, change: PolicyChange) -> Result<Vec<PolicyView>, ApiError> {
+        // checked before anything changes: a bad setting must not reach (and panic) a pool
+        use inferplane_core::settings::{check_balance, check_policy, check_routing};
+        let checked = change
+            .policy
+            .as_ref()
+            .map_or(Ok(()), check_policy)
+            .and(change.routing.as_ref().map_or(Ok(()), check_routing))
+            .and(change.balancing.as_ref().map_or(Ok(()), check_balance));
+        if let Err(e) = checked {
+            return Err(ApiError::bad_request(
+                format!("invalid policy change: {e}"),
+                Some(e.field),
+            ));
+        }
         let models: Vec<Arc<str>> = match &change.model {
             Some(m) => match self.pools.get_key_value(m.as_str()) {
                 Some((k, _)) => vec![k.clone()],

@@ -6,9 +6,10 @@
 use super::*;
 
 use crate::error::ApiError;
+use crate::health::{Circuit, Health};
 use crate::stats::{Finished, Stats};
 use crate::telemetry::Status;
-use inferplane_core::{AttemptId, Completion, InstanceId, Outcome, Rejection, Slo};
+use inferplane_core::{AttemptId, Completion, InstanceId, Outcome, RejectKind, Rejection, Slo};
 use std::sync::Arc;
 
 impl Dispatcher {
@@ -54,8 +55,13 @@ impl Dispatcher {
         loop {
             let now = self.clock.now();
             pool.scheduler.poll(now, &mut fx);
+            let none_ready = fx
+                .rejections
+                .iter()
+                .any(|r| r.reason.kind() == RejectKind::NoneReady)
+                .then(|| not_ready(&pool.scheduler, &self.instances));
             for r in fx.rejections.drain(..) {
-                reject(pool, &mut self.total, model, r);
+                reject(pool, &mut self.total, model, r, none_ready.as_deref());
             }
             let mut freed = false;
             for p in fx.placements.drain(..) {
@@ -290,8 +296,49 @@ fn access_log(
     }
 }
 
-/// Answers a request the scheduler refused or dropped, and accounts for it.
-pub(super) fn reject(pool: &mut Pool, total: &mut Stats, model: &str, r: Rejection<Waiter>) {
+/// Why each instance of a pool takes no work, for a `no_ready_instance` answer:
+/// `a: unhealthy, b: circuit open, c: draining` (at most 8 named).
+pub(super) fn not_ready(
+    scheduler: &inferplane_core::Scheduler<Waiter>,
+    instances: &std::collections::HashMap<InstanceId, super::InstanceEntry>,
+) -> String {
+    let mut parts = Vec::new();
+    let mut more = 0usize;
+    for i in scheduler.instances() {
+        if parts.len() == 8 {
+            more += 1;
+            continue;
+        }
+        let why = if i.draining {
+            "draining"
+        } else if let Some(e) = instances.get(&i.spec.id) {
+            match (e.health.state(), e.circuit.state()) {
+                (Health::Starting, _) => "starting (no health check passed yet)",
+                (Health::Unhealthy, _) => "unhealthy",
+                (_, Circuit::Open { .. }) => "circuit open after failures",
+                (_, Circuit::HalfOpen) => "circuit half-open",
+                _ => "not ready",
+            }
+        } else {
+            "not ready"
+        };
+        parts.push(format!("{}: {why}", i.spec.id));
+    }
+    if more > 0 {
+        parts.push(format!("and {more} more"));
+    }
+    parts.join(", ")
+}
+
+/// Answers a request the scheduler refused or dropped, and accounts for it; `detail`
+/// is added to the message (why no instance is ready).
+pub(super) fn reject(
+    pool: &mut Pool,
+    total: &mut Stats,
+    model: &str,
+    r: Rejection<Waiter>,
+    detail: Option<&str>,
+) {
     pool.metrics.request(r.payload.route, Status::rejected);
     pool.metrics.rejects[r.reason.kind().index()].inc();
     let slo = Slo::of(&r.meta).is_some().then_some(false);
@@ -309,10 +356,11 @@ pub(super) fn reject(pool: &mut Pool, total: &mut Stats, model: &str, r: Rejecti
         reason = r.reason.as_str(),
         "request finished"
     );
-    let _ = r
-        .payload
-        .reply
-        .send(Err(ApiError::rejected(model, &r.reason)));
+    let mut err = ApiError::rejected(model, &r.reason);
+    if let (Some(d), RejectKind::NoneReady) = (detail, r.reason.kind()) {
+        err.message = format!("{}: {d}", err.message);
+    }
+    let _ = r.payload.reply.send(Err(err));
 }
 
 /// Publishes the pool's queue, in-flight, SLO and policy gauges, and logs policy switches

@@ -7,7 +7,7 @@ pub mod openai;
 use crate::control_plane::ControlPlane;
 use crate::error::ApiError;
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -24,6 +24,24 @@ pub struct AppState {
     pub listen: String,
 }
 
+/// `GET /health`: 200 while the dispatcher runs; 503 (OpenAI-shaped) once it has stopped,
+/// so a load balancer or an orchestrator takes the process out.
+async fn health(State(s): State<Arc<AppState>>) -> Response {
+    if s.cp.is_alive() {
+        StatusCode::OK.into_response()
+    } else {
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: "the scheduler stopped; this gateway cannot serve".into(),
+            kind: "server_error",
+            param: None,
+            code: "dispatcher_stopped",
+            retry_after: None,
+        }
+        .into_response()
+    }
+}
+
 /// The gateway's router.
 pub fn app(state: Arc<AppState>) -> Router {
     let max_body = state.cp.config().max_body_bytes;
@@ -31,7 +49,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/completions", post(openai::completions))
         .route("/v1/models", get(openai::models))
-        .route("/health", get(|| async { StatusCode::OK }))
+        .route("/health", get(health))
         .route("/metrics", get(prometheus))
         .route("/dashboard", get(dashboard))
         .merge(admin::routes(state.clone()))
