@@ -12,13 +12,25 @@ use std::time::Duration;
 /// Largest error body read from an engine.
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
-/// Builds the HTTP client used for engines: plain HTTP, no proxy, connect timeout,
-/// keep-alive pool.
+/// Largest whole (non-streamed) answer taken from an engine: a completion of 100,000
+/// tokens is about 1 MB of JSON; anything near this is an engine gone wrong, and reading
+/// it unbounded would let one engine exhaust the gateway's memory.
+pub const MAX_ANSWER_BYTES: usize = 32 << 20;
+
+/// How long an idle engine connection is kept: below the shortest keep-alive of the
+/// engines served (llama.cpp's server closes idle connections after 5 s), so a request is
+/// not sent on a socket the engine is closing.
+pub const ENGINE_IDLE: Duration = Duration::from_secs(4);
+
+/// Builds the HTTP client used for engines: plain HTTP, no proxy (`http_proxy` and
+/// friends are ignored: engine keys must not reach a proxy), connect timeout, keep-alive
+/// pool with [`ENGINE_IDLE`].
 pub fn client(t: &TimeoutSection) -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()
+        .no_proxy()
         .connect_timeout(t.connect)
         .tcp_nodelay(true)
-        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_idle_timeout(ENGINE_IDLE)
         .pool_max_idle_per_host(1024)
         .build()
 }
@@ -72,6 +84,17 @@ pub enum AttemptError {
         /// Its content type.
         content_type: Option<HeaderValue>,
     },
+    /// A success status with a body that is not what the engine should send (not JSON,
+    /// or larger than [`MAX_ANSWER_BYTES`]).
+    #[error("{instance} answered {status} with {why}")]
+    BadAnswer {
+        /// The instance.
+        instance: String,
+        /// The status it sent.
+        status: StatusCode,
+        /// What is wrong with the body.
+        why: &'static str,
+    },
 }
 
 impl AttemptError {
@@ -80,7 +103,8 @@ impl AttemptError {
         match self {
             AttemptError::Connect { .. }
             | AttemptError::FirstByteTimeout { .. }
-            | AttemptError::Transport { .. } => true,
+            | AttemptError::Transport { .. }
+            | AttemptError::BadAnswer { .. } => true,
             AttemptError::TotalTimeout { .. } => false,
             AttemptError::Status { status, .. } => matches!(status.as_u16(), 502..=504),
         }
@@ -154,7 +178,11 @@ pub async fn send(
     })
 }
 
-async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<Bytes, reqwest::Error> {
+/// Reads at most `limit` bytes of the body (the rest is not read).
+pub(crate) async fn read_limited(
+    mut resp: reqwest::Response,
+    limit: usize,
+) -> Result<Bytes, reqwest::Error> {
     let mut out = Vec::new();
     while let Some(chunk) = resp.chunk().await? {
         let room = limit.saturating_sub(out.len());
@@ -164,6 +192,31 @@ async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<Bytes
         }
     }
     Ok(Bytes::from(out))
+}
+
+/// Reads a whole (non-streamed) answer: at most [`MAX_ANSWER_BYTES`], and for a success
+/// status it must be JSON; otherwise [`AttemptError::BadAnswer`] (nothing reached the
+/// client, so the request may be retried elsewhere).
+pub async fn read_answer(resp: reqwest::Response, instance: &str) -> Result<Bytes, AttemptError> {
+    let status = resp.status();
+    let bytes = read_limited(resp, MAX_ANSWER_BYTES + 1)
+        .await
+        .map_err(|source| AttemptError::Transport {
+            instance: instance.to_string(),
+            source,
+        })?;
+    let bad = |why| AttemptError::BadAnswer {
+        instance: instance.to_string(),
+        status,
+        why,
+    };
+    if bytes.len() > MAX_ANSWER_BYTES {
+        return Err(bad("a body over the gateway's limit for an answer"));
+    }
+    if status.is_success() && serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err() {
+        return Err(bad("a body that is not JSON"));
+    }
+    Ok(bytes)
 }
 
 /// Token usage from an engine's answer.

@@ -224,6 +224,10 @@ impl BodyMeta<'_> {
     }
 }
 
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
 /// The body to forward for a stream: the original bytes, with
 /// `"stream_options":{"include_usage":true}` added when the client did not set
 /// `stream_options` (so the gateway can count tokens). A client that set its own
@@ -232,7 +236,9 @@ pub fn body_with_usage(body: &bytes::Bytes, meta: &BodyMeta<'_>) -> Result<bytes
     if meta.wants_usage() {
         return Ok(body.clone());
     }
-    if meta.stream_options.is_none() {
+    // absent (not `null`, which parses as absent too but is in the bytes: a second key
+    // would lose to it)
+    if meta.stream_options.is_none() && !contains(body, b"\"stream_options\"") {
         let text = body.as_ref();
         let Some(open) = text.iter().position(|b| *b == b'{') else {
             return Ok(body.clone());
@@ -245,8 +251,15 @@ pub fn body_with_usage(body: &bytes::Bytes, meta: &BodyMeta<'_>) -> Result<bytes
     }
     let mut v: serde_json::Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}"), None))?;
-    if let Some(opts) = v.get_mut("stream_options").and_then(|o| o.as_object_mut()) {
-        opts.insert("include_usage".into(), serde_json::Value::Bool(true));
+    match v.get_mut("stream_options") {
+        Some(serde_json::Value::Object(opts)) => {
+            opts.insert("include_usage".into(), serde_json::Value::Bool(true));
+        }
+        // `null` (which OpenAI accepts as absent)
+        Some(other) if other.is_null() => {
+            *other = serde_json::json!({"include_usage": true});
+        }
+        _ => {}
     }
     Ok(bytes::Bytes::from(v.to_string()))
 }
@@ -343,6 +356,16 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&fwd).unwrap();
         assert_eq!(v["stream_options"]["include_usage"], true);
         assert_eq!(v["messages"][0]["content"], "hello", "rest untouched");
+
+        // OpenAI accepts an explicit null: treated as absent
+        let null = bytes::Bytes::from_static(
+            br#"{"model":"m","stream":true,"stream_options":null,"prompt":"x"}"#,
+        );
+        let meta = BodyMeta::parse(&null).unwrap();
+        assert!(!meta.wants_usage());
+        let v: serde_json::Value =
+            serde_json::from_slice(&body_with_usage(&null, &meta).unwrap()).unwrap();
+        assert_eq!(v["stream_options"]["include_usage"], true);
 
         let own = bytes::Bytes::from_static(br#"{"model":"m","stream":true,"stream_options":{"continuous_usage_stats":false},"prompt":"x"}"#);
         let meta = BodyMeta::parse(&own).unwrap();

@@ -4,6 +4,11 @@
 //! chunk (asked for by the gateway) gives token counts and is dropped when the client did
 //! not ask for it, and a stream that breaks midway ends with an OpenAI-style error event.
 //! The attempt's guard reports the outcome when the stream ends or the client leaves.
+//!
+//! Memory and CPU are bounded whatever the engine sends: an event is searched for its end
+//! only in the bytes that arrived since the last search (linear in the stream, not
+//! quadratic), and an event longer than [`MAX_EVENT_BYTES`] ends the stream with an error
+//! event instead of growing the buffer.
 
 use crate::dispatcher::AttemptGuard;
 use crate::error::ApiError;
@@ -14,6 +19,10 @@ use std::collections::VecDeque;
 use std::pin::Pin;
 use std::time::Duration;
 use tokio::time::Instant;
+
+/// Longest server-sent event relayed (a chunk of one token is ~200 bytes; a usage chunk
+/// or a tool call with long arguments stays far below this).
+pub const MAX_EVENT_BYTES: usize = 4 << 20;
 
 type Upstream = Pin<Box<dyn Stream<Item = Result<Bytes, reqwest::Error>> + Send>>;
 
@@ -36,6 +45,8 @@ pub struct RelayParams {
 pub struct Relay {
     upstream: Upstream,
     buf: BytesMut,
+    /// Bytes at the start of `buf` already searched for an event end without one.
+    searched: usize,
     ready: VecDeque<Bytes>,
     params: RelayParams,
     ttft: Option<Duration>,
@@ -56,12 +67,19 @@ pub struct StartFailure {
     pub timed_out: bool,
 }
 
-fn find_event_end(buf: &[u8]) -> Option<(usize, usize)> {
-    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|p| (p, 2));
-    let crlf = buf
+/// The first event end in `buf` at or after `from` (a separator may begin up to 3 bytes
+/// before the new bytes), as (position, separator length).
+fn find_event_end(buf: &[u8], from: usize) -> Option<(usize, usize)> {
+    let start = from.saturating_sub(3).min(buf.len());
+    let tail = &buf[start..];
+    let lf = tail
+        .windows(2)
+        .position(|w| w == b"\n\n")
+        .map(|p| (start + p, 2));
+    let crlf = tail
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
-        .map(|p| (p, 4));
+        .map(|p| (start + p, 4));
     match (lf, crlf) {
         (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
         (a, b) => a.or(b),
@@ -140,6 +158,7 @@ impl Relay {
         let mut relay = Relay {
             upstream,
             buf: BytesMut::new(),
+            searched: 0,
             ready: VecDeque::new(),
             params,
             ttft: None,
@@ -153,10 +172,20 @@ impl Relay {
     }
 
     fn feed(&mut self, chunk: &[u8]) {
+        if self.finished {
+            return;
+        }
         self.buf.extend_from_slice(chunk);
-        while let Some((end, sep)) = find_event_end(&self.buf) {
+        while let Some((end, sep)) = find_event_end(&self.buf, self.searched) {
             let event = self.buf.split_to(end + sep).freeze();
+            self.searched = 0;
             self.inspect(event);
+        }
+        self.searched = self.buf.len();
+        if self.buf.len() > MAX_EVENT_BYTES {
+            self.broken(format!(
+                "the engine sent an event longer than {MAX_EVENT_BYTES} bytes"
+            ));
         }
     }
 
@@ -250,7 +279,8 @@ impl Relay {
 
     fn broken(&mut self, why: String) {
         tracing::warn!(reason = %why, "stream broken after first byte");
-        self.buf.clear();
+        self.buf = BytesMut::new();
+        self.searched = 0;
         let err = ApiError::upstream(why);
         self.ready.push_back(Bytes::from(err.sse_event()));
         self.finish(Outcome::StreamBroken);
@@ -282,9 +312,14 @@ mod tests {
 
     #[test]
     fn events_split_on_blank_lines_of_either_style() {
-        assert_eq!(find_event_end(b"data: a\n\ndata: b"), Some((7, 2)));
-        assert_eq!(find_event_end(b"data: a\r\n\r\n"), Some((7, 4)));
-        assert_eq!(find_event_end(b"data: a\n"), None);
+        assert_eq!(find_event_end(b"data: a\n\ndata: b", 0), Some((7, 2)));
+        assert_eq!(find_event_end(b"data: a\r\n\r\n", 0), Some((7, 4)));
+        assert_eq!(find_event_end(b"data: a\n", 0), None);
+        // searched from where the last search stopped, a separator split across chunks
+        // is still found
+        assert_eq!(find_event_end(b"data: a\r\n\r\n", 9), Some((7, 4)));
+        assert_eq!(find_event_end(b"data: a\n\n", 8), Some((7, 2)));
+        assert_eq!(find_event_end(b"data: a\n\nb", 11), None, "past the end");
         assert_eq!(
             data_of(b"event: x\ndata: {\"a\":1}\n\n"),
             Some(&b"{\"a\":1}"[..])

@@ -212,3 +212,66 @@ async fn engines_that_need_an_api_key_get_it_from_the_pool_the_instance_or_the_a
     );
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_web_page_cannot_drive_the_admin_api_and_urls_with_credentials_are_refused() {
+    let a = sim("a", MODEL).await;
+    let mut f = fast_config();
+    add_pool(&mut f, MODEL, &[("a", &a)], 4);
+    let gw = gateway(f, 1).await;
+    let http = reqwest::Client::new();
+    let drain = format!("{}/admin/instances/a/drain", gw.url());
+    // a cross-origin "simple" request (no preflight): refused, nothing drained
+    let resp = http
+        .post(&drain)
+        .header("origin", "http://evil.example")
+        .header("content-type", "text/plain")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let v: Value = resp.json().await.unwrap();
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("another origin")
+    );
+    // the same origin, but not JSON
+    let host = gw.url();
+    let resp = http
+        .put(format!("{}/admin/policy", gw.url()))
+        .header("origin", host.as_str())
+        .header("content-type", "text/plain")
+        .body(r#"{"policy":{"kind":"fifo"}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let views = gw.control_plane().instances().await.unwrap();
+    assert!(views.iter().all(|v| !v.draining), "nothing was drained");
+    // the dashboard's own origin with JSON works
+    let resp = http
+        .put(format!("{}/admin/policy", gw.url()))
+        .header("origin", host.as_str())
+        .json(&json!({"policy": {"kind": "fifo"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // credentials in an engine URL are refused without being echoed
+    let resp = http
+        .post(format!("{}/admin/instances", gw.url()))
+        .json(&json!({"id": "c", "model": MODEL, "url": "http://user:s3cret@127.0.0.1:9"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let body = resp.text().await.unwrap();
+    assert!(
+        body.contains("credentials") && !body.contains("s3cret"),
+        "{body}"
+    );
+    gw.shutdown().await;
+}

@@ -125,6 +125,16 @@ async fn malformed_oversized_badly_headed_and_unknown_model_requests_are_clear_4
         text.contains("inferplane_invalid_requests_total 9"),
         "{text}"
     );
+    // and every refusal is in the request count by status, under no client-chosen model
+    let invalid: u64 = text
+        .lines()
+        .filter(|l| {
+            l.starts_with("inferplane_requests_total{model=\"\"")
+                && l.contains("status=\"invalid\"")
+        })
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(invalid, 9, "{text}");
     assert_eq!(post_chat(&http, &gw, &chat(MODEL, 1, false)).await.0, 200);
     gw.shutdown().await;
 }

@@ -241,10 +241,12 @@ async fn scraped_engine_load_is_shown_and_becomes_unknown_when_stale() {
         v.engine_running.is_none() && v.engine_kv_usage.is_none()
     })
     .await;
+    // unknown is an absent series, never a NaN sample
     let text = metrics_text(&gw).await;
     assert!(
-        text.contains("inferplane_instance_engine_running{model=\"sim-model\",instance=\"a\"} NaN"),
+        !text.contains("inferplane_instance_engine_running{model=\"sim-model\",instance=\"a\"}"),
         "{text}"
     );
+    assert!(!text.contains("NaN"), "{text}");
     gw.shutdown().await;
 }

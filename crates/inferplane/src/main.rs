@@ -44,7 +44,12 @@ fn init_tracing() {
             .with_env_filter(filter)
             .try_init();
     } else {
-        let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+        // colour codes only for a terminal, never in a file or a pipe
+        use std::io::IsTerminal;
+        let _ = tracing_subscriber::fmt()
+            .with_ansi(std::io::stdout().is_terminal())
+            .with_env_filter(filter)
+            .try_init();
     }
 }
 

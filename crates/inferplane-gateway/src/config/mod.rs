@@ -13,7 +13,7 @@ pub use sections::{
     AdminSection, CircuitSection, HealthSection, RetrySection, ScrapeSection, ServerSection,
     TimeoutSection,
 };
-pub use validate::{check_url, engine_override, instance_spec};
+pub use validate::{UrlError, check_url, engine_override, instance_spec};
 
 use inferplane_core::{
     EngineInfo, InstanceSpec, Layout, OverloadConfig, PolicyConfig, Price, Priority, RoutingConfig,

@@ -142,8 +142,23 @@ fn instance_urls_from_flags_join_or_create_pools() {
     let c = f.validate().unwrap();
     assert_eq!(c.pools.len(), 1);
     assert_eq!(c.pools[0].instances.len(), 2);
-    assert!(check_url("https://x:1").unwrap_err().contains("https"));
+    assert!(
+        check_url("https://x:1")
+            .unwrap_err()
+            .to_string()
+            .contains("https")
+    );
     assert!(check_url("http://x:1/v1").is_err());
+    // credentials are refused and never repeated back
+    for url in [
+        "http://user:s3cret@x:1",
+        "user:s3cret@x:1",
+        "http://s3cret@x:1/",
+    ] {
+        let e = check_url(url).unwrap_err();
+        assert_eq!(e, UrlError::Credentials, "{url}");
+        assert!(!e.to_string().contains("s3cret"));
+    }
 }
 
 #[test]

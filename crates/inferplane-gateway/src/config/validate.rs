@@ -177,7 +177,7 @@ pub fn instance_spec(
     model: &str,
     default_max_inflight: Option<u32>,
 ) -> Result<InstanceSpec, (&'static str, String)> {
-    let url = check_url(&inst.url).map_err(|m| ("url", m))?;
+    let url = check_url(&inst.url).map_err(|e| ("url", e.to_string()))?;
     let id = match &inst.id {
         Some(id) if id.trim().is_empty() => return Err(("id", "must not be empty".into())),
         Some(id) => id.clone(),
@@ -245,21 +245,46 @@ fn limits(
     })
 }
 
-/// Checks an engine base URL: `http://host:port` with nothing after the authority but an
-/// optional trailing slash. Returns it without the slash.
-pub fn check_url(url: &str) -> Result<String, String> {
+/// Why an engine URL was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    /// `https://`: engines are reached over plain http inside the cluster.
+    #[error(
+        "{0:?}: https to engines is not supported (engines are reached inside the cluster over plain http)"
+    )]
+    Https(String),
+    /// Not `http://`.
+    #[error("{0:?} must start with http://")]
+    NotHttp(String),
+    /// A path, a space or nothing after the scheme.
+    #[error("{0:?} must be a base URL like http://10.0.0.5:8000, without a path")]
+    NotBase(String),
+    /// `user:password@host`: the credentials would show in headers, logs and errors. The
+    /// URL itself is not repeated, so the secret is not either.
+    #[error(
+        "an engine URL must not carry credentials (user:password@host); give the engine's key as `api_key`"
+    )]
+    Credentials,
+}
+
+/// Checks an engine base URL (`http://host:port`, no path, no credentials) and returns it
+/// without a trailing slash.
+pub fn check_url(url: &str) -> Result<String, UrlError> {
     let rest = url.strip_prefix("http://").ok_or_else(|| {
         if url.starts_with("https://") {
-            format!("{url:?}: https to engines is not supported (engines are reached inside the cluster over plain http)")
+            UrlError::Https(url.to_string())
+        } else if url.contains('@') {
+            UrlError::Credentials
         } else {
-            format!("{url:?} must start with http://")
+            UrlError::NotHttp(url.to_string())
         }
     })?;
     let authority = rest.trim_end_matches('/');
+    if authority.contains('@') {
+        return Err(UrlError::Credentials);
+    }
     if authority.is_empty() || authority.contains('/') || authority.contains(' ') {
-        return Err(format!(
-            "{url:?} must be a base URL like http://10.0.0.5:8000, without a path"
-        ));
+        return Err(UrlError::NotBase(url.to_string()));
     }
     Ok(format!("http://{authority}"))
 }

@@ -183,9 +183,9 @@ impl Dispatcher {
         };
         e.load = load;
         let m = &e.backend.metrics;
-        m.engine_running.set(load.running.unwrap_or(f64::NAN));
-        m.engine_waiting.set(load.waiting.unwrap_or(f64::NAN));
-        m.engine_kv.set(load.kv_usage.unwrap_or(f64::NAN));
+        m.engine_running.set(load.running);
+        m.engine_waiting.set(load.waiting);
+        m.engine_kv.set(load.kv_usage);
         let model = e.backend.spec.model.clone();
         if let Some(pool) = self.pools.get_mut(model.as_str()) {
             pool.scheduler.update_load(&id, load, self.clock.now());

@@ -373,7 +373,7 @@ pub(super) fn sync_pool_metrics(model: &str, pool: &mut Pool) {
     }
     m.inflight.set(s.inflight_len() as i64);
     if let Some(a) = s.stats().slo.attainment() {
-        m.slo_attainment.set(a);
+        m.slo_attainment.set(Some(a));
     }
     let active = s.active_policy();
     for (g, name) in m.active_policy.iter().zip(crate::telemetry::policies()) {

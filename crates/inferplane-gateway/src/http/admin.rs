@@ -1,7 +1,11 @@
 //! The admin API: `GET/POST /admin/instances`, `DELETE /admin/instances/{id}`,
 //! `POST /admin/instances/{id}/drain`, `GET /admin/metrics`, `GET/PUT /admin/policy`. It requires
 //! `Authorization: Bearer <token>` when a token is configured; without one it answers only
-//! when the gateway listens on a loopback address, and says so otherwise.
+//! when the gateway listens on a loopback address, and says so otherwise. Requests that
+//! change something are refused (403) when a browser sends them from another origin, and
+//! need a JSON body when they have one, token or not: a web page must not drive the admin
+//! API of a gateway on the same machine (a cross-origin `text/plain` POST needs no CORS
+//! preflight).
 
 use super::AppState;
 use crate::config::{InstanceSection, engine_override, instance_spec};
@@ -34,7 +38,42 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Why a state-changing admin request from a browser is refused, if it is: an `Origin`
+/// other than the `Host` it was sent to, or a body that is not JSON.
+fn cross_site(req: &Request) -> Option<&'static str> {
+    if matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    ) {
+        return None;
+    }
+    let h = req.headers();
+    if let Some(origin) = h.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("null");
+        let host = h.get(header::HOST).and_then(|v| v.to_str().ok());
+        let origin_host = origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"));
+        if origin_host.is_none() || origin_host != host {
+            return Some("the admin API refuses requests from another origin");
+        }
+    }
+    let has_body = h
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|n| n != "0")
+        || h.contains_key(header::TRANSFER_ENCODING);
+    let json = h
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.trim_start().starts_with("application/json"));
+    (has_body && !json).then_some("the admin API takes `content-type: application/json` bodies")
+}
+
 async fn guard(State(s): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    if let Some(why) = cross_site(&req) {
+        return ApiError::forbidden(why).into_response();
+    }
     match &s.cp.config().admin_token {
         Some(token) => {
             let given = req

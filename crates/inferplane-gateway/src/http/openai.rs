@@ -72,8 +72,9 @@ fn new_request_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
-fn invalid(s: &AppState, e: ApiError) -> ApiError {
-    s.cp.telemetry().invalid_requests.inc();
+/// Counts a request refused before it reached a pool and passes its error on.
+fn invalid(s: &AppState, route: Route, e: ApiError) -> ApiError {
+    s.cp.telemetry().invalid_request(route);
     e
 }
 
@@ -87,12 +88,13 @@ async fn handle(
 ) -> Result<Response, ApiError> {
     let cfg = s.cp.config();
     let hm = HeaderMeta::parse(headers, cfg.default_priority, new_request_id)
-        .map_err(|e| invalid(s, e))?;
+        .map_err(|e| invalid(s, route, e))?;
     *request_id = Some(hm.request_id.clone());
     let body = body.map_err(|e| {
         let status = e.status();
         invalid(
             s,
+            route,
             ApiError {
                 status,
                 message: format!("cannot read the request body: {}", e.body_text()),
@@ -105,10 +107,11 @@ async fn handle(
             },
         )
     })?;
-    let bm = BodyMeta::parse(&body).map_err(|e| invalid(s, e))?;
+    let bm = BodyMeta::parse(&body).map_err(|e| invalid(s, route, e))?;
     if s.cp.pool(&bm.model).is_none() {
         return Err(invalid(
             s,
+            route,
             ApiError::unknown_model(&bm.model, &s.cp.models()),
         ));
     }
@@ -282,7 +285,9 @@ impl Exec<'_> {
             }
         } else {
             let left = deadline.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(left, resp.bytes()).await {
+            match tokio::time::timeout(left, backend::read_answer(resp, backend.spec.id.as_str()))
+                .await
+            {
                 Ok(Ok(bytes)) => {
                     let usage = usage_of(&bytes).unwrap_or(backend::Usage {
                         prompt_tokens: self.prompt_estimate,
@@ -304,15 +309,11 @@ impl Exec<'_> {
                     }
                     r
                 }
-                Ok(Err(source)) => {
+                Ok(Err(e)) => {
                     let will_retry = may_retry;
                     guard.finish(Outcome::Failed {
                         retrying: will_retry,
                     });
-                    let e = AttemptError::Transport {
-                        instance: backend.spec.id.to_string(),
-                        source,
-                    };
                     return Err(Failed::from_attempt(e, will_retry));
                 }
                 Err(_) => {

@@ -39,6 +39,10 @@ pub enum Status {
     stream_broken,
     /// The client went away.
     cancelled,
+    /// Refused before it reached a pool: a bad body or header (400), an unknown model
+    /// (404), a body too large (413). Counted under `model=""` (never an arbitrary
+    /// client string).
+    invalid,
 }
 
 impl Status {
@@ -57,13 +61,14 @@ impl Status {
     }
 
     /// All values, for pre-resolving handles.
-    pub const ALL: [Status; 6] = [
+    pub const ALL: [Status; 7] = [
         Status::success,
         Status::client_error,
         Status::rejected,
         Status::upstream_error,
         Status::stream_broken,
         Status::cancelled,
+        Status::invalid,
     ];
 
     pub(super) fn index(self) -> usize {

@@ -8,16 +8,20 @@
 //! `inferplane_cost_usd_total`, `inferplane_slo_violations_total`, and per instance
 //! `inferplane_instance_healthy`, `inferplane_instance_circuit_state` (0 closed, 1 half-open,
 //! 2 open), `inferplane_instance_inflight`, `inferplane_instance_engine_running`,
-//! `..._engine_waiting`, `..._engine_kv_usage` (NaN while unknown),
+//! `..._engine_waiting`, `..._engine_kv_usage` (a series only while known, as is
+//! `inferplane_slo_attainment`; see `optional.rs`),
 //! `inferplane_instance_requests_total{outcome}`, and the engine's own facts
 //! `inferplane_instance_engine_max_batch`, `..._engine_max_model_len`,
 //! `..._engine_kv_capacity_tokens` (a series only while known; see `engine.rs`).
 
 mod engine;
 mod labels;
+mod optional;
 
 pub use engine::EngineInfoGauges;
 pub use labels::{AttemptOutcome, Route, Status, policies};
+use optional::FloatGauge;
+pub use optional::OptionalGauge;
 
 use labels::*;
 use prometheus_client::metrics::counter::Counter;
@@ -27,7 +31,6 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 
-type FloatGauge = Gauge<f64, AtomicU64>;
 type FloatCounter = Counter<f64, AtomicU64>;
 
 fn latency_histogram() -> Histogram {
@@ -70,7 +73,7 @@ pub struct Telemetry {
 /// Handles for one pool (model).
 #[derive(Debug, Clone)]
 pub struct PoolMetrics {
-    requests: [[Counter; 6]; 2],
+    requests: [[Counter; Status::ALL.len()]; 2],
     /// Requests placed and not finished.
     pub inflight: Gauge,
     /// Requests waiting in the gateway's queue, by priority (critical first).
@@ -78,7 +81,7 @@ pub struct PoolMetrics {
     /// Rejections by reason, indexed by `RejectKind::index()`.
     pub rejects: [Counter; inferplane_core::RejectKind::COUNT],
     /// SLO attainment of finished requests that had an SLO (NaN before the first).
-    pub slo_attainment: FloatGauge,
+    pub slo_attainment: OptionalGauge,
     /// 1 for the policy that orders the queue now (the adaptive policy's current choice).
     pub active_policy: [Gauge; 5],
     /// Switches made by the adaptive policy.
@@ -117,12 +120,12 @@ pub struct InstanceMetrics {
     pub circuit: Gauge,
     /// Requests in flight at this instance.
     pub inflight: Gauge,
-    /// Engine-reported running requests (NaN while unknown).
-    pub engine_running: FloatGauge,
-    /// Engine-reported waiting requests (NaN while unknown).
-    pub engine_waiting: FloatGauge,
-    /// Engine-reported KV usage (NaN while unknown).
-    pub engine_kv: FloatGauge,
+    /// Engine-reported running requests (no series while unknown).
+    pub engine_running: OptionalGauge,
+    /// Engine-reported waiting requests (no series while unknown).
+    pub engine_waiting: OptionalGauge,
+    /// Engine-reported KV usage (no series while unknown).
+    pub engine_kv: OptionalGauge,
     /// Attempts served.
     pub success: Counter,
     /// Attempts failed.
@@ -289,6 +292,19 @@ impl Telemetry {
         Telemetry { registry, ..t }
     }
 
+    /// Counts a request refused before it reached a pool (`status="invalid"`, under
+    /// `model=""`: the model it named may be anything a client sends).
+    pub fn invalid_request(&self, route: Route) {
+        self.invalid_requests.inc();
+        self.requests
+            .get_or_create(&RequestLabels {
+                model: String::new(),
+                route,
+                status: Status::invalid,
+            })
+            .inc();
+    }
+
     /// Resolves the handles of one pool.
     pub fn pool(&self, model: &str) -> PoolMetrics {
         let m = ModelLabel {
@@ -326,11 +342,7 @@ impl Telemetry {
                         })
                         .clone()
                 }),
-            slo_attainment: {
-                let g = self.slo_attainment.get_or_create(&m).clone();
-                g.set(f64::NAN);
-                g
-            },
+            slo_attainment: OptionalGauge::model(&self.slo_attainment, m.clone()),
             active_policy: policies().map(|policy| {
                 self.active_policy
                     .get_or_create(&PolicyLabels {
@@ -351,7 +363,7 @@ impl Telemetry {
         }
     }
 
-    /// Resolves the handles of one instance; unknown engine figures start as NaN.
+    /// Resolves the handles of one instance; unknown engine figures have no series.
     pub fn instance(&self, model: &str, instance: &str) -> InstanceMetrics {
         let l = InstanceLabels {
             model: model.to_string(),
@@ -366,21 +378,17 @@ impl Telemetry {
                 })
                 .clone()
         };
-        let m = InstanceMetrics {
+        InstanceMetrics {
             healthy: self.inst_healthy.get_or_create(&l).clone(),
             circuit: self.inst_circuit.get_or_create(&l).clone(),
             inflight: self.inst_inflight.get_or_create(&l).clone(),
-            engine_running: self.inst_running.get_or_create(&l).clone(),
-            engine_waiting: self.inst_waiting.get_or_create(&l).clone(),
-            engine_kv: self.inst_kv.get_or_create(&l).clone(),
+            engine_running: OptionalGauge::instance(&self.inst_running, l.clone()),
+            engine_waiting: OptionalGauge::instance(&self.inst_waiting, l.clone()),
+            engine_kv: OptionalGauge::instance(&self.inst_kv, l.clone()),
             success: outcome(AttemptOutcome::success),
             failure: outcome(AttemptOutcome::failure),
             engine_info: self.inst_engine.handle(l.clone()),
-        };
-        m.engine_running.set(f64::NAN);
-        m.engine_waiting.set(f64::NAN);
-        m.engine_kv.set(f64::NAN);
-        m
+        }
     }
 
     /// Forgets a removed instance's series.

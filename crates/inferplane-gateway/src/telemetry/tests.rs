@@ -18,15 +18,27 @@ fn pool_and_instance_handles_write_the_labelled_series() {
         "inferplane_requests_total{model=\"m\",route=\"completions\",status=\"rejected\"} 1",
         "inferplane_ttft_seconds_count{model=\"m\"} 1",
         "inferplane_instance_healthy{model=\"m\",instance=\"a\"} 1",
-        "inferplane_instance_engine_kv_usage{model=\"m\",instance=\"a\"} NaN",
         "inferplane_queue_depth{model=\"m\",priority=\"critical\"} 0",
         "inferplane_rejects_total{model=\"m\",reason=\"shed\"} 0",
         "inferplane_active_policy{model=\"m\",policy=\"adaptive\"} 0",
         "inferplane_policy_switches_total{model=\"m\"} 0",
-        "inferplane_slo_attainment{model=\"m\"} NaN",
     ] {
         assert!(text.contains(needle), "missing {needle}\n{text}");
     }
+    // unknown figures have no series (never NaN); known ones do, until unknown again
+    assert!(!text.contains("NaN"), "{text}");
+    assert!(!text.contains("inferplane_instance_engine_kv_usage{"));
+    assert!(!text.contains("inferplane_slo_attainment{"));
+    i.engine_kv.set(Some(0.5));
+    p.slo_attainment.set(Some(0.99));
+    let text = t.encode();
+    assert!(text.contains("inferplane_instance_engine_kv_usage{model=\"m\",instance=\"a\"} 0.5"));
+    assert!(text.contains("inferplane_slo_attainment{model=\"m\"} 0.99"));
+    i.engine_kv.set(None);
+    i.engine_running.set(Some(f64::NAN));
+    let text = t.encode();
+    assert!(!text.contains("inferplane_instance_engine_kv_usage{"));
+    assert!(!text.contains("NaN"), "{text}");
     t.remove_instance("m", "a");
     assert!(!t.encode().contains("instance=\"a\""));
 }

@@ -1,0 +1,131 @@
+//! Engines that misbehave (stand-ins on loopback that speak just enough HTTP to do it): a
+//! 200 that is not JSON becomes a 502 (or is retried on a good engine), an endless SSE
+//! line without a delimiter ends the stream with an error event instead of growing the
+//! gateway's memory, and every request is accounted for.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+mod common;
+#[path = "engine_info/standins.rs"]
+#[allow(dead_code)] // this binary uses a few of the stand-ins
+mod standins;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::header;
+use axum::response::Response;
+use axum::routing::{get, post};
+use common::*;
+use futures_util::StreamExt;
+use serde_json::json;
+
+/// Answers every chat request with `200 text/html` garbage.
+fn garbage_engine() -> Router {
+    Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .route(
+            "/v1/chat/completions",
+            post(|| async {
+                Response::builder()
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(Body::from("<html>502 Bad Gateway</html>"))
+                    .unwrap()
+            }),
+        )
+}
+
+/// Streams one `data:` line that never ends: 64 KiB chunks, up to 16 MiB, no newline.
+fn endless_line_engine() -> Router {
+    Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .route(
+            "/v1/chat/completions",
+            post(|| async {
+                let first = futures_util::stream::once(async {
+                    Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"data: {\"x\":\""))
+                });
+                let rest = futures_util::stream::iter(
+                    (0..256).map(|_| Ok(bytes::Bytes::from(vec![b'a'; 64 << 10]))),
+                );
+                Response::builder()
+                    .header(header::CONTENT_TYPE, "text/event-stream")
+                    .body(Body::from_stream(first.chain(rest)))
+                    .unwrap()
+            }),
+        )
+}
+
+fn pool_of(f: &mut inferplane_gateway::FileConfig, instances: &[(&str, &str)]) {
+    let mut text = format!("model = \"{MODEL}\"\n");
+    for (id, url) in instances {
+        text.push_str(&format!("[[instances]]\nid = \"{id}\"\nurl = \"{url}\"\n"));
+    }
+    f.pools.push(toml::from_str(&text).unwrap());
+}
+
+#[tokio::test]
+async fn a_success_status_with_a_body_that_is_not_json_is_a_502_not_a_success() {
+    let bad = standins::serve(garbage_engine()).await;
+    let mut f = fast_config();
+    f.retry.max_attempts = 1;
+    pool_of(&mut f, &[("bad", &bad)]);
+    let gw = gateway(f, 1).await;
+    let http = reqwest::Client::new();
+    let (status, _, body) = post_chat(&http, &gw, &chat(MODEL, 2, false)).await;
+    assert_eq!(status, 502, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["error"]["code"], "upstream_error");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("not JSON"),
+        "{v}"
+    );
+    let m = gw.control_plane().metrics().await.unwrap();
+    assert_eq!((m.total.completed, m.total.failed), (0, 1));
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_garbage_answer_is_retried_on_a_good_engine() {
+    let bad = standins::serve(garbage_engine()).await;
+    let good = sim("good", MODEL).await;
+    let mut f = fast_config();
+    f.retry.max_attempts = 2;
+    let good_url = good.url();
+    pool_of(&mut f, &[("bad", &bad), ("good", &good_url)]);
+    let gw = gateway(f, 2).await;
+    let http = reqwest::Client::new();
+    for _ in 0..6 {
+        let (status, inst, body) = post_chat(&http, &gw, &chat(MODEL, 2, false)).await;
+        assert_eq!((status, inst.as_deref()), (200, Some("good")), "{body}");
+    }
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_endless_event_ends_the_stream_with_an_error_event() {
+    let bad = standins::serve(endless_line_engine()).await;
+    let mut f = fast_config();
+    f.retry.max_attempts = 1;
+    pool_of(&mut f, &[("bad", &bad)]);
+    let gw = gateway(f, 1).await;
+    let http = reqwest::Client::new();
+    let resp = http
+        .post(format!("{}/v1/chat/completions", gw.url()))
+        .json(&json!({"model": MODEL, "stream": true, "max_tokens": 4,
+            "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = resp.bytes().await.unwrap();
+    // the gateway relays nothing of the endless event: only its error event
+    assert!(body.len() < 4096, "{} bytes relayed", body.len());
+    let text = String::from_utf8_lossy(&body);
+    assert!(
+        text.starts_with("data: {\"error\"") && text.contains("longer than"),
+        "{text}"
+    );
+    let m = gw.control_plane().metrics().await.unwrap();
+    assert_eq!(m.total.completed, 0);
+    gw.shutdown().await;
+}
