@@ -169,7 +169,7 @@ pub fn limit(inst: &InstanceState, config: &SaturationConfig) -> u32 {
         (None, Some(b)) => b,
         (None, None) => config.default_limit,
     };
-    limit.max(1)
+    inst.probe_limit.map_or(limit, |p| limit.min(p)).max(1)
 }
 
 /// Whether the engine behind `inst` is saturated by its last reading (see the module docs).

@@ -64,6 +64,8 @@ pub struct InstanceState {
     pub ready: bool,
     /// Draining: receives nothing new, in-flight work finishes.
     pub draining: bool,
+    /// While probed (a half-open circuit breaker): at most this many attempts in flight.
+    pub probe_limit: Option<u32>,
     /// Attempts placed and not yet completed.
     pub inflight: u32,
     /// What the engine says about itself (batch limit, context, KV capacity).
@@ -92,6 +94,7 @@ impl InstanceState {
             ix,
             ready: false,
             draining: false,
+            probe_limit: None,
             inflight: 0,
             engine: EngineInfo::default(),
             load: EngineLoad::default(),

@@ -124,6 +124,8 @@ pub struct CircuitBreaker {
     state: Circuit,
     failures: u32,
     successes: u32,
+    /// Times it opened since it last closed (the open period doubles with each).
+    trips: u32,
     cfg: CircuitSection,
 }
 
@@ -134,6 +136,7 @@ impl CircuitBreaker {
             state: Circuit::Closed,
             failures: 0,
             successes: 0,
+            trips: 0,
             cfg: cfg.clone(),
         }
     }
@@ -176,9 +179,25 @@ impl CircuitBreaker {
             self.successes += 1;
             if self.successes >= self.cfg.successes_to_close {
                 self.state = Circuit::Closed;
+                self.trips = 0;
             }
         }
         (self.state != before).then_some(self.state)
+    }
+
+    /// How long it stays open this time: `open_for`, doubled for each trip since it last
+    /// closed, at most `max_open_for`.
+    pub fn open_period(&self) -> std::time::Duration {
+        let doublings = self.trips.saturating_sub(1).min(16);
+        self.cfg
+            .open_for
+            .saturating_mul(1 << doublings)
+            .min(self.cfg.max_open_for)
+    }
+
+    /// Times it opened since it last closed.
+    pub fn trips(&self) -> u32 {
+        self.trips
     }
 
     /// Records a connect error or 5xx; returns the new state if it changed.
@@ -192,8 +211,9 @@ impl CircuitBreaker {
             Circuit::Open { .. } => false,
         };
         if open {
+            self.trips += 1;
             self.state = Circuit::Open {
-                until: now + self.cfg.open_for,
+                until: now + self.open_period(),
             };
         }
         (self.state != before).then_some(self.state)
@@ -261,6 +281,8 @@ mod tests {
         let cfg = CircuitSection {
             failures_to_open: 3,
             open_for: Duration::from_secs(10),
+            max_open_for: Duration::from_secs(35),
+            half_open_requests: 1,
             successes_to_close: 2,
         };
         let mut b = CircuitBreaker::new(&cfg);
@@ -278,14 +300,37 @@ mod tests {
         assert!(!b.allows(Time::from_millis(9_999)));
         assert!(b.allows(Time::from_millis(10_000)));
         assert_eq!(b.poll(Time::from_millis(10_000)), Circuit::HalfOpen);
-        // A failure while half-open reopens at once.
-        assert!(matches!(
-            b.failure(Time::from_millis(10_001)),
-            Some(Circuit::Open { .. })
-        ));
-        let t = Time::from_millis(30_000);
+        // A failure while half-open reopens at once, for twice as long each time, up to
+        // max_open_for.
+        assert_eq!(
+            b.failure(Time::from_millis(10_000)),
+            Some(Circuit::Open {
+                until: Time::from_millis(30_000)
+            })
+        );
+        assert_eq!(b.poll(Time::from_millis(30_000)), Circuit::HalfOpen);
+        assert_eq!(
+            b.failure(Time::from_millis(30_000)),
+            Some(Circuit::Open {
+                until: Time::from_millis(65_000)
+            }),
+            "40 s capped at 35 s"
+        );
+        assert_eq!(b.trips(), 3);
+        let t = Time::from_millis(65_000);
         assert_eq!(b.poll(t), Circuit::HalfOpen);
         assert_eq!(b.success(t), None);
         assert_eq!(b.success(t), Some(Circuit::Closed));
+        assert_eq!(b.trips(), 0, "closing forgets the trips");
+        for _ in 0..3 {
+            b.failure(t);
+        }
+        assert_eq!(
+            b.poll(t),
+            Circuit::Open {
+                until: Time::from_millis(75_000)
+            },
+            "back to open_for"
+        );
     }
 }

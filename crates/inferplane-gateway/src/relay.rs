@@ -33,7 +33,9 @@ pub struct RelayParams {
     pub arrival: Instant,
     /// Drop the usage-only chunk (the client did not ask for it).
     pub strip_usage: bool,
-    /// Longest silence between two upstream chunks.
+    /// Longest wait for the first upstream chunk.
+    pub first_event_timeout: Duration,
+    /// Longest silence between two upstream chunks after the first.
     pub idle_timeout: Duration,
     /// The whole request's deadline.
     pub deadline: Instant,
@@ -131,7 +133,8 @@ impl Relay {
             reason,
             timed_out,
         };
-        let chunk = match tokio::time::timeout(params.idle_timeout, upstream.next()).await {
+        let first_by = (Instant::now() + params.first_event_timeout).min(params.deadline);
+        let chunk = match tokio::time::timeout_at(first_by, upstream.next()).await {
             Ok(Some(Ok(chunk))) => chunk,
             Ok(Some(Err(e))) => {
                 return Err(fail(
@@ -150,7 +153,7 @@ impl Relay {
             Err(_) => {
                 return Err(fail(
                     guard,
-                    format!("no stream event within {:?}", params.idle_timeout),
+                    format!("no stream event within {:?}", params.first_event_timeout),
                     true,
                 ));
             }

@@ -139,6 +139,15 @@ impl<T> Scheduler<T> {
         self.update(id, |s| std::mem::replace(&mut s.ready, ready) != ready)
     }
 
+    /// Holds an instance to at most `limit` attempts in flight while it is probed (a
+    /// half-open circuit breaker lets one request through, not a full share), `None`:
+    /// its usual limit. Returns whether it exists.
+    pub fn set_probe_limit(&mut self, id: &InstanceId, limit: Option<u32>) -> bool {
+        self.update(id, |s| {
+            std::mem::replace(&mut s.probe_limit, limit) != limit
+        })
+    }
+
     /// Records the engine's load as read at `now` (all fields unknown: no reading). The
     /// gateway's counts since the reading start again from zero. Returns whether the
     /// instance exists.

@@ -431,3 +431,18 @@ pub(super) fn classed(id: u64, class: Priority, now: Time) -> RequestMeta {
     m.priority = class;
     m
 }
+
+#[test]
+fn a_probed_instance_takes_only_its_probes_until_released() {
+    let mut h = H::fifo(&[4]);
+    let i0 = InstanceId::new("i0");
+    assert!(h.s.set_probe_limit(&i0, Some(1)));
+    for id in 1..=3 {
+        h.submit(meta(id, Time::ZERO), Time::ZERO);
+    }
+    assert_eq!(h.poll(Time::ZERO), [1], "one probe in flight");
+    assert_eq!(h.s.queue_len(), 2);
+    assert!(h.s.set_probe_limit(&i0, None));
+    assert_eq!(h.poll(ms(1)), [2, 3], "its usual limit again");
+    assert!(!h.s.set_probe_limit(&InstanceId::new("nope"), Some(1)));
+}

@@ -82,11 +82,18 @@ impl Default for HealthSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CircuitSection {
-    /// Consecutive connect errors or 5xx answers that open the breaker.
+    /// Consecutive failed attempts (connect errors, 5xx, timeouts, broken answers) that
+    /// open the breaker.
     pub failures_to_open: u32,
-    /// How long the breaker stays open before letting a probe request through.
+    /// How long the breaker stays open the first time before letting a probe through;
+    /// each time it opens again without having closed, twice as long.
     #[serde(with = "humantime_serde")]
     pub open_for: Duration,
+    /// The longest it stays open.
+    #[serde(with = "humantime_serde")]
+    pub max_open_for: Duration,
+    /// Requests in flight at once on a half-open instance (the probes).
+    pub half_open_requests: u32,
     /// Consecutive successes in half-open that close it again.
     pub successes_to_close: u32,
 }
@@ -96,6 +103,8 @@ impl Default for CircuitSection {
         CircuitSection {
             failures_to_open: 5,
             open_for: Duration::from_secs(10),
+            max_open_for: Duration::from_secs(300),
+            half_open_requests: 1,
             successes_to_close: 2,
         }
     }
@@ -161,10 +170,15 @@ pub struct TimeoutSection {
     /// TCP connect.
     #[serde(with = "humantime_serde")]
     pub connect: Duration,
-    /// From sending the request to the response headers.
+    /// From sending an attempt to the response headers, and for streams to the first
+    /// event; past it the attempt is abandoned and retried elsewhere (nothing reached the
+    /// client) and counts against the instance's circuit breaker.
     #[serde(with = "humantime_serde")]
     pub first_byte: Duration,
-    /// The whole request, body included.
+    /// Longest silence between two events of a stream once it has started.
+    #[serde(with = "humantime_serde")]
+    pub idle: Duration,
+    /// The whole request from its arrival, every attempt and the queue wait included.
     #[serde(with = "humantime_serde")]
     pub total: Duration,
 }
@@ -174,6 +188,7 @@ impl Default for TimeoutSection {
         TimeoutSection {
             connect: Duration::from_secs(2),
             first_byte: Duration::from_secs(60),
+            idle: Duration::from_secs(30),
             total: Duration::from_secs(600),
         }
     }

@@ -49,6 +49,16 @@ impl FileConfig {
             self.circuit.successes_to_close,
         )?;
         positive("circuit.open_for", self.circuit.open_for)?;
+        at_least_one(
+            "circuit.half_open_requests",
+            self.circuit.half_open_requests,
+        )?;
+        if self.circuit.max_open_for < self.circuit.open_for {
+            return Err(ConfigError::new(
+                "circuit.max_open_for",
+                "must be at least circuit.open_for",
+            ));
+        }
         positive("scrape.interval", self.scrape.interval)?;
         positive("scrape.timeout", self.scrape.timeout)?;
         if self.scrape.stale_after < self.scrape.interval {
@@ -60,6 +70,7 @@ impl FileConfig {
         at_least_one("retry.max_attempts", self.retry.max_attempts)?;
         positive("timeouts.connect", self.timeouts.connect)?;
         positive("timeouts.first_byte", self.timeouts.first_byte)?;
+        positive("timeouts.idle", self.timeouts.idle)?;
         positive("timeouts.total", self.timeouts.total)?;
         self.scheduler.validate()?;
 

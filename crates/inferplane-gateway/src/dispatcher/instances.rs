@@ -136,7 +136,11 @@ impl Dispatcher {
         let ready = e.health.state() == Health::Healthy && !matches!(circuit, Circuit::Open { .. });
         e.backend.metrics.healthy.set(i64::from(ready));
         e.backend.metrics.circuit.set(circuit.gauge());
+        // half-open: probes only, not a full share of the traffic
+        let probes =
+            matches!(circuit, Circuit::HalfOpen).then_some(self.config.circuit.half_open_requests);
         if let Some(pool) = self.pools.get_mut(e.backend.spec.model.as_str()) {
+            pool.scheduler.set_probe_limit(id, probes);
             pool.scheduler.set_ready(id, ready);
         }
         self.recompute_circuit_wake();

@@ -209,7 +209,19 @@ impl Dispatcher {
             e.backend.metrics.inflight.dec();
         }
         if let Some(state) = circuit_change {
-            tracing::warn!(instance = %instance, circuit = state.as_str(), "circuit breaker changed");
+            let (trips, open_for) = self
+                .instances
+                .get(&instance)
+                .map_or((0, std::time::Duration::ZERO), |e| {
+                    (e.circuit.trips(), e.circuit.open_period())
+                });
+            tracing::warn!(
+                instance = %instance,
+                circuit = state.as_str(),
+                trips,
+                open_for = ?open_for,
+                "circuit breaker changed after consecutive failed attempts"
+            );
             self.refresh_ready(&instance);
         }
         let model = rec.model.clone();

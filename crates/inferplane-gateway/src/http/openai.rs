@@ -211,16 +211,26 @@ impl Exec<'_> {
         let t = &cfg.timeouts;
         let Assignment { backend, guard, .. } = a;
         let instance_header = HeaderValue::from_str(backend.spec.id.as_str()).ok();
-        let deadline = Instant::now() + t.total;
-        let sent = backend::send(
-            self.s.cp.http(),
-            &backend,
-            self.route,
-            self.body.clone(),
-            self.request_id,
-            t,
+        // one budget for the whole request, not one per attempt
+        let deadline = self.arrival + t.total;
+        let sent = tokio::time::timeout_at(
+            deadline,
+            backend::send(
+                self.s.cp.http(),
+                &backend,
+                self.route,
+                self.body.clone(),
+                self.request_id,
+                t,
+            ),
         )
-        .await;
+        .await
+        .unwrap_or_else(|_| {
+            Err(AttemptError::TotalTimeout {
+                instance: backend.spec.id.to_string(),
+                timeout: t.total,
+            })
+        });
         let resp = match sent {
             Ok(r) => r,
             Err(e) => {
@@ -246,7 +256,8 @@ impl Exec<'_> {
             let params = RelayParams {
                 arrival: self.arrival,
                 strip_usage: self.strip_usage,
-                idle_timeout: t.first_byte,
+                first_event_timeout: t.first_byte,
+                idle_timeout: t.idle,
                 deadline,
                 prompt_estimate: self.prompt_estimate,
             };
