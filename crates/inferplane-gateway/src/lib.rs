@@ -26,6 +26,7 @@ pub mod engine_info;
 pub mod error;
 pub mod health;
 pub mod http;
+pub mod listener;
 pub mod meta;
 pub mod probe;
 pub mod relay;

@@ -4,6 +4,7 @@
 use crate::config::GatewayConfig;
 use crate::control_plane::{ControlPlane, StartError};
 use crate::http::{AppState, app};
+use crate::listener::ClientLimits;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::oneshot;
@@ -60,19 +61,8 @@ impl Gateway {
         });
         let (stop, stopped) = oneshot::channel::<()>();
         let router = app(state);
-        // Streaming answers are many small writes: without TCP_NODELAY, Nagle's algorithm
-        // holds each one for the client's delayed ACK (~40 ms).
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let task = tokio::spawn(async move {
-            let serve = axum::serve(listener, router).with_graceful_shutdown(async {
-                let _ = stopped.await;
-            });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "gateway server failed");
-            }
-        });
+        let limits: ClientLimits = cp.config().client;
+        let task = tokio::spawn(crate::listener::serve(listener, router, limits, stopped));
         tracing::info!(%addr, "gateway listening");
         Ok(Gateway {
             addr,

@@ -275,3 +275,57 @@ async fn a_web_page_cannot_drive_the_admin_api_and_urls_with_credentials_are_ref
     );
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn re_registering_an_instance_under_streams_never_mixes_old_attempts_into_the_new_one() {
+    // slowed down so the streams are still running when the instance is replaced
+    let a = sim_with("a", MODEL, |c| c.faults.slowdown = 60.0).await;
+    let mut f = fast_config();
+    add_pool(&mut f, MODEL, &[("a", &a)], 16);
+    let gw = gateway(f, 1).await;
+    let http = reqwest::Client::new();
+    let streams: Vec<_> = (0..8)
+        .map(|_| {
+            let (http, url) = (http.clone(), gw.url());
+            tokio::spawn(async move {
+                let r = http
+                    .post(format!("{url}/v1/chat/completions"))
+                    .json(&chat(MODEL, 20, true))
+                    .send()
+                    .await
+                    .unwrap();
+                r.text().await.unwrap()
+            })
+        })
+        .collect();
+    wait_instance(&gw, "a", |v| v.inflight == 8).await;
+    let admin = format!("{}/admin/instances", gw.url());
+    let resp = http.delete(format!("{admin}/a")).send().await.unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    let resp = http
+        .post(&admin)
+        .json(&json!({"id": "a", "model": MODEL, "url": a.url()}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    for s in streams {
+        s.await.unwrap();
+    }
+    // the old streams ended on the old registration: the new one has nothing in flight,
+    // no failure or success of theirs, and its gauge is not negative
+    let views = gw.control_plane().instances().await.unwrap();
+    let v = views.iter().find(|v| v.spec.id.as_str() == "a").unwrap();
+    assert_eq!(v.inflight, 0);
+    assert_eq!(v.circuit, "closed");
+    let text = metrics_text(&gw).await;
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("inferplane_instance_inflight{") && l.contains("instance=\"a\""))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(line.ends_with(" 0"), "{line}");
+    assert!(
+        !text.contains("inferplane_instance_requests_total{model=\"sim-model\",instance=\"a\",outcome=\"failure\"} 1")
+    );
+    gw.shutdown().await;
+}

@@ -309,6 +309,11 @@ impl SchedulingPolicy for Adaptive {
     fn active(&self) -> &'static str {
         self.mode.as_str()
     }
+    /// The default sheds by wait in every mode: under overload of plain traffic (its
+    /// `fifo` mode) a client gets a 429 at once instead of a 503 after the queue timeout.
+    fn budgets(&self) -> bool {
+        true
+    }
     fn order(&self) -> OrderKind {
         match self.mode {
             Mode::Fifo => OrderKind::Arrival,

@@ -138,6 +138,12 @@ pub trait SchedulingPolicy: Send {
     }
     /// The queue order it serves from now.
     fn order(&self) -> OrderKind;
+    /// Whether the class wait budgets apply (shedding at admission and while queued, a
+    /// class's wait target as its queue timeout). Default: under the class orders only,
+    /// so plain `fifo` sheds nothing by class.
+    fn budgets(&self) -> bool {
+        self.order() != OrderKind::Arrival
+    }
     /// Admission check for a new request predicted to wait `wait_secs` in the queue.
     /// Default: admit.
     fn admit(&mut self, _req: &RequestMeta, _view: &PoolView<'_>, _wait_secs: f64) -> Admission {
@@ -261,6 +267,9 @@ impl SchedulingPolicy for Policy {
     }
     fn order(&self) -> OrderKind {
         each!(self, p => p.order())
+    }
+    fn budgets(&self) -> bool {
+        each!(self, p => p.budgets())
     }
     fn admit(&mut self, req: &RequestMeta, view: &PoolView<'_>, wait_secs: f64) -> Admission {
         each!(self, p => p.admit(req, view, wait_secs))

@@ -15,7 +15,7 @@ use crate::predict::OutputLengths;
 use crate::reject::RejectReason;
 use crate::request::{ParallelismKind, Priority, RequestId, RequestMeta};
 use crate::route::Router;
-use crate::schedule::order::{Entry, OrderKind, Queues};
+use crate::schedule::order::{Entry, Queues};
 use crate::schedule::{Admission, Live, Policy, QueueKey, SchedulingPolicy};
 use crate::stats::Stats;
 use crate::time::Time;
@@ -208,9 +208,10 @@ impl<T> Scheduler<T> {
         self.clock
     }
 
-    /// Whether the order in force is class-aware (shedding and wait budgets apply).
+    /// Whether the wait budgets apply (shedding and class wait targets; see
+    /// `SchedulingPolicy::budgets`), never behind a plain router.
     pub(super) fn class_aware(&self) -> bool {
-        self.policy.order() != OrderKind::Arrival && self.config.queue_at == QueueAt::Gateway
+        self.policy.budgets() && self.config.queue_at == QueueAt::Gateway
     }
 
     /// Records a rejection and queues it for the next poll.

@@ -11,7 +11,8 @@
 //! higher class, and the requests of its own and lower classes whose virtual start is not
 //! later than its own.
 //!
-//! # Budgets and shedding (class-aware policies only; `fifo` sheds nothing)
+//! # Budgets and shedding (class-aware policies and `adaptive` in every mode; `fifo`
+//! sheds nothing)
 //!
 //! A request may wait at most its *budget*: its class's wait target
 //! ([`super::OverloadConfig::wait`]), or less when its own SLO leaves less (TTFT target

@@ -189,6 +189,25 @@ fn fifo_sheds_nothing_by_class_and_waits_for_its_timeout() {
 }
 
 #[test]
+fn the_default_sheds_plain_traffic_at_once_under_overload_instead_of_timing_it_out() {
+    // one class, no SLOs: adaptive orders by arrival (its fifo mode) but keeps the class
+    // wait budgets, so the queue holds what can be served within normal's 5 s
+    let mut h = overloaded(PolicyConfig::default());
+    for i in 0..400u64 {
+        h.submit(meta(i, ms(i)), ms(i));
+        h.poll(ms(i));
+    }
+    assert_eq!(h.s.active_policy(), "fifo");
+    let rejected = h.rejected();
+    assert!(!rejected.is_empty());
+    assert!(rejected.iter().all(|(_, k)| *k == RejectKind::Shed));
+    // at 10 requests/s and a 5 s budget, about 50 wait; the rest were told at once
+    let queued = h.s.queue_len();
+    assert!((40..=60).contains(&queued), "{queued} queued");
+    assert_eq!(queued + rejected.len(), 400);
+}
+
+#[test]
 fn a_switch_of_policy_keeps_every_queued_request_and_reorders_them() {
     let mut h = H::new(&[1], PolicyConfig::Fifo(Default::default()));
     h.submit(meta(0, Time::ZERO), Time::ZERO);

@@ -276,6 +276,8 @@ pub struct GatewayConfig {
     pub max_body_bytes: usize,
     /// Shutdown grace period.
     pub shutdown_grace: Duration,
+    /// Limits on client connections and request reads.
+    pub client: crate::listener::ClientLimits,
     /// Assumed output tokens when a request gives none.
     pub default_max_tokens: u32,
     /// Priority of requests without `x-priority`.

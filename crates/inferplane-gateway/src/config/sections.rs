@@ -20,6 +20,17 @@ pub struct ServerSection {
     pub default_max_tokens: u32,
     /// Priority of requests without `x-priority`.
     pub default_priority: Priority,
+    /// Longest time to receive a request's headers, from a connection's start or the end
+    /// of its previous response: also the idle keep-alive timeout.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Longest time to receive a request's body once its headers are in.
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// Most client connections open at once; beyond it a newcomer gets a 503 and is
+    /// closed. Keep it below the process's file-descriptor limit less what the engine
+    /// connections need.
+    pub max_connections: usize,
 }
 
 impl Default for ServerSection {
@@ -30,6 +41,9 @@ impl Default for ServerSection {
             shutdown_grace: Duration::from_secs(30),
             default_max_tokens: inferplane_core::request::DEFAULT_MAX_TOKENS,
             default_priority: Priority::Normal,
+            header_read_timeout: Duration::from_secs(30),
+            body_read_timeout: Duration::from_secs(30),
+            max_connections: 4096,
         }
     }
 }

@@ -68,6 +68,17 @@ impl FileConfig {
             ));
         }
         at_least_one("retry.max_attempts", self.retry.max_attempts)?;
+        positive(
+            "server.header_read_timeout",
+            self.server.header_read_timeout,
+        )?;
+        positive("server.body_read_timeout", self.server.body_read_timeout)?;
+        if self.server.max_connections == 0 {
+            return Err(ConfigError::new(
+                "server.max_connections",
+                "must be at least 1",
+            ));
+        }
         positive("timeouts.connect", self.timeouts.connect)?;
         positive("timeouts.first_byte", self.timeouts.first_byte)?;
         positive("timeouts.idle", self.timeouts.idle)?;
@@ -166,6 +177,11 @@ impl FileConfig {
             listen,
             max_body_bytes: self.server.max_body_bytes,
             shutdown_grace: self.server.shutdown_grace,
+            client: crate::listener::ClientLimits {
+                header_read_timeout: self.server.header_read_timeout,
+                body_read_timeout: self.server.body_read_timeout,
+                max_connections: self.server.max_connections,
+            },
             default_max_tokens: self.server.default_max_tokens,
             default_priority: self.server.default_priority,
             admin_token: self.admin.token.clone(),

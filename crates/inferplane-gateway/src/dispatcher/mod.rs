@@ -67,6 +67,8 @@ pub(crate) struct Inflight {
     route: Route,
     meta: RequestMeta,
     tag: Option<Arc<str>>,
+    /// The registration it was placed on (slot and generation).
+    ix: inferplane_core::InstanceIx,
 }
 
 /// Models served, for the HTTP edge to check without a round trip.

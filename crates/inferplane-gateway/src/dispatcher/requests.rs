@@ -95,6 +95,7 @@ impl Dispatcher {
                                 route,
                                 meta: p.meta,
                                 tag,
+                                ix: p.ix,
                             },
                         );
                     }
@@ -128,6 +129,12 @@ impl Dispatcher {
         let Some(pool) = self.pools.get_mut(&rec.model) else {
             return;
         };
+        // the registration it ran on: an instance removed and registered again under the
+        // same id is another entry, never credited (or charged) with the old attempts
+        let same = pool
+            .scheduler
+            .instance(&instance)
+            .is_some_and(|i| i.ix == rec.ix);
         let completion = pool.scheduler.complete(attempt, outcome, now);
         // SLO judged once, by the scheduler; an instance removed meanwhile is judged the
         // same way here.
@@ -138,7 +145,7 @@ impl Dispatcher {
         let concurrency = completion
             .as_ref()
             .map_or(1, |c: &Completion| c.concurrency);
-        let entry = self.instances.get_mut(&instance);
+        let entry = self.instances.get_mut(&instance).filter(|_| same);
         let m = &pool.metrics;
         let mut circuit_change = None;
         if let Some(e) = entry {
@@ -159,6 +166,7 @@ impl Dispatcher {
             } => self
                 .instances
                 .get(&instance)
+                .filter(|_| same)
                 .and_then(|e| {
                     let spec = &e.backend.spec;
                     spec.price.map(|p| {
@@ -201,11 +209,11 @@ impl Dispatcher {
             access_log(&rec, &instance, &outcome, slo_met, cost);
             pool.stats.record(f);
             self.total.record(f);
-            if let Some(e) = self.instances.get_mut(&instance) {
+            if let Some(e) = self.instances.get_mut(&instance).filter(|_| same) {
                 e.stats.record(f);
             }
         }
-        if let Some(e) = self.instances.get(&instance) {
+        if let Some(e) = self.instances.get(&instance).filter(|_| same) {
             e.backend.metrics.inflight.dec();
         }
         if let Some(state) = circuit_change {

@@ -2,6 +2,7 @@
 //! `/metrics`, `/health`, the `/dashboard` page and the JSON error fallbacks. Tests call [`app`] directly.
 
 pub mod admin;
+pub mod body;
 pub mod openai;
 
 use crate::control_plane::ControlPlane;

@@ -13,7 +13,6 @@ use crate::relay::{Relay, RelayParams};
 use crate::telemetry::Route;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use inferplane_core::{Outcome, RequestMeta};
@@ -25,7 +24,7 @@ use tokio::time::Instant;
 pub async fn chat_completions(
     State(s): State<Arc<AppState>>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Response {
     proxy(s, Route::chat_completions, headers, body).await
 }
@@ -34,7 +33,7 @@ pub async fn chat_completions(
 pub async fn completions(
     State(s): State<Arc<AppState>>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Response {
     proxy(s, Route::completions, headers, body).await
 }
@@ -50,12 +49,7 @@ pub async fn models(State(s): State<Arc<AppState>>) -> Response {
     axum::Json(serde_json::json!({"object": "list", "data": data})).into_response()
 }
 
-async fn proxy(
-    s: Arc<AppState>,
-    route: Route,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
+async fn proxy(s: Arc<AppState>, route: Route, headers: HeaderMap, body: Body) -> Response {
     let arrival = Instant::now();
     let mut request_id = None;
     let mut resp = match handle(&s, route, &headers, body, arrival, &mut request_id).await {
@@ -82,7 +76,7 @@ async fn handle(
     s: &Arc<AppState>,
     route: Route,
     headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
     arrival: Instant,
     request_id: &mut Option<String>,
 ) -> Result<Response, ApiError> {
@@ -90,23 +84,10 @@ async fn handle(
     let hm = HeaderMeta::parse(headers, cfg.default_priority, new_request_id)
         .map_err(|e| invalid(s, route, e))?;
     *request_id = Some(hm.request_id.clone());
-    let body = body.map_err(|e| {
-        let status = e.status();
-        invalid(
-            s,
-            route,
-            ApiError {
-                status,
-                message: format!("cannot read the request body: {}", e.body_text()),
-                code: if status == StatusCode::PAYLOAD_TOO_LARGE {
-                    "request_too_large"
-                } else {
-                    "invalid_request"
-                },
-                ..ApiError::bad_request("", None)
-            },
-        )
-    })?;
+    let client = &cfg.client;
+    let body = super::body::read(body, cfg.max_body_bytes, client.body_read_timeout)
+        .await
+        .map_err(|e| invalid(s, route, e))?;
     let bm = BodyMeta::parse(&body).map_err(|e| invalid(s, route, e))?;
     if s.cp.pool(&bm.model).is_none() {
         return Err(invalid(
