@@ -29,6 +29,25 @@ pub struct ClientLimits {
     pub body_read_timeout: Duration,
 }
 
+/// Three quarters of the soft open-file limit (`/proc/self/limits` on Linux), 4096
+/// where it cannot be read: the connection cap when none is configured.
+pub fn default_max_connections() -> usize {
+    std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|text| open_files_limit(&text))
+        .map_or(4096, |n| (n / 4 * 3).max(16))
+}
+
+/// The soft limit of the `Max open files` line of a `/proc/<pid>/limits` text.
+fn open_files_limit(text: &str) -> Option<usize> {
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// The answer to a connection over the cap, written before closing it.
 fn busy_answer() -> String {
     let body = r#"{"error":{"message":"too many open connections to this gateway; retry later","type":"server_error","param":null,"code":"too_many_connections"}}"#;
@@ -127,6 +146,17 @@ async fn busy(mut tcp: TcpStream) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_cap_follows_the_open_file_limit() {
+        let text = "Limit                     Soft Limit           Hard Limit           Units\nMax open files            1024                 524288               files\n";
+        assert_eq!(open_files_limit(text), Some(1024));
+        assert_eq!(
+            open_files_limit("Max open files   unlimited  unlimited files"),
+            None
+        );
+        assert!(default_max_connections() >= 16);
+    }
 
     #[test]
     fn the_busy_answer_is_well_formed_openai_json() {

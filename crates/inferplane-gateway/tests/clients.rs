@@ -16,7 +16,7 @@ fn limited() -> inferplane_gateway::FileConfig {
     let mut f = fast_config();
     f.server.header_read_timeout = Duration::from_millis(300);
     f.server.body_read_timeout = Duration::from_millis(300);
-    f.server.max_connections = 3;
+    f.server.max_connections = Some(3);
     f
 }
 

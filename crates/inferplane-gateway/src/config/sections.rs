@@ -28,9 +28,9 @@ pub struct ServerSection {
     #[serde(with = "humantime_serde")]
     pub body_read_timeout: Duration,
     /// Most client connections open at once; beyond it a newcomer gets a 503 and is
-    /// closed. Keep it below the process's file-descriptor limit less what the engine
-    /// connections need.
-    pub max_connections: usize,
+    /// closed. Default: three quarters of the process's open-file limit (the rest for
+    /// engine connections and files), 4096 where the limit cannot be read.
+    pub max_connections: Option<usize>,
 }
 
 impl Default for ServerSection {
@@ -43,7 +43,7 @@ impl Default for ServerSection {
             default_priority: Priority::Normal,
             header_read_timeout: Duration::from_secs(30),
             body_read_timeout: Duration::from_secs(30),
-            max_connections: 4096,
+            max_connections: None,
         }
     }
 }

@@ -73,7 +73,7 @@ impl FileConfig {
             self.server.header_read_timeout,
         )?;
         positive("server.body_read_timeout", self.server.body_read_timeout)?;
-        if self.server.max_connections == 0 {
+        if self.server.max_connections == Some(0) {
             return Err(ConfigError::new(
                 "server.max_connections",
                 "must be at least 1",
@@ -180,7 +180,10 @@ impl FileConfig {
             client: crate::listener::ClientLimits {
                 header_read_timeout: self.server.header_read_timeout,
                 body_read_timeout: self.server.body_read_timeout,
-                max_connections: self.server.max_connections,
+                max_connections: self
+                    .server
+                    .max_connections
+                    .unwrap_or_else(crate::listener::default_max_connections),
             },
             default_max_tokens: self.server.default_max_tokens,
             default_priority: self.server.default_priority,
