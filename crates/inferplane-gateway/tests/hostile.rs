@@ -129,3 +129,32 @@ async fn an_endless_event_ends_the_stream_with_an_error_event() {
     assert_eq!(m.total.completed, 0);
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_oversized_or_slow_metrics_page_costs_neither_memory_nor_health_checks() {
+    // a 5 MiB /metrics page that is also slow to start; the engine serves requests fine
+    let engine = standins::engine(Router::new().route(
+        "/metrics",
+        get(|| async {
+            tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+            let mut page = String::from("vllm:num_requests_running 3\n");
+            page.push_str(&"# filler\n".repeat((5 << 20) / 9));
+            page
+        }),
+    ));
+    let url = standins::serve(engine).await;
+    let mut f = fast_config();
+    f.scrape.timeout = std::time::Duration::from_secs(2);
+    pool_of(&mut f, &[("big", &url)]);
+    let gw = gateway(f, 1).await;
+    // health checks every 50 ms are not held up by the slow scrape
+    wait_instance(&gw, "big", |v| v.ready).await;
+    let http = reqwest::Client::new();
+    let (status, _, body) = post_chat(&http, &gw, &chat(MODEL, 2, false)).await;
+    assert_eq!(status, 200, "{body}");
+    // the page was refused: its load is unknown, not the 3 it claims
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let views = gw.control_plane().instances().await.unwrap();
+    assert_eq!(views[0].engine_running, None);
+    gw.shutdown().await;
+}
