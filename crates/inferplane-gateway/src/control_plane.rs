@@ -41,6 +41,8 @@ struct Inner {
     http: reqwest::Client,
     next_id: AtomicU64,
     task: JoinHandle<()>,
+    /// Set when the shutdown grace ran out: open streams end with an error event.
+    cut: tokio::sync::watch::Sender<bool>,
 }
 
 /// A handle to a running control plane. Cheap to clone.
@@ -104,6 +106,7 @@ impl ControlPlane {
             http,
             next_id: AtomicU64::new(1),
             task,
+            cut: tokio::sync::watch::Sender::new(false),
         };
         Ok(ControlPlane {
             inner: Arc::new(inner),
@@ -329,6 +332,16 @@ impl ControlPlane {
     /// Stops the dispatcher. Queued requests get a shutting-down error.
     pub fn shutdown(&self) {
         self.inner.task.abort();
+    }
+
+    /// Ends every open stream with an error event (the shutdown grace ran out).
+    pub fn cut_streams(&self) {
+        self.inner.cut.send_replace(true);
+    }
+
+    /// What relays watch to end their stream when [`Self::cut_streams`] is called.
+    pub fn cut_signal(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.inner.cut.subscribe()
     }
 
     /// Whether the dispatcher task still runs. It ends only when stopped or on a bug (a

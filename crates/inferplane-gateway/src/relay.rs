@@ -56,6 +56,9 @@ pub struct Relay {
     content_events: u32,
     guard: Option<AttemptGuard>,
     finished: bool,
+    /// Set when the gateway's shutdown grace has run out: the stream ends with an error
+    /// event instead of being cut.
+    cut: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Why the relay could not start (nothing reached the client: retryable).
@@ -126,6 +129,7 @@ impl Relay {
         resp: reqwest::Response,
         guard: AttemptGuard,
         params: RelayParams,
+        cut: tokio::sync::watch::Receiver<bool>,
     ) -> Result<Relay, StartFailure> {
         let mut upstream: Upstream = Box::pin(resp.bytes_stream());
         let fail = |guard, reason: String, timed_out| StartFailure {
@@ -169,6 +173,7 @@ impl Relay {
             content_events: 0,
             guard: Some(guard),
             finished: false,
+            cut,
         };
         relay.feed(&chunk);
         Ok(relay)
@@ -264,7 +269,19 @@ impl Relay {
                 return None;
             }
             let until = (Instant::now() + self.params.idle_timeout).min(self.params.deadline);
-            match tokio::time::timeout_at(until, self.upstream.next()).await {
+            let mut cut = self.cut.clone();
+            let cut_now = async move {
+                // the guard the wait returns is not `Send`: dropped before returning
+                let _ = cut.wait_for(|c| *c).await.map(|_| ());
+            };
+            let next = tokio::select! {
+                next = tokio::time::timeout_at(until, self.upstream.next()) => next,
+                () = cut_now => {
+                    self.broken("the gateway is shutting down and its grace period ran out".into());
+                    continue;
+                }
+            };
+            match next {
                 Ok(Some(Ok(chunk))) => self.feed(&chunk),
                 Ok(None) => {
                     if !self.buf.is_empty() {

@@ -99,6 +99,10 @@ impl Gateway {
             .is_ok();
         if !finished {
             tracing::warn!(grace = ?self.grace, "in-flight requests did not finish within the grace period");
+            // streams end with an error event, not a cut connection; a moment to write it
+            self.cp.cut_streams();
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_millis(500), &mut self.task).await;
             self.task.abort();
         }
         self.cp.shutdown();

@@ -242,7 +242,7 @@ impl Exec<'_> {
                 deadline,
                 prompt_estimate: self.prompt_estimate,
             };
-            match Relay::start(resp, guard, params).await {
+            match Relay::start(resp, guard, params, self.s.cp.cut_signal()).await {
                 Ok(relay) => {
                     let mut r = Response::new(Body::from_stream(relay.into_stream()));
                     r.headers_mut().insert(
