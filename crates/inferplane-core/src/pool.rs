@@ -258,16 +258,16 @@ impl<'a> PoolView<'a> {
         self.least_by(allowed, start, InstanceState::load_score)
     }
 
-    /// The eligible instance with the lowest `score`, scanning from `start` so that ties
-    /// rotate. O(instances).
-    pub fn least_by(
+    /// The eligible instance with the lowest `score` (any ordered score, e.g. a tuple
+    /// compared field by field), scanning from `start` so that ties rotate. O(instances).
+    pub fn least_by<S: PartialOrd>(
         &self,
         allowed: Allowed<'_>,
         start: usize,
-        score: impl Fn(&InstanceState) -> f64,
+        score: impl Fn(&InstanceState) -> S,
     ) -> Option<Slot> {
         let n = self.instances.len();
-        let mut best: Option<(Slot, f64)> = None;
+        let mut best: Option<(Slot, S)> = None;
         for i in 0..n {
             let ix = (start + i) % n;
             let Some(inst) = self.get(ix) else { continue };
@@ -275,7 +275,7 @@ impl<'a> PoolView<'a> {
                 continue;
             }
             let s = score(inst);
-            if best.is_none_or(|(_, b)| s < b) {
+            if best.as_ref().is_none_or(|(_, b)| s < *b) {
                 best = Some((ix, s));
             }
         }

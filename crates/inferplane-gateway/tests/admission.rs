@@ -18,25 +18,10 @@ use common::*;
 use inferplane_gateway::Gateway;
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use tokio::sync::watch;
 
 async fn queued(gw: &Gateway, class: usize) -> usize {
     gw.control_plane().policies().await.unwrap()[0].queued_by_priority[class]
-}
-
-async fn eventually<F, Fut>(what: &str, cond: F)
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..1000 {
-        if cond().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    panic!("never: {what}");
 }
 
 #[tokio::test]

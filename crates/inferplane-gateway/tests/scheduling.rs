@@ -9,7 +9,6 @@ mod common;
 
 use common::*;
 use serde_json::{Value, json};
-use std::time::Duration;
 use tokio::time::Instant;
 
 fn pool_with(
@@ -59,9 +58,15 @@ async fn a_high_priority_request_overtakes_a_queue_of_low_priority_ones() {
     };
     // One long request holds the only slot; five low ones queue behind it.
     let running = send("normal", 60);
-    gw_wait(|| async { gw.control_plane().metrics().await.unwrap().total.active == 1 }).await;
+    eventually("one request active", || async {
+        gw.control_plane().metrics().await.unwrap().total.active == 1
+    })
+    .await;
     let lows: Vec<_> = (0..5).map(|_| send("low", 10)).collect();
-    gw_wait(|| async { queued_low(&gw).await == 5 }).await;
+    eventually("five low requests queued", || async {
+        queued_low(&gw).await == 5
+    })
+    .await;
     let high = send("high", 10);
     let high_done = high.await.unwrap();
     running.await.unwrap();
@@ -72,20 +77,6 @@ async fn a_high_priority_request_overtakes_a_queue_of_low_priority_ones() {
         );
     }
     gw.shutdown().await;
-}
-
-async fn gw_wait<F, Fut>(cond: F)
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..1000 {
-        if cond().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    panic!("condition never held");
 }
 
 #[tokio::test]

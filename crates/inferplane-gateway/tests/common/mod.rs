@@ -156,3 +156,18 @@ pub async fn metrics_text(gw: &Gateway) -> String {
         .await
         .unwrap()
 }
+
+/// Polls `cond` until it holds (bounded: 1,000 tries 5 ms apart), else fails naming `what`.
+pub async fn eventually<F, Fut>(what: &str, cond: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..1000 {
+        if cond().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("never: {what}");
+}

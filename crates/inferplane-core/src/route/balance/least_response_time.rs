@@ -51,20 +51,7 @@ impl RoutingStrategy for LeastResponseTime {
         view: &PoolView<'_>,
         allowed: Allowed<'_>,
     ) -> Option<Slot> {
-        let n = view.instances.len();
-        let mut best: Option<(Slot, f64)> = None;
-        for i in 0..n {
-            let ix = (self.cursor + i) % n;
-            if !view.eligible(ix, allowed) {
-                continue;
-            }
-            let Some(inst) = view.get(ix) else { continue };
-            let score = Self::score(req, inst);
-            if best.is_none_or(|(_, b)| score < b) {
-                best = Some((ix, score));
-            }
-        }
-        let (ix, _) = best?;
+        let ix = view.least_by(allowed, self.cursor, |inst| Self::score(req, inst))?;
         self.cursor = ix + 1;
         Some(ix)
     }

@@ -57,20 +57,10 @@ impl RoutingStrategy for LeastTtft {
         view: &PoolView<'_>,
         allowed: Allowed<'_>,
     ) -> Option<Slot> {
-        let n = view.instances.len();
-        let mut best: Option<(Slot, (u64, f64))> = None;
-        for i in 0..n {
-            let ix = (self.cursor + i) % n;
-            let Some(inst) = view.get(ix) else { continue };
-            if !view.has_room(inst) || !allowed.contains(ix) {
-                continue;
-            }
-            let s = Self::score(req, inst, view.now);
-            if best.is_none_or(|(_, b)| s.0 < b.0 || (s.0 == b.0 && s.1 < b.1)) {
-                best = Some((ix, s));
-            }
-        }
-        let (ix, _) = best?;
+        // the TTFT band first, then the load within a band
+        let ix = view.least_by(allowed, self.cursor, |inst| {
+            Self::score(req, inst, view.now)
+        })?;
         self.cursor = ix + 1;
         Some(ix)
     }
