@@ -5,9 +5,17 @@
 //! gateway running out of file descriptors and freezing), `TCP_NODELAY` (streamed answers
 //! are many small writes: without it, Nagle's algorithm holds each for the client's
 //! delayed ACK, ~40 ms), and a graceful drain: on stop, no new connections, idle ones are
-//! closed, busy ones finish their request.
+//! closed, busy ones finish their request. The socket hyper is given (`listener/io.rs`) puts an
+//! OpenAI body on hyper's own answers to unparseable requests and closes by lingering,
+//! so that a client still sending a rejected body reads its answer instead of a reset.
 
+mod io;
+
+pub use io::{LINGER_BYTES, LINGER_IDLE, LINGER_TIME};
+
+use crate::error::ApiError;
 use axum::Router;
+use axum::http::StatusCode;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use std::sync::Arc;
@@ -50,11 +58,17 @@ fn open_files_limit(text: &str) -> Option<usize> {
 
 /// The answer to a connection over the cap, written before closing it.
 fn busy_answer() -> String {
-    let body = r#"{"error":{"message":"too many open connections to this gateway; retry later","type":"server_error","param":null,"code":"too_many_connections"}}"#;
-    format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    )
+    let err = ApiError {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        kind: "server_error",
+        code: "too_many_connections",
+        retry_after: Some(1),
+        ..ApiError::bad_request(
+            "too many open connections to this gateway; retry later",
+            None,
+        )
+    };
+    io::raw_answer(&err, "")
 }
 
 /// Serves `router` on `listener` until `stop` fires, then drains: returns when every
@@ -116,7 +130,7 @@ async fn connection(
         .timer(TokioTimer::new())
         .header_read_timeout(header_read_timeout)
         .keep_alive(true);
-    let conn = builder.serve_connection(TokioIo::new(tcp), service);
+    let conn = builder.serve_connection(TokioIo::new(io::ClientIo::new(tcp)), service);
     tokio::pin!(conn);
     let drained = async move {
         // the guard the wait returns is not `Send`: drop it before the next await
