@@ -1,7 +1,9 @@
 //! `ControlPlane`: the embeddable manager (the seed's `ControlPlaneManager`). It starts the
 //! dispatcher task and gives a cheap, clonable handle to submit requests, register, drain
 //! and remove instances, and read metrics. The HTTP gateway is one user of it; a Rust
-//! program can be another, doing its own I/O with the placements it gets.
+//! program can be another, doing its own I/O with the placements it gets. Its calls fail
+//! with a [`PlaneError`] (unknown model, rejected with the core's reason, conflict, not
+//! found, invalid setting, shutting down), which knows nothing of HTTP.
 
 use crate::backend;
 use crate::config::GatewayConfig;
@@ -9,7 +11,7 @@ use crate::dispatcher::{
     AdminCmd, Assignment, Clock, Ctl, Dispatcher, InstanceView, MetricsView, ModelTable, Submission,
 };
 use crate::dispatcher::{PolicyChange, PolicyView};
-use crate::error::ApiError;
+use crate::plane_error::PlaneError;
 use crate::telemetry::{PoolMetrics, Route, Telemetry};
 use inferplane_core::{
     AttemptId, EngineInfo, InstanceId, InstanceSpec, RequestId, RequestMeta, Time,
@@ -156,8 +158,10 @@ impl ControlPlane {
     }
 
     /// Queues a request and waits for its placement (or its rejection). If the returned
-    /// future is dropped while waiting, the request leaves the queue.
-    pub async fn submit(&self, meta: RequestMeta, route: Route) -> Result<Assignment, ApiError> {
+    /// future is dropped while waiting, the request leaves the queue. Fails with
+    /// [`PlaneError::UnknownModel`], [`PlaneError::Rejected`] (the scheduler's reason) or
+    /// [`PlaneError::ShuttingDown`].
+    pub async fn submit(&self, meta: RequestMeta, route: Route) -> Result<Assignment, PlaneError> {
         self.place(meta, route, None, None).await
     }
 
@@ -168,7 +172,7 @@ impl ControlPlane {
         meta: RequestMeta,
         route: Route,
         request_id: Arc<str>,
-    ) -> Result<Assignment, ApiError> {
+    ) -> Result<Assignment, PlaneError> {
         self.place(meta, route, None, Some(request_id)).await
     }
 
@@ -181,7 +185,7 @@ impl ControlPlane {
         route: Route,
         failed: AttemptId,
         instance: InstanceId,
-    ) -> Result<Assignment, ApiError> {
+    ) -> Result<Assignment, PlaneError> {
         self.place(meta, route, Some((failed, instance)), None)
             .await
     }
@@ -194,7 +198,7 @@ impl ControlPlane {
         failed: AttemptId,
         instance: InstanceId,
         request_id: Arc<str>,
-    ) -> Result<Assignment, ApiError> {
+    ) -> Result<Assignment, PlaneError> {
         self.place(meta, route, Some((failed, instance)), Some(request_id))
             .await
     }
@@ -205,7 +209,7 @@ impl ControlPlane {
         route: Route,
         retry: Option<(AttemptId, InstanceId)>,
         tag: Option<Arc<str>>,
-    ) -> Result<Assignment, ApiError> {
+    ) -> Result<Assignment, PlaneError> {
         let (reply, rx) = oneshot::channel();
         let mut guard = CancelOnDrop {
             ctl: self.inner.ctl_tx.clone(),
@@ -223,8 +227,8 @@ impl ControlPlane {
                 reply,
             })
             .await
-            .map_err(|_| ApiError::shutting_down())?;
-        let res = rx.await.map_err(|_| ApiError::shutting_down());
+            .map_err(|_| PlaneError::ShuttingDown)?;
+        let res = rx.await.map_err(|_| PlaneError::ShuttingDown);
         guard.armed = false;
         res?
     }
@@ -232,17 +236,18 @@ impl ControlPlane {
     async fn admin<R>(
         &self,
         make: impl FnOnce(oneshot::Sender<R>) -> AdminCmd,
-    ) -> Result<R, ApiError> {
+    ) -> Result<R, PlaneError> {
         let (tx, rx) = oneshot::channel();
         self.inner
             .ctl_tx
             .send(Ctl::Admin(make(tx)))
-            .map_err(|_| ApiError::shutting_down())?;
-        rx.await.map_err(|_| ApiError::shutting_down())
+            .map_err(|_| PlaneError::ShuttingDown)?;
+        rx.await.map_err(|_| PlaneError::ShuttingDown)
     }
 
-    /// Registers an instance; it receives work once its first health check passes.
-    pub async fn register_instance(&self, spec: InstanceSpec) -> Result<InstanceView, ApiError> {
+    /// Registers an instance; it receives work once its first health check passes. Fails
+    /// with [`PlaneError::Conflict`] if its id is already registered.
+    pub async fn register_instance(&self, spec: InstanceSpec) -> Result<InstanceView, PlaneError> {
         self.register_instance_with(spec, None, EngineInfo::default())
             .await
     }
@@ -252,7 +257,7 @@ impl ControlPlane {
         &self,
         spec: InstanceSpec,
         api_key: crate::config::Secret,
-    ) -> Result<InstanceView, ApiError> {
+    ) -> Result<InstanceView, PlaneError> {
         self.register_instance_with(spec, Some(api_key), EngineInfo::default())
             .await
     }
@@ -265,40 +270,44 @@ impl ControlPlane {
         spec: InstanceSpec,
         api_key: Option<crate::config::Secret>,
         engine: EngineInfo,
-    ) -> Result<InstanceView, ApiError> {
+    ) -> Result<InstanceView, PlaneError> {
         self.admin(|tx| AdminCmd::Register(spec, api_key, engine, tx))
             .await?
     }
 
-    /// Removes an instance; requests in flight there finish.
-    pub async fn remove_instance(&self, id: &InstanceId) -> Result<InstanceView, ApiError> {
+    /// Removes an instance; requests in flight there finish. Fails with
+    /// [`PlaneError::NotFound`] for an id not registered.
+    pub async fn remove_instance(&self, id: &InstanceId) -> Result<InstanceView, PlaneError> {
         self.admin(|tx| AdminCmd::Remove(id.clone(), tx)).await?
     }
 
-    /// Stops sending new work to an instance; in-flight requests finish.
-    pub async fn drain_instance(&self, id: &InstanceId) -> Result<InstanceView, ApiError> {
+    /// Stops sending new work to an instance; in-flight requests finish. Fails with
+    /// [`PlaneError::NotFound`] for an id not registered.
+    pub async fn drain_instance(&self, id: &InstanceId) -> Result<InstanceView, PlaneError> {
         self.admin(|tx| AdminCmd::Drain(id.clone(), tx)).await?
     }
 
     /// Every instance.
-    pub async fn instances(&self) -> Result<Vec<InstanceView>, ApiError> {
+    pub async fn instances(&self) -> Result<Vec<InstanceView>, PlaneError> {
         self.admin(AdminCmd::List).await
     }
 
     /// The seed's `PerformanceMetrics`: total, per pool, per instance.
-    pub async fn metrics(&self) -> Result<MetricsView, ApiError> {
+    pub async fn metrics(&self) -> Result<MetricsView, PlaneError> {
         self.admin(AdminCmd::Metrics).await
     }
 
     /// Every pool's scheduling policy, routing strategy and balancing algorithm, with the
     /// adaptive policy's current choice.
-    pub async fn policies(&self) -> Result<Vec<PolicyView>, ApiError> {
+    pub async fn policies(&self) -> Result<Vec<PolicyView>, PlaneError> {
         self.admin(AdminCmd::GetPolicy).await
     }
 
     /// Switches scheduling policy, routing strategy and/or balancing algorithm at run time,
-    /// for one pool or all; queued requests are kept and re-ordered.
-    pub async fn set_policy(&self, change: PolicyChange) -> Result<Vec<PolicyView>, ApiError> {
+    /// for one pool or all; queued requests are kept and re-ordered. Fails, changing
+    /// nothing, with [`PlaneError::InvalidSetting`] for a setting out of bounds and
+    /// [`PlaneError::UnknownModel`] for a pool that does not exist.
+    pub async fn set_policy(&self, change: PolicyChange) -> Result<Vec<PolicyView>, PlaneError> {
         self.admin(|tx| AdminCmd::SetPolicy(change, tx)).await?
     }
 

@@ -1,10 +1,12 @@
 //! The gateway's one HTTP error type. Everything that goes wrong for a client ends up as an
 //! [`ApiError`], which becomes an OpenAI-shaped response
-//! `{"error":{"message","type","param","code"}}` at the edge, and nowhere else.
+//! `{"error":{"message","type","param","code"}}` at the edge, and nowhere else. The library
+//! (control plane, dispatcher) never builds one: it answers a
+//! [`PlaneError`](crate::PlaneError), which the HTTP edge turns into an `ApiError`
+//! (`impl From<PlaneError> for ApiError` in `http/`).
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use inferplane_core::{RejectKind, RejectReason};
 
 /// An error answered to a client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,25 +36,6 @@ impl ApiError {
             kind: "invalid_request_error",
             param: param.map(str::to_string),
             code: "invalid_request",
-            retry_after: None,
-        }
-    }
-
-    /// 404 for a model no pool serves.
-    pub fn unknown_model(model: &str, known: &[String]) -> Self {
-        ApiError {
-            status: StatusCode::NOT_FOUND,
-            message: format!(
-                "The model `{model}` does not exist. Models served here: {}.",
-                if known.is_empty() {
-                    "none".to_string()
-                } else {
-                    known.join(", ")
-                }
-            ),
-            kind: "invalid_request_error",
-            param: Some("model".into()),
-            code: "model_not_found",
             retry_after: None,
         }
     }
@@ -114,50 +97,6 @@ impl ApiError {
             param: None,
             code: "upstream_error",
             retry_after: None,
-        }
-    }
-
-    /// 503 while shutting down.
-    pub fn shutting_down() -> Self {
-        ApiError {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            message: "the gateway is shutting down".into(),
-            kind: "server_error",
-            param: None,
-            code: "shutting_down",
-            retry_after: None,
-        }
-    }
-
-    /// The answer for a request the scheduler would not (or no longer) queue.
-    pub fn rejected(model: &str, reason: &RejectReason) -> Self {
-        let kind = reason.kind();
-        let status = match kind {
-            // Overload: the client may retry later.
-            RejectKind::QueueFull | RejectKind::Shed => StatusCode::TOO_MANY_REQUESTS,
-            RejectKind::NoInstances
-            | RejectKind::NoneReady
-            | RejectKind::QueueTimeout
-            | RejectKind::SloInfeasible => StatusCode::SERVICE_UNAVAILABLE,
-            RejectKind::DeadlineMissed => StatusCode::GATEWAY_TIMEOUT,
-            RejectKind::OverBudget => StatusCode::PAYMENT_REQUIRED,
-            RejectKind::ContextLengthExceeded => StatusCode::BAD_REQUEST,
-        };
-        let code = kind.as_str();
-        let invalid = kind == RejectKind::ContextLengthExceeded;
-        ApiError {
-            status,
-            message: format!("model `{model}`: {reason}"),
-            kind: if invalid {
-                "invalid_request_error"
-            } else {
-                "server_error"
-            },
-            param: invalid.then(|| "messages".to_string()),
-            code,
-            retry_after: reason
-                .retry_after()
-                .map(|d| u32::try_from(d.as_secs().max(1)).unwrap_or(u32::MAX)),
         }
     }
 

@@ -5,17 +5,21 @@
 //!
 //! - [`control_plane`] and [`builder`]: [`ControlPlane`], the library API (builder, submit,
 //!   register, drain, remove, metrics, run-time policy switching).
+//! - [`plane_error`]: [`PlaneError`], what the library API and the dispatcher answer when
+//!   they cannot do what was asked (unknown model, rejected with the core's reason,
+//!   conflict, not found, invalid setting, shutting down). It knows nothing of HTTP.
 //! - [`dispatcher`]: the task that owns every pool's `core::Scheduler`, instance health and
 //!   circuit state, and request accounting.
-//! - [`http`]: the routes ([`http::app`]); [`server`]: [`Gateway`], the router on a socket
-//!   with graceful shutdown.
+//! - [`http`]: the routes ([`http::app`]), and the one mapping of a [`PlaneError`] to an
+//!   [`ApiError`] (status, OpenAI `type`/`code`/`param`, `Retry-After`); [`server`]:
+//!   [`Gateway`], the router on a socket with graceful shutdown.
 //! - [`backend`] and [`relay`]: one attempt at an engine, and SSE relaying.
 //! - [`probe`], [`health`], [`scrape`]: health checks, circuit breakers, load scraping.
 //! - [`engine_info`]: what each engine says about itself (batch limit, context length, KV
 //!   capacity), discovered when it becomes healthy.
 //! - [`config`], [`meta`], [`error`], [`telemetry`], [`stats`]: configuration, request
-//!   metadata from headers and body, the HTTP error type, Prometheus metrics, and the
-//!   JSON `PerformanceMetrics`.
+//!   metadata from headers and body, the HTTP error type (the edge's only: the library
+//!   never builds one), Prometheus metrics, and the JSON `PerformanceMetrics`.
 
 pub mod backend;
 pub mod builder;
@@ -28,6 +32,7 @@ pub mod health;
 pub mod http;
 pub mod listener;
 pub mod meta;
+pub mod plane_error;
 pub mod probe;
 pub mod relay;
 pub mod scrape;
@@ -39,4 +44,5 @@ pub use builder::{BuildError, ControlPlaneBuilder};
 pub use config::{ConfigError, FileConfig, GatewayConfig};
 pub use control_plane::ControlPlane;
 pub use error::ApiError;
+pub use plane_error::{NotReady, PlaneError, Unready};
 pub use server::{Gateway, GatewayError, Stopped};

@@ -3,7 +3,7 @@
 
 use super::*;
 
-use crate::error::ApiError;
+use crate::plane_error::PlaneError;
 use inferplane_core::InstanceId;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,7 +16,7 @@ impl Dispatcher {
             }
             AdminCmd::Remove(id, reply) => {
                 let res = match self.view(&id) {
-                    None => Err(ApiError::not_found(format!("no instance {id}"))),
+                    None => Err(PlaneError::NotFound(id)),
                     Some(view) => {
                         if let Some(e) = self.instances.remove(&id) {
                             e.probe.abort();
@@ -39,14 +39,13 @@ impl Dispatcher {
             AdminCmd::Drain(id, reply) => {
                 let model = self.model_of(&id);
                 let res = match model {
-                    None => Err(ApiError::not_found(format!("no instance {id}"))),
+                    None => Err(PlaneError::NotFound(id)),
                     Some(model) => {
                         if let Some(pool) = self.pools.get_mut(&model) {
                             pool.scheduler.set_draining(&id, true);
                         }
                         tracing::info!(instance = %id, "instance draining");
-                        self.view(&id)
-                            .ok_or_else(|| ApiError::not_found(format!("no instance {id}")))
+                        self.view(&id).ok_or(PlaneError::NotFound(id))
                     }
                 };
                 let _ = reply.send(res);
@@ -124,7 +123,10 @@ impl Dispatcher {
         views
     }
 
-    pub(super) fn set_policy(&mut self, change: PolicyChange) -> Result<Vec<PolicyView>, ApiError> {
+    pub(super) fn set_policy(
+        &mut self,
+        change: PolicyChange,
+    ) -> Result<Vec<PolicyView>, PlaneError> {
         // checked before anything changes: a bad setting must not reach (and panic) a pool
         use inferplane_core::settings::{check_balance, check_policy, check_routing};
         let checked = change
@@ -133,19 +135,11 @@ impl Dispatcher {
             .map_or(Ok(()), check_policy)
             .and(change.routing.as_ref().map_or(Ok(()), check_routing))
             .and(change.balancing.as_ref().map_or(Ok(()), check_balance));
-        if let Err(e) = checked {
-            return Err(ApiError::bad_request(
-                format!("invalid policy change: {e}"),
-                Some(e.field),
-            ));
-        }
+        checked.map_err(PlaneError::InvalidSetting)?;
         let models: Vec<Arc<str>> = match &change.model {
             Some(m) => match self.pools.get_key_value(m.as_str()) {
                 Some((k, _)) => vec![k.clone()],
-                None => {
-                    let known: Vec<String> = self.pools.keys().map(|k| k.to_string()).collect();
-                    return Err(ApiError::unknown_model(m, &known));
-                }
+                None => return Err(self.unknown_model(m)),
             },
             None => self.pools.keys().cloned().collect(),
         };

@@ -8,11 +8,11 @@
 use super::*;
 
 use crate::engine_info;
-use crate::error::ApiError;
 use crate::health::{Circuit, CircuitBreaker, Health, HealthTracker};
+use crate::plane_error::PlaneError;
 use crate::probe;
 use crate::stats::Stats;
-use inferplane_core::{EngineInfo, EngineLoad, InstanceId, InstanceSpec};
+use inferplane_core::{DuplicateInstance, EngineInfo, EngineLoad, InstanceId, InstanceSpec};
 use std::sync::Arc;
 
 /// An instance's engine facts by source, and the merged ones the scheduler has.
@@ -43,22 +43,19 @@ impl Dispatcher {
         spec: InstanceSpec,
         api_key: Option<crate::config::Secret>,
         configured: EngineInfo,
-    ) -> Result<InstanceView, ApiError> {
+    ) -> Result<InstanceView, PlaneError> {
         if self.instances.contains_key(&spec.id) {
-            return Err(ApiError::conflict(format!(
-                "instance {} is already registered",
-                spec.id
-            )));
+            return Err(PlaneError::Conflict(DuplicateInstance(spec.id)));
         }
         let model = self.ensure_pool(&spec.model);
         let now = self.clock.now();
-        let pool = self
-            .pools
-            .get_mut(&model)
-            .ok_or_else(|| ApiError::not_found("pool vanished"))?;
+        // just made by `ensure_pool`
+        let Some(pool) = self.pools.get_mut(&model) else {
+            return Err(self.unknown_model(&spec.model));
+        };
         pool.scheduler
             .add_instance(spec.clone())
-            .map_err(|e| ApiError::conflict(e.to_string()))?;
+            .map_err(PlaneError::Conflict)?;
         // The planner's forecast for an instance that names its GPU: rates to start from,
         // and the batch limit, context and KV capacity an engine of that kind has until
         // the engine or the configuration says otherwise.
@@ -100,7 +97,7 @@ impl Dispatcher {
         );
         self.apply_engine_info(&spec.id);
         self.view(&spec.id)
-            .ok_or_else(|| ApiError::not_found("instance vanished"))
+            .ok_or_else(|| PlaneError::NotFound(spec.id.clone()))
     }
 
     pub(super) fn view(&self, id: &InstanceId) -> Option<InstanceView> {

@@ -20,8 +20,8 @@ use requests::sync_pool_metrics;
 pub use types::*;
 
 use crate::config::GatewayConfig;
-use crate::error::ApiError;
 use crate::health::{CircuitBreaker, HealthTracker};
+use crate::plane_error::PlaneError;
 use crate::stats::{Finished, Stats};
 use crate::telemetry::{PoolMetrics, Route, Status, Telemetry};
 use arc_swap::ArcSwap;
@@ -45,7 +45,7 @@ pub(crate) struct Pool {
 
 /// A queued request's reply channel.
 pub(crate) struct Waiter {
-    reply: oneshot::Sender<Result<Assignment, ApiError>>,
+    reply: oneshot::Sender<Result<Assignment, PlaneError>>,
     route: Route,
     tag: Option<Arc<str>>,
 }
@@ -154,6 +154,17 @@ impl Dispatcher {
         self.models.store(Arc::new(table));
         key
     }
+
+    /// The error for a model no pool serves, naming those served (sorted).
+    pub(super) fn unknown_model(&self, model: &str) -> PlaneError {
+        let mut known: Vec<String> = self.pools.keys().map(|k| k.to_string()).collect();
+        known.sort();
+        PlaneError::UnknownModel {
+            model: model.to_string(),
+            known,
+        }
+    }
+
     pub(super) fn model_of(&self, id: &InstanceId) -> Option<Arc<str>> {
         let e = self.instances.get(id)?;
         self.pools

@@ -5,8 +5,8 @@
 
 use super::*;
 
-use crate::error::ApiError;
 use crate::health::{Circuit, Health};
+use crate::plane_error::{NotReady, PlaneError, Unready};
 use crate::stats::{Finished, Stats};
 use crate::telemetry::Status;
 use inferplane_core::{AttemptId, Completion, InstanceId, Outcome, RejectKind, Rejection, Slo};
@@ -20,10 +20,7 @@ impl Dispatcher {
             .get_key_value(s.meta.model.as_str())
             .map(|(k, _)| k.clone())
         else {
-            let known: Vec<String> = self.pools.keys().map(|k| k.to_string()).collect();
-            let _ = s
-                .reply
-                .send(Err(ApiError::unknown_model(&s.meta.model, &known)));
+            let _ = s.reply.send(Err(self.unknown_model(&s.meta.model)));
             return;
         };
         let Some(pool) = self.pools.get_mut(&model) else {
@@ -61,7 +58,7 @@ impl Dispatcher {
                 .any(|r| r.reason.kind() == RejectKind::NoneReady)
                 .then(|| not_ready(&pool.scheduler, &self.instances));
             for r in fx.rejections.drain(..) {
-                reject(pool, &mut self.total, model, r, none_ready.as_deref());
+                reject(pool, &mut self.total, model, r, none_ready.as_ref());
             }
             let mut freed = false;
             for p in fx.placements.drain(..) {
@@ -316,48 +313,40 @@ fn access_log(
     }
 }
 
-/// Why each instance of a pool takes no work, for a `no_ready_instance` answer:
-/// `a: unhealthy, b: circuit open, c: draining` (at most 8 named).
+/// Why each instance of a pool takes no work, for a `no_ready_instance` answer (at most
+/// [`NotReady::LISTED`] named).
 pub(super) fn not_ready(
     scheduler: &inferplane_core::Scheduler<Waiter>,
     instances: &std::collections::HashMap<InstanceId, super::InstanceEntry>,
-) -> String {
-    let mut parts = Vec::new();
-    let mut more = 0usize;
+) -> NotReady {
+    let mut not_ready = NotReady::default();
     for i in scheduler.instances() {
-        if parts.len() == 8 {
-            more += 1;
-            continue;
-        }
         let why = if i.draining {
-            "draining"
+            Unready::Draining
         } else if let Some(e) = instances.get(&i.spec.id) {
             match (e.health.state(), e.circuit.state()) {
-                (Health::Starting, _) => "starting (no health check passed yet)",
-                (Health::Unhealthy, _) => "unhealthy",
-                (_, Circuit::Open { .. }) => "circuit open after failures",
-                (_, Circuit::HalfOpen) => "circuit half-open",
-                _ => "not ready",
+                (Health::Starting, _) => Unready::Starting,
+                (Health::Unhealthy, _) => Unready::Unhealthy,
+                (_, Circuit::Open { .. }) => Unready::CircuitOpen,
+                (_, Circuit::HalfOpen) => Unready::CircuitHalfOpen,
+                _ => Unready::Other,
             }
         } else {
-            "not ready"
+            Unready::Other
         };
-        parts.push(format!("{}: {why}", i.spec.id));
+        not_ready.push(i.spec.id.clone(), why);
     }
-    if more > 0 {
-        parts.push(format!("and {more} more"));
-    }
-    parts.join(", ")
+    not_ready
 }
 
-/// Answers a request the scheduler refused or dropped, and accounts for it; `detail`
-/// is added to the message (why no instance is ready).
+/// Answers a request the scheduler refused or dropped, and accounts for it; a
+/// `no_ready_instance` rejection carries `not_ready` (why no instance is ready).
 pub(super) fn reject(
     pool: &mut Pool,
     total: &mut Stats,
     model: &str,
     r: Rejection<Waiter>,
-    detail: Option<&str>,
+    not_ready: Option<&NotReady>,
 ) {
     pool.metrics.request(r.payload.route, Status::rejected);
     pool.metrics.rejects[r.reason.kind().index()].inc();
@@ -376,11 +365,14 @@ pub(super) fn reject(
         reason = r.reason.as_str(),
         "request finished"
     );
-    let mut err = ApiError::rejected(model, &r.reason);
-    if let (Some(d), RejectKind::NoneReady) = (detail, r.reason.kind()) {
-        err.message = format!("{}: {d}", err.message);
-    }
-    let _ = r.payload.reply.send(Err(err));
+    let not_ready = not_ready
+        .filter(|_| r.reason.kind() == RejectKind::NoneReady)
+        .cloned();
+    let _ = r.payload.reply.send(Err(PlaneError::Rejected {
+        model: model.to_string(),
+        reason: r.reason,
+        not_ready,
+    }));
 }
 
 /// Publishes the pool's queue, in-flight, SLO and policy gauges, and logs policy switches

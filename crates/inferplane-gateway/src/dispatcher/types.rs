@@ -1,7 +1,7 @@
 //! The messages and views the dispatcher exchanges: the clock mapping, placements and
 //! their completion guard, submissions, control events, admin commands and the JSON views.
 
-use crate::error::ApiError;
+use crate::plane_error::PlaneError;
 use crate::stats::PerformanceMetrics;
 use crate::telemetry::{InstanceMetrics, Route};
 use inferplane_core::{
@@ -189,12 +189,18 @@ pub enum AdminCmd {
         InstanceSpec,
         Option<crate::config::Secret>,
         EngineInfo,
-        oneshot::Sender<Result<InstanceView, ApiError>>,
+        oneshot::Sender<Result<InstanceView, PlaneError>>,
     ),
     /// Remove an instance (in-flight requests finish).
-    Remove(InstanceId, oneshot::Sender<Result<InstanceView, ApiError>>),
+    Remove(
+        InstanceId,
+        oneshot::Sender<Result<InstanceView, PlaneError>>,
+    ),
     /// Stop sending new work to an instance.
-    Drain(InstanceId, oneshot::Sender<Result<InstanceView, ApiError>>),
+    Drain(
+        InstanceId,
+        oneshot::Sender<Result<InstanceView, PlaneError>>,
+    ),
     /// List instances.
     List(oneshot::Sender<Vec<InstanceView>>),
     /// Metrics snapshot.
@@ -204,7 +210,7 @@ pub enum AdminCmd {
     /// Changes scheduling choices of one pool (or all with `model: None`).
     SetPolicy(
         PolicyChange,
-        oneshot::Sender<Result<Vec<PolicyView>, ApiError>>,
+        oneshot::Sender<Result<Vec<PolicyView>, PlaneError>>,
     ),
 }
 
@@ -267,7 +273,7 @@ pub struct Submission {
     /// The client's request id (`x-request-id`), for the access log.
     pub tag: Option<Arc<str>>,
     /// Where the placement (or rejection) goes.
-    pub reply: oneshot::Sender<Result<Assignment, ApiError>>,
+    pub reply: oneshot::Sender<Result<Assignment, PlaneError>>,
 }
 
 /// Events for the dispatcher that must never be dropped.

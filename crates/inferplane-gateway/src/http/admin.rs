@@ -9,15 +9,16 @@
 
 use super::AppState;
 use crate::config::{InstanceSection, engine_override, instance_spec};
+use crate::dispatcher::{InstanceView, MetricsView, PolicyChange};
 use crate::error::ApiError;
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{delete, get, post};
+use axum::{Json, Router};
 use inferplane_core::InstanceId;
 use serde::Deserialize;
 use std::sync::Arc;
@@ -70,9 +71,13 @@ fn cross_site(req: &Request) -> Option<&'static str> {
     (has_body && !json).then_some("the admin API takes `content-type: application/json` bodies")
 }
 
-async fn guard(State(s): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+async fn guard(
+    State(s): State<Arc<AppState>>,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
     if let Some(why) = cross_site(&req) {
-        return ApiError::forbidden(why).into_response();
+        return Err(ApiError::forbidden(why));
     }
     match &s.cp.config().admin_token {
         Some(token) => {
@@ -82,29 +87,25 @@ async fn guard(State(s): State<Arc<AppState>>, req: Request, next: Next) -> Resp
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix("Bearer "));
             match given {
-                Some(g) if same(g.trim().as_bytes(), token.as_bytes()) => next.run(req).await,
-                Some(_) => ApiError::unauthorized("the admin token is wrong").into_response(),
-                None => ApiError::unauthorized(
+                Some(g) if same(g.trim().as_bytes(), token.as_bytes()) => Ok(next.run(req).await),
+                Some(_) => Err(ApiError::unauthorized("the admin token is wrong")),
+                None => Err(ApiError::unauthorized(
                     "the admin API needs an `Authorization: Bearer <token>` header",
-                )
-                .into_response(),
+                )),
             }
         }
-        None if s.loopback => next.run(req).await,
-        None => ApiError::forbidden(format!(
+        None if s.loopback => Ok(next.run(req).await),
+        None => Err(ApiError::forbidden(format!(
             "the admin API is off: no admin token is configured and the gateway listens on {}, \
              which is not a loopback address; set [admin] token in the config or INFERPLANE_ADMIN_TOKEN",
             s.listen
-        ))
-        .into_response(),
+        ))),
     }
 }
 
-async fn list(State(s): State<Arc<AppState>>) -> Response {
-    match s.cp.instances().await {
-        Ok(v) => axum::Json(serde_json::json!({ "instances": v })).into_response(),
-        Err(e) => e.into_response(),
-    }
+async fn list(State(s): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
+    let v = s.cp.instances().await?;
+    Ok(Json(serde_json::json!({ "instances": v })))
 }
 
 /// `POST /admin/instances` body.
@@ -116,17 +117,10 @@ struct RegisterBody {
     instance: InstanceSection,
 }
 
-async fn register(State(s): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
-    match register_body(&s, body).await {
-        Ok(v) => (StatusCode::CREATED, axum::Json(v)).into_response(),
-        Err(e) => e.into_response(),
-    }
-}
-
-async fn register_body(
-    s: &AppState,
+async fn register(
+    State(s): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<crate::dispatcher::InstanceView, ApiError> {
+) -> Result<(StatusCode, Json<InstanceView>), ApiError> {
     let body = body.map_err(|e| ApiError::bad_request(e.body_text(), None))?;
     let b: RegisterBody = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid instance: {e}"), None))?;
@@ -149,35 +143,31 @@ async fn register_body(
         ),
         None => None,
     };
-    s.cp.register_instance_with(spec, secret, engine).await
+    let view = s.cp.register_instance_with(spec, secret, engine).await?;
+    Ok((StatusCode::CREATED, Json(view)))
 }
 
-async fn remove(State(s): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
-    match s.cp.remove_instance(&InstanceId::new(id)).await {
-        Ok(v) => axum::Json(v).into_response(),
-        Err(e) => e.into_response(),
-    }
+async fn remove(
+    State(s): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Json<InstanceView>, ApiError> {
+    Ok(Json(s.cp.remove_instance(&InstanceId::new(id)).await?))
 }
 
-async fn drain(State(s): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
-    match s.cp.drain_instance(&InstanceId::new(id)).await {
-        Ok(v) => axum::Json(v).into_response(),
-        Err(e) => e.into_response(),
-    }
+async fn drain(
+    State(s): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Json<InstanceView>, ApiError> {
+    Ok(Json(s.cp.drain_instance(&InstanceId::new(id)).await?))
 }
 
-async fn metrics(State(s): State<Arc<AppState>>) -> Response {
-    match s.cp.metrics().await {
-        Ok(v) => axum::Json(v).into_response(),
-        Err(e) => e.into_response(),
-    }
+async fn metrics(State(s): State<Arc<AppState>>) -> Result<Json<MetricsView>, ApiError> {
+    Ok(Json(s.cp.metrics().await?))
 }
 
-async fn get_policy(State(s): State<Arc<AppState>>) -> Response {
-    match s.cp.policies().await {
-        Ok(v) => axum::Json(serde_json::json!({ "pools": v })).into_response(),
-        Err(e) => e.into_response(),
-    }
+async fn get_policy(State(s): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
+    let v = s.cp.policies().await?;
+    Ok(Json(serde_json::json!({ "pools": v })))
 }
 
 /// `PUT /admin/policy`: `{"model"?, "policy"?, "routing"?, "balancing"?}`, e.g.
@@ -186,24 +176,18 @@ async fn get_policy(State(s): State<Arc<AppState>>) -> Response {
 async fn put_policy(
     State(s): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let res = async {
-        let body = body.map_err(|e| ApiError::bad_request(e.body_text(), None))?;
-        let change: crate::dispatcher::PolicyChange = serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request(format!("invalid policy change: {e}"), None))?;
-        if change.policy.is_none() && change.routing.is_none() && change.balancing.is_none() {
-            return Err(ApiError::bad_request(
-                "nothing to change: give policy, routing and/or balancing",
-                None,
-            ));
-        }
-        s.cp.set_policy(change).await
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let body = body.map_err(|e| ApiError::bad_request(e.body_text(), None))?;
+    let change: PolicyChange = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid policy change: {e}"), None))?;
+    if change.policy.is_none() && change.routing.is_none() && change.balancing.is_none() {
+        return Err(ApiError::bad_request(
+            "nothing to change: give policy, routing and/or balancing",
+            None,
+        ));
     }
-    .await;
-    match res {
-        Ok(v) => axum::Json(serde_json::json!({ "pools": v })).into_response(),
-        Err(e) => e.into_response(),
-    }
+    let v = s.cp.set_policy(change).await?;
+    Ok(Json(serde_json::json!({ "pools": v })))
 }
 
 #[cfg(test)]

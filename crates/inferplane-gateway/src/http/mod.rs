@@ -1,9 +1,13 @@
 //! The HTTP edge: `fn app(state) -> Router` with the OpenAI routes, the admin API,
 //! `/metrics`, `/health`, the `/dashboard` page and the JSON error fallbacks. Tests call [`app`] directly.
+//! Handlers return `Result<_, ApiError>` and use `?` on control-plane calls: `plane_error.rs`
+//! is the one place a library [`PlaneError`](crate::PlaneError) becomes an [`ApiError`]
+//! (status, OpenAI `type`/`code`/`param`, message, `Retry-After`).
 
 pub mod admin;
 pub mod body;
 pub mod openai;
+mod plane_error;
 
 use crate::control_plane::ControlPlane;
 use crate::error::ApiError;
@@ -27,19 +31,18 @@ pub struct AppState {
 
 /// `GET /health`: 200 while the dispatcher runs; 503 (OpenAI-shaped) once it has stopped,
 /// so a load balancer or an orchestrator takes the process out.
-async fn health(State(s): State<Arc<AppState>>) -> Response {
+async fn health(State(s): State<Arc<AppState>>) -> Result<StatusCode, ApiError> {
     if s.cp.is_alive() {
-        StatusCode::OK.into_response()
+        Ok(StatusCode::OK)
     } else {
-        ApiError {
+        Err(ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,
             message: "the scheduler stopped; this gateway cannot serve".into(),
             kind: "server_error",
             param: None,
             code: "dispatcher_stopped",
             retry_after: None,
-        }
-        .into_response()
+        })
     }
 }
 

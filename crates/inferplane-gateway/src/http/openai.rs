@@ -9,6 +9,7 @@ use crate::backend::{self, AttemptError, usage_of};
 use crate::dispatcher::Assignment;
 use crate::error::ApiError;
 use crate::meta::{BodyMeta, HeaderMeta, body_with_usage, headers};
+use crate::plane_error::PlaneError;
 use crate::relay::{Relay, RelayParams};
 use crate::telemetry::Route;
 use axum::body::{Body, Bytes};
@@ -52,10 +53,9 @@ pub async fn models(State(s): State<Arc<AppState>>) -> Response {
 async fn proxy(s: Arc<AppState>, route: Route, headers: HeaderMap, body: Body) -> Response {
     let arrival = Instant::now();
     let mut request_id = None;
-    let mut resp = match handle(&s, route, &headers, body, arrival, &mut request_id).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    };
+    let mut resp = handle(&s, route, &headers, body, arrival, &mut request_id)
+        .await
+        .unwrap_or_else(IntoResponse::into_response);
     if let Some(id) = request_id.and_then(|id| HeaderValue::from_str(&id).ok()) {
         resp.headers_mut().insert(headers::REQUEST_ID, id);
     }
@@ -90,11 +90,11 @@ async fn handle(
         .map_err(|e| invalid(s, route, e))?;
     let bm = BodyMeta::parse(&body).map_err(|e| invalid(s, route, e))?;
     if s.cp.pool(&bm.model).is_none() {
-        return Err(invalid(
-            s,
-            route,
-            ApiError::unknown_model(&bm.model, &s.cp.models()),
-        ));
+        let unknown = PlaneError::UnknownModel {
+            model: bm.model.clone(),
+            known: s.cp.models(),
+        };
+        return Err(invalid(s, route, unknown.into()));
     }
     let stream = bm.stream.unwrap_or(false);
     let forward = if stream {
