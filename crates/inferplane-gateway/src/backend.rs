@@ -120,7 +120,9 @@ impl AttemptError {
 }
 
 /// Sends the request and waits for the response headers (first-byte timeout). Error
-/// statuses come back as [`AttemptError::Status`] with the engine's body.
+/// statuses come back as [`AttemptError::Status`] with the engine's body. A send that
+/// fails on a connection the engine was closing (`is_stale_connection`) is sent
+/// once more, on a fresh connection to the same instance, before anything is reported.
 pub async fn send(
     http: &reqwest::Client,
     backend: &Backend,
@@ -131,16 +133,30 @@ pub async fn send(
 ) -> Result<reqwest::Response, AttemptError> {
     let instance = || backend.spec.id.to_string();
     let url = format!("{}{}", backend.spec.url, route.path());
-    let mut req = http
-        .post(url)
-        .header(header::CONTENT_TYPE, "application/json")
-        .header("x-request-id", request_id)
-        .body(body);
-    if let Some(key) = &backend.api_key {
-        req = req.bearer_auth(key.expose());
+    let request = || {
+        let req = http
+            .post(&url)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header("x-request-id", request_id)
+            .body(body.clone());
+        match &backend.api_key {
+            Some(key) => req.bearer_auth(key.expose()),
+            None => req,
+        }
+    };
+    // one first-byte budget for both tries
+    let first_by = tokio::time::Instant::now() + t.first_byte;
+    let mut sent = tokio::time::timeout_at(first_by, request().send()).await;
+    if let Ok(Err(e)) = &sent
+        && is_stale_connection(e)
+    {
+        // The engine closed a pooled connection as the request went out on it; the
+        // broken connection has left the pool, so this goes out on a fresh one. Not the
+        // instance's fault, and the request stays where it was placed.
+        tracing::debug!(instance = %backend.spec.id, error = %e, "stale engine connection, resending");
+        sent = tokio::time::timeout_at(first_by, request().send()).await;
     }
-    let fut = req.send();
-    let resp = match tokio::time::timeout(t.first_byte, fut).await {
+    let resp = match sent {
         Err(_) => {
             return Err(AttemptError::FirstByteTimeout {
                 instance: instance(),
@@ -176,6 +192,38 @@ pub async fn send(
         body,
         content_type,
     })
+}
+
+/// Whether a send failed the way a pooled connection the engine was closing fails: the
+/// connection ended (closed, reset, broken pipe) before any answer, without being a
+/// connect error or a timeout. An engine that closes idle connections (llama.cpp after
+/// 5 s) can close one just as a request is written on it; the request never reached the
+/// engine's handler, so sending it again on a fresh connection is safe.
+fn is_stale_connection(e: &reqwest::Error) -> bool {
+    if e.is_connect() || e.is_timeout() {
+        return false;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(h) = s.downcast_ref::<hyper::Error>()
+            && (h.is_incomplete_message() || h.is_canceled())
+        {
+            return true;
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::UnexpectedEof
+            )
+        {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// Reads at most `limit` bytes of the body (the rest is not read).
