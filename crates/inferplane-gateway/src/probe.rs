@@ -3,12 +3,18 @@
 //! and independent of the other, reported to the dispatcher.
 //! A scrape that fails, or load older than `stale_after`, is reported as unknown, never as
 //! idle.
+//!
+//! Results are coalesced, not queued: each instance has one [`Reports`] slot that the
+//! newest result replaces (consecutive health results of the same kind are counted), and
+//! the dispatcher is sent one [`Ctl::Probed`] only when the slot goes from empty to
+//! filled. However long the dispatcher is busy, an instance's probes hold at most one
+//! message in its channel.
 
 use crate::config::{HealthSection, ScrapeSection};
 use crate::dispatcher::{Backend, Ctl};
 use crate::scrape::parse_load;
 use inferplane_core::EngineLoad;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -17,6 +23,57 @@ use tokio::time::{Instant, MissedTickBehavior};
 /// page is tens of kilobytes).
 pub const MAX_SCRAPE_BYTES: usize = 4 << 20;
 
+/// An instance's probe results not yet taken by the dispatcher.
+#[derive(Debug, Default)]
+pub struct Reports {
+    pending: Mutex<Pending>,
+}
+
+/// What [`Reports::take`] hands the dispatcher.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct Pending {
+    /// The latest health result and how many checks in a row had it.
+    pub health: Option<(bool, u32)>,
+    /// The latest load reading.
+    pub load: Option<EngineLoad>,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.health.is_none() && self.load.is_none()
+    }
+}
+
+impl Reports {
+    /// Records a result; true when the dispatcher must be told (nothing was pending).
+    fn put(&self, f: impl FnOnce(&mut Pending)) -> bool {
+        let mut p = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        let was_empty = p.is_empty();
+        f(&mut p);
+        was_empty
+    }
+
+    /// Records a health check result.
+    pub fn put_health(&self, ok: bool) -> bool {
+        self.put(|p| {
+            p.health = Some(match p.health {
+                Some((last, n)) if last == ok => (ok, n.saturating_add(1)),
+                _ => (ok, 1),
+            });
+        })
+    }
+
+    /// Records a load reading (replacing an older one not yet taken).
+    pub fn put_load(&self, load: EngineLoad) -> bool {
+        self.put(|p| p.load = Some(load))
+    }
+
+    /// Takes what is pending, leaving the slot empty.
+    pub fn take(&self) -> Pending {
+        std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
 /// Starts probing `backend`; abort the handle to stop. Health checks and scrapes run
 /// independently: a slow `/metrics` never delays a health check.
 pub fn spawn(
@@ -24,9 +81,18 @@ pub fn spawn(
     http: reqwest::Client,
     health: HealthSection,
     scrape: ScrapeSection,
+    reports: Arc<Reports>,
     ctl: mpsc::UnboundedSender<Ctl>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
+        let tell = |fresh: bool| {
+            !fresh
+                || ctl
+                    .send(Ctl::Probed {
+                        instance: backend.spec.id.clone(),
+                    })
+                    .is_ok()
+        };
         let get = |url: &str| {
             let req = http.get(url);
             match &backend.api_key {
@@ -38,7 +104,6 @@ pub fn spawn(
             if !health.active {
                 return;
             }
-            let id = backend.spec.id.clone();
             let url = format!("{}/health", backend.spec.url);
             let mut tick = tokio::time::interval(health.interval);
             tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -48,13 +113,7 @@ pub fn spawn(
                     get(&url).timeout(health.timeout).send().await,
                     Ok(r) if r.status().is_success()
                 );
-                if ctl
-                    .send(Ctl::Health {
-                        instance: id.clone(),
-                        ok,
-                    })
-                    .is_err()
-                {
+                if !tell(reports.put_health(ok)) {
                     return;
                 }
             }
@@ -94,13 +153,7 @@ pub fn spawn(
                     }
                     None => EngineLoad::default(),
                 };
-                if ctl
-                    .send(Ctl::Load {
-                        instance: id.clone(),
-                        load,
-                    })
-                    .is_err()
-                {
+                if !tell(reports.put_load(load)) {
                     return;
                 }
             }
@@ -120,4 +173,37 @@ async fn read_page(req: reqwest::RequestBuilder) -> Option<String> {
         .await
         .ok()?;
     (bytes.len() <= MAX_SCRAPE_BYTES).then(|| String::from_utf8_lossy(&bytes).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_coalesce_until_taken() {
+        let r = Reports::default();
+        assert!(r.put_health(true), "the first result is told");
+        assert!(!r.put_health(true));
+        assert!(!r.put_load(EngineLoad::default()));
+        let busy = EngineLoad {
+            running: Some(3.0),
+            ..EngineLoad::default()
+        };
+        assert!(!r.put_load(busy), "a newer reading replaces the older");
+        assert_eq!(
+            r.take(),
+            Pending {
+                health: Some((true, 2)),
+                load: Some(busy),
+            }
+        );
+        assert_eq!(r.take(), Pending::default(), "taken once");
+        assert!(r.put_health(true), "told again once taken");
+        assert!(!r.put_health(false));
+        assert_eq!(
+            r.take().health,
+            Some((false, 1)),
+            "a change restarts the run"
+        );
+    }
 }

@@ -74,11 +74,13 @@ impl Dispatcher {
             api_key,
             metrics,
         });
+        let reports = Arc::new(probe::Reports::default());
         let probe = probe::spawn(
             backend.clone(),
             self.http.clone(),
             self.config.health.clone(),
             self.config.scrape.clone(),
+            reports.clone(),
             self.ctl_tx.clone(),
         );
         tracing::info!(instance = %spec.id, model = %spec.model, url = %spec.url, "instance registered");
@@ -91,6 +93,7 @@ impl Dispatcher {
                 load: EngineLoad::default(),
                 stats: Stats::default(),
                 probe,
+                reports,
                 engine,
                 discovery: None,
             },
@@ -151,6 +154,28 @@ impl Dispatcher {
             .filter_map(|e| e.circuit.reopens_at())
             .min();
     }
+    /// Applies what the instance's probes found since last time: the health results in a
+    /// row (at most as many as can change its state) and the latest load.
+    pub(super) fn probed(&mut self, id: InstanceId) {
+        let Some(e) = self.instances.get(&id) else {
+            return;
+        };
+        let pending = e.reports.take();
+        if let Some((ok, n)) = pending.health {
+            let enough = self
+                .config
+                .health
+                .healthy_after
+                .max(self.config.health.unhealthy_after);
+            for _ in 0..n.min(enough.max(1)) {
+                self.health(id.clone(), ok);
+            }
+        }
+        if let Some(load) = pending.load {
+            self.load(id, load);
+        }
+    }
+
     pub(super) fn health(&mut self, id: InstanceId, ok: bool) {
         let now = self.clock.now();
         let Some(e) = self.instances.get_mut(&id) else {

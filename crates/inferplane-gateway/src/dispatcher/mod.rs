@@ -57,6 +57,8 @@ pub(crate) struct InstanceEntry {
     load: EngineLoad,
     stats: Stats,
     probe: JoinHandle<()>,
+    /// Its probes' results not yet taken.
+    reports: Arc<crate::probe::Reports>,
     engine: instances::EngineFacts,
     /// The engine-fact discovery under way, if any.
     discovery: Option<JoinHandle<()>>,
@@ -212,6 +214,7 @@ impl Dispatcher {
                             }
                         }
                     }
+                    Some(Ctl::Probed { instance }) => self.probed(instance),
                     Some(Ctl::Health { instance, ok }) => self.health(instance, ok),
                     Some(Ctl::Load { instance, load }) => self.load(instance, load),
                     Some(Ctl::EngineInfo { instance, info }) => self.engine_info(instance, info),

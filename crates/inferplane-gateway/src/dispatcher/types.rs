@@ -302,14 +302,19 @@ pub enum Ctl {
         /// The request.
         id: RequestId,
     },
-    /// A health check result.
+    /// An instance's probes have results waiting in its [`Reports`](crate::probe::Reports).
+    Probed {
+        /// The instance.
+        instance: InstanceId,
+    },
+    /// A health check result reported from outside ([`ControlPlane::report_health`](crate::ControlPlane::report_health)).
     Health {
         /// The instance.
         instance: InstanceId,
         /// Passed?
         ok: bool,
     },
-    /// A load reading (unknown fields when stale).
+    /// A load reading reported from outside (unknown fields when stale).
     Load {
         /// The instance.
         instance: InstanceId,
