@@ -13,8 +13,9 @@
 use crate::config::{HealthSection, ScrapeSection};
 use crate::dispatcher::{Backend, Ctl};
 use crate::scrape::parse_load;
+use arc_swap::ArcSwap;
 use inferplane_core::EngineLoad;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -23,10 +24,11 @@ use tokio::time::{Instant, MissedTickBehavior};
 /// page is tens of kilobytes).
 pub const MAX_SCRAPE_BYTES: usize = 4 << 20;
 
-/// An instance's probe results not yet taken by the dispatcher.
+/// An instance's probe results not yet taken by the dispatcher (a snapshot swapped
+/// atomically: the probe task writes, the dispatcher takes).
 #[derive(Debug, Default)]
 pub struct Reports {
-    pending: Mutex<Pending>,
+    pending: ArcSwap<Pending>,
 }
 
 /// What [`Reports::take`] hands the dispatcher.
@@ -46,11 +48,13 @@ impl Pending {
 
 impl Reports {
     /// Records a result; true when the dispatcher must be told (nothing was pending).
-    fn put(&self, f: impl FnOnce(&mut Pending)) -> bool {
-        let mut p = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-        let was_empty = p.is_empty();
-        f(&mut p);
-        was_empty
+    fn put(&self, f: impl Fn(&mut Pending)) -> bool {
+        let before = self.pending.rcu(|p| {
+            let mut next = **p;
+            f(&mut next);
+            next
+        });
+        before.is_empty()
     }
 
     /// Records a health check result.
@@ -70,7 +74,7 @@ impl Reports {
 
     /// Takes what is pending, leaving the slot empty.
     pub fn take(&self) -> Pending {
-        std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner))
+        *self.pending.swap(Arc::default())
     }
 }
 
