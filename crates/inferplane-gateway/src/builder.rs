@@ -76,18 +76,7 @@ impl ControlPlaneBuilder {
     ) -> Self {
         let mut section: PoolSection = match self.file.pools.iter().position(|p| p.model == model) {
             Some(i) => self.file.pools.remove(i),
-            None => PoolSection {
-                model: model.to_string(),
-                max_inflight: None,
-                max_queue,
-                queue_timeout,
-                api_key: None,
-                policy: None,
-                routing: None,
-                max_model_len: None,
-                max_batch: None,
-                instances: Vec::new(),
-            },
+            None => PoolSection::new(model),
         };
         section.max_queue = max_queue;
         section.queue_timeout = queue_timeout;
@@ -133,16 +122,8 @@ impl ControlPlaneBuilder {
         for spec in &self.instances {
             if !self.file.pools.iter().any(|p| p.model == spec.model) {
                 self.file.pools.push(PoolSection {
-                    model: spec.model.clone(),
                     max_inflight: spec.max_inflight,
-                    max_queue: 10_000,
-                    queue_timeout: Duration::from_secs(30),
-                    api_key: None,
-                    policy: None,
-                    routing: None,
-                    max_model_len: None,
-                    max_batch: None,
-                    instances: Vec::new(),
+                    ..PoolSection::new(&spec.model)
                 });
             }
         }

@@ -191,6 +191,22 @@ async fn a_hang_before_the_first_byte_times_out_and_is_retried_elsewhere() {
 }
 
 #[tokio::test]
+async fn a_pools_own_first_byte_timeout_wins_over_the_global_one() {
+    let a = sim_with("a", MODEL, |c| c.faults.hang_before_first_token = true).await;
+    let mut f = fast_config();
+    f.timeouts.first_byte = Duration::from_secs(20);
+    f.retry.max_attempts = 1;
+    add_pool(&mut f, MODEL, &[("a", &a)], 4);
+    f.pools[0].timeouts.first_byte = Some(Duration::from_millis(300));
+    let gw = gateway(f, 1).await;
+    let http = reqwest::Client::new();
+    let (status, _, body) = post_chat(&http, &gw, &chat(MODEL, 2, false)).await;
+    assert_eq!(status, 504, "{body}");
+    assert!(body.contains("within 300ms"), "the pool's timeout: {body}");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
 async fn requests_for_an_instance_that_never_comes_up_fail_at_once_saying_why() {
     let a = sim_with("a", MODEL, |c| c.faults.refuse_connections = true).await;
     let mut f = fast_config();

@@ -10,8 +10,8 @@ mod sections;
 mod validate;
 pub use secret::Secret;
 pub use sections::{
-    AdminSection, CircuitSection, HealthSection, RetrySection, ScrapeSection, ServerSection,
-    TimeoutSection,
+    AdminSection, CircuitSection, HealthSection, PoolTimeouts, RetrySection, ScrapeSection,
+    ServerSection, TimeoutSection,
 };
 pub use validate::{UrlError, check_url, engine_override, instance_spec};
 
@@ -207,9 +207,31 @@ pub struct PoolSection {
     /// report.
     #[serde(default)]
     pub max_batch: Option<u32>,
+    /// This pool's own attempt timeouts (default: `[timeouts]`).
+    #[serde(default)]
+    pub timeouts: PoolTimeouts,
     /// The instances.
     #[serde(default)]
     pub instances: Vec<InstanceSection>,
+}
+
+impl PoolSection {
+    /// A pool of `model` with every default and no instances.
+    pub fn new(model: &str) -> Self {
+        PoolSection {
+            model: model.to_string(),
+            max_inflight: None,
+            max_queue: default_max_queue(),
+            queue_timeout: default_queue_timeout(),
+            api_key: None,
+            policy: None,
+            routing: None,
+            max_model_len: None,
+            max_batch: None,
+            timeouts: PoolTimeouts::default(),
+            instances: Vec::new(),
+        }
+    }
 }
 
 fn default_max_queue() -> usize {
@@ -263,6 +285,8 @@ pub struct PoolConfig {
     pub scheduler: SchedulerConfig,
     /// Engine facts configured for every instance of the pool (an instance's own win).
     pub engine: EngineInfo,
+    /// Attempt timeouts (`[timeouts]` with the pool's own over it).
+    pub timeouts: TimeoutSection,
     /// Instances from the file.
     pub instances: Vec<InstanceSpec>,
 }
@@ -334,6 +358,14 @@ impl GatewayConfig {
             .unwrap_or_default()
     }
 
+    /// The attempt timeouts of `model`'s pool (`[timeouts]` for a model no pool serves).
+    pub fn timeouts_for(&self, model: &str) -> &TimeoutSection {
+        self.pools
+            .iter()
+            .find(|p| p.model == model)
+            .map_or(&self.timeouts, |p| &p.timeouts)
+    }
+
     /// The default in-flight cap for a new instance of `model` (none: the engine's own).
     pub fn max_inflight_for(&self, model: &str) -> Option<u32> {
         self.pools
@@ -378,16 +410,8 @@ impl FileConfig {
         match self.pools.iter_mut().find(|p| p.model == model) {
             Some(p) => p.instances.push(section),
             None => self.pools.push(PoolSection {
-                model: model.to_string(),
-                max_inflight: None,
-                max_queue: default_max_queue(),
-                queue_timeout: default_queue_timeout(),
-                api_key: None,
-                policy: None,
-                routing: None,
-                max_model_len: None,
-                max_batch: None,
                 instances: vec![section],
+                ..PoolSection::new(model)
             }),
         }
     }

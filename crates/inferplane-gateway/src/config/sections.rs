@@ -197,6 +197,35 @@ pub struct TimeoutSection {
     pub total: Duration,
 }
 
+/// `[pools.timeouts]`: a pool's own attempt timeouts (a large model's first byte comes
+/// later than a small one's); those not set are `[timeouts]`'s. The connect timeout is
+/// gateway-wide: one connection pool serves every engine.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolTimeouts {
+    /// `first_byte` for this pool.
+    #[serde(with = "humantime_serde")]
+    pub first_byte: Option<Duration>,
+    /// `idle` for this pool.
+    #[serde(with = "humantime_serde")]
+    pub idle: Option<Duration>,
+    /// `total` for this pool.
+    #[serde(with = "humantime_serde")]
+    pub total: Option<Duration>,
+}
+
+impl PoolTimeouts {
+    /// These timeouts over `base`.
+    pub fn over(&self, base: &TimeoutSection) -> TimeoutSection {
+        TimeoutSection {
+            connect: base.connect,
+            first_byte: self.first_byte.unwrap_or(base.first_byte),
+            idle: self.idle.unwrap_or(base.idle),
+            total: self.total.unwrap_or(base.total),
+        }
+    }
+}
+
 impl Default for TimeoutSection {
     fn default() -> Self {
         TimeoutSection {

@@ -192,3 +192,31 @@ fn engine_limits_are_kept_per_instance_and_per_pool() {
     let err = validate("[[pools]]\nmodel = \"m\"\nmax_model_len = -1").unwrap_err();
     assert!(err.contains("max_model_len"), "{err}");
 }
+
+#[test]
+fn a_pool_sets_its_own_timeouts_over_the_global_ones() {
+    let c = validate(
+        r#"
+        [timeouts]
+        first_byte = "20s"
+        idle = "40s"
+        [[pools]]
+        model = "big"
+        timeouts = { first_byte = "2m", total = "30m" }
+        [[pools]]
+        model = "small"
+        "#,
+    )
+    .unwrap();
+    let big = c.timeouts_for("big");
+    assert_eq!(big.first_byte, Duration::from_secs(120));
+    assert_eq!(big.idle, Duration::from_secs(40), "unset: the global one");
+    assert_eq!(big.total, Duration::from_secs(1800));
+    assert_eq!(big.connect, c.timeouts.connect);
+    assert_eq!(c.timeouts_for("small"), &c.timeouts);
+    assert_eq!(c.timeouts_for("unknown"), &c.timeouts);
+    let err = validate("[[pools]]\nmodel = \"m\"\ntimeouts = { idle = \"0s\" }\n").unwrap_err();
+    assert!(err.contains("pools[0].timeouts.idle"), "{err}");
+    let err = validate("[[pools]]\nmodel = \"m\"\ntimeouts = { connect = \"1s\" }\n").unwrap_err();
+    assert!(err.contains("connect"), "{err}");
+}

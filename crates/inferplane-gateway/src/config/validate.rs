@@ -153,6 +153,15 @@ impl FileConfig {
             let at = |what: &str, e: inferplane_core::settings::InvalidSetting| {
                 ConfigError::new(format!("pools[{p}].{what}"), e.to_string())
             };
+            for (what, t) in [
+                ("timeouts.first_byte", pool.timeouts.first_byte),
+                ("timeouts.idle", pool.timeouts.idle),
+                ("timeouts.total", pool.timeouts.total),
+            ] {
+                if let Some(t) = t {
+                    positive(&format!("pools[{p}].{what}"), t)?;
+                }
+            }
             inferplane_core::settings::check_policy(&policy).map_err(|e| at("policy", e))?;
             inferplane_core::settings::check_routing(&routing).map_err(|e| at("routing", e))?;
             pools.push(PoolConfig {
@@ -170,6 +179,7 @@ impl FileConfig {
                     look_ahead: self.scheduler.look_ahead,
                 },
                 engine: pool_engine,
+                timeouts: pool.timeouts.over(&self.timeouts),
                 instances,
             });
         }

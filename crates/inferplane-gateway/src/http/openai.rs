@@ -137,6 +137,7 @@ async fn handle(
     drop(bm);
     let exec = Exec {
         s,
+        timeouts: cfg.timeouts_for(&meta.model),
         route,
         request_id: &hm.request_id,
         body: forward,
@@ -150,6 +151,8 @@ async fn handle(
 
 struct Exec<'a> {
     s: &'a Arc<AppState>,
+    /// The pool's attempt timeouts.
+    timeouts: &'a crate::config::TimeoutSection,
     route: Route,
     request_id: &'a str,
     body: Bytes,
@@ -203,8 +206,7 @@ impl Exec<'_> {
     /// One attempt. On failure, the attempt has been reported and `response` is what the
     /// client gets if no retry follows.
     async fn attempt(&self, a: Assignment, may_retry: bool) -> Result<Response, Failed> {
-        let cfg = self.s.cp.config();
-        let t = &cfg.timeouts;
+        let t = self.timeouts;
         let Assignment { backend, guard, .. } = a;
         let instance_header = HeaderValue::from_str(backend.spec.id.as_str()).ok();
         // one budget for the whole request, not one per attempt
