@@ -4,41 +4,10 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
 
-/// Kills the child on drop, so a failed assertion never leaves a server running.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `inferplane sim ARGS` and returns it with the URLs it printed.
-fn sim(args: &[&str], instances: usize) -> (Running, Vec<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_inferplane"))
-        .arg("sim")
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut urls = Vec::new();
-    while urls.len() < instances {
-        let line = lines
-            .next()
-            .expect("the simulator prints one line per instance")
-            .unwrap();
-        let url = line.rsplit(' ').next().unwrap().to_string();
-        assert!(url.starts_with("http://127.0.0.1:"), "{line}");
-        urls.push(url);
-    }
-    (Running(child), urls)
-}
+use common::sim;
+use std::process::Command;
 
 fn get(url: &str) -> String {
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -97,12 +97,18 @@ impl<T> Scheduler<T> {
                     .observe_prefill(tokens, at.saturating_since(f.placed_at).as_secs_f64());
             }
             let _ = cached_tokens;
-            // a whole (not streamed) answer tells no first token: its decode is the latency
-            // less the predicted time to first token, when that leaves any
+            // a whole (not streamed) answer tells no first token: its decode is the time
+            // from its placement to the last byte (the latency counts from arrival, so less
+            // what it waited before this attempt) less the predicted time to first token,
+            // when that leaves any
+            let before = f.placed_at.saturating_since(f.arrival);
             let decode = match first_token {
                 Some(t) => Some(latency.saturating_sub(t).as_secs_f64()),
-                None => Some(latency.as_secs_f64() - inst.rates.ttft_secs(prompt_tokens))
-                    .filter(|d| *d > 0.0),
+                None => Some(
+                    latency.saturating_sub(before).as_secs_f64()
+                        - inst.rates.ttft_secs(prompt_tokens),
+                )
+                .filter(|d| *d > 0.0),
             };
             inst.rates.observe_decode(completion_tokens, decode);
             self.calibrated = true;

@@ -340,6 +340,39 @@ fn completions_teach_rates_output_lengths_and_slo_attainment() {
 }
 
 #[test]
+fn a_whole_answer_teaches_its_decode_from_its_placement_not_from_its_arrival() {
+    // Latencies count from arrival. Under overload whole answers wait in the queue first:
+    // were that wait taken for decoding, every queued answer would make the engines look
+    // slower, the drain rate (and with it shedding) would follow, and a class that would
+    // have been served in time would be shed.
+    let learned = |queued_ms: u64| {
+        let mut h = H::fifo(&[1]);
+        h.submit(meta(0, Time::ZERO), Time::ZERO);
+        h.submit(meta(1, Time::ZERO), Time::ZERO);
+        assert_eq!(h.poll(Time::ZERO), [0]);
+        // 0 holds the only slot for `queued_ms`, teaching nothing
+        h.finish(0, Outcome::ClientError, ms(queued_ms));
+        assert_eq!(h.poll(ms(queued_ms)), [1]);
+        // then 1 takes 1 s on the engine, whole: 101 tokens, no first token seen
+        let whole = Outcome::Success {
+            prompt_tokens: 10,
+            completion_tokens: 101,
+            cached_tokens: None,
+            first_token: None,
+            latency: std::time::Duration::from_millis(queued_ms + 1000),
+        };
+        h.finish(1, whole, ms(queued_ms + 1000)).unwrap();
+        h.s.instances().next().unwrap().rates.decode_secs_per_token
+    };
+    let (at_once, after_a_wait) = (learned(0), learned(3000));
+    assert!(
+        (at_once - after_a_wait).abs() < 1e-9,
+        "{at_once} vs {after_a_wait}"
+    );
+    assert!((0.009..0.01).contains(&at_once), "about 10 ms: {at_once}");
+}
+
+#[test]
 fn first_tokens_clear_the_prefill_backlog_and_teach_the_prefill_rate() {
     let mut h = H::fifo(&[8]);
     let id = InstanceId::new("i0");

@@ -446,3 +446,19 @@ fn a_probed_instance_takes_only_its_probes_until_released() {
     assert_eq!(h.poll(ms(1)), [2, 3], "its usual limit again");
     assert!(!h.s.set_probe_limit(&InstanceId::new("nope"), Some(1)));
 }
+
+#[test]
+fn a_queued_request_costs_no_more_than_the_architecture_guide_states() {
+    // docs/ARCHITECTURE.md ("Memory per request") states what the queue keeps per request
+    // from these sizes (x86_64); at the default `max_queue` of 10,000 every 100 bytes more
+    // here is another megabyte per saturated pool. A field that pushes one past its bound
+    // must move the figure in the guide too.
+    use std::mem::size_of;
+    for (what, size, bound) in [
+        ("Queued<()>", size_of::<super::machine::Queued<()>>(), 240),
+        ("RequestMeta", size_of::<RequestMeta>(), 160),
+        ("QueueKey", size_of::<crate::schedule::QueueKey>(), 16),
+    ] {
+        assert!(size <= bound, "{what}: {size} B, over {bound}");
+    }
+}

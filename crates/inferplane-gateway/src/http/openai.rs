@@ -135,6 +135,9 @@ async fn handle(
     };
     let strip_usage = stream && !bm.wants_usage();
     drop(bm);
+    // a stream forwards a copy (with usage asked for): the original must not be held too
+    // while the request waits and runs
+    drop(body);
     let exec = Exec {
         s,
         timeouts: cfg.timeouts_for(&meta.model),
