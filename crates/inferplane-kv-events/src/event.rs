@@ -154,7 +154,11 @@ impl Serialize for KvEvent {
 impl Serialize for KvEventBatch {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         // omit_defaults: a trailing field at its default is left out.
-        let len = if self.data_parallel_rank.is_some() { 3 } else { 2 };
+        let len = if self.data_parallel_rank.is_some() {
+            3
+        } else {
+            2
+        };
         let mut t = s.serialize_tuple(len)?;
         t.serialize_element(&self.ts)?;
         t.serialize_element(&self.events)?;
@@ -454,7 +458,11 @@ mod tests {
             ..batch
         };
         let bytes = encode_batch(&ranked).unwrap();
-        assert_eq!(bytes[0], fixarray(3), "data_parallel_rank appended when set");
+        assert_eq!(
+            bytes[0],
+            fixarray(3),
+            "data_parallel_rank appended when set"
+        );
         assert_eq!(decode_batch(&bytes).unwrap().data_parallel_rank, Some(3));
         let plain = encode_batch(&KvEventBatch {
             ts: 0.0,
@@ -574,7 +582,10 @@ mod tests {
                 .contains("BlockMoved")
         );
         assert!(decode_batch(b"\xc1").is_err());
-        assert!(decode_batch(&[fixarray(2), 1, 2]).is_err(), "events not a list");
+        assert!(
+            decode_batch(&[fixarray(2), 1, 2]).is_err(),
+            "events not a list"
+        );
         // A BlockStored missing its required fields.
         let mut short = vec![fixarray(2)];
         short.extend(float64(0.0));

@@ -119,7 +119,10 @@ impl Publisher {
         self.next_seq += 1;
         if self.tx.try_send((seq, batch)).is_err() {
             self.dropped += 1;
-            tracing::warn!(seq, "KV event queue full or publisher stopped: batch dropped");
+            tracing::warn!(
+                seq,
+                "KV event queue full or publisher stopped: batch dropped"
+            );
         }
         seq
     }
@@ -240,12 +243,7 @@ impl SendTask {
                 Bytes::new(),
             )));
         for (seq, payload) in replies {
-            let msg = ZmqMessage::try_from(vec![
-                identity.clone(),
-                delimiter.clone(),
-                seq,
-                payload,
-            ]);
+            let msg = ZmqMessage::try_from(vec![identity.clone(), delimiter.clone(), seq, payload]);
             let sent = match msg {
                 Ok(msg) => router.send(msg).await,
                 Err(_) => continue,
@@ -259,9 +257,7 @@ impl SendTask {
 }
 
 /// The next replay request, or never when there is no replay socket.
-async fn recv_replay(
-    replay: &mut Option<RouterSocket>,
-) -> Result<ZmqMessage, zeromq::ZmqError> {
+async fn recv_replay(replay: &mut Option<RouterSocket>) -> Result<ZmqMessage, zeromq::ZmqError> {
     match replay {
         Some(router) => router.recv().await,
         None => std::future::pending().await,

@@ -7,9 +7,7 @@ use bytes::Bytes;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use zeromq::{
-    DealerSocket, Socket, SocketOptions, SocketRecv, SocketSend, SubSocket, ZmqMessage,
-};
+use zeromq::{DealerSocket, Socket, SocketOptions, SocketRecv, SocketSend, SubSocket, ZmqMessage};
 
 /// Where to subscribe and how long to wait.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,7 +60,9 @@ pub enum SubscriberEvent {
         batch: KvEventBatch,
     },
     /// Batches `from..=to` were missed and could not be replayed: the consumer's view
-    /// of this engine's cache is incomplete, so it drops this engine's entries.
+    /// of this engine's cache is incomplete, so it drops this engine's entries. Joining an
+    /// engine that already published, the subscriber first replays from 0; what the
+    /// engine's buffer no longer holds is reported this way too.
     Gap {
         /// First missed sequence number.
         from: u64,
@@ -247,6 +247,8 @@ impl SubTask {
             Some(last) if seq > last + 1 => {
                 self.recover(last + 1, seq - 1).await?;
             }
+            // Joining a running engine: catch up on what its replay buffer still holds.
+            None if seq > 0 => self.recover(0, seq - 1).await?,
             _ => {}
         }
         self.deliver(seq, &frames[2]).await
@@ -327,7 +329,11 @@ impl SubTask {
             // Replies are ["", seq, payload]; the end marker is ["", -1, ""].
             let (seq, payload) = match frames.as_slice() {
                 [_delim, seq, payload] => (seq, payload),
-                _ => return Err(TransportError::Protocol("replay reply is not [\"\", seq, payload]")),
+                _ => {
+                    return Err(TransportError::Protocol(
+                        "replay reply is not [\"\", seq, payload]",
+                    ));
+                }
             };
             if seq.as_ref() == END_SEQ {
                 return Ok(out);

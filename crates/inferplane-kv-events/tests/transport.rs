@@ -46,6 +46,8 @@ async fn sync(publisher: &mut Publisher, sub: &mut Subscriber) -> u64 {
         if let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(100), sub.recv()).await {
             match ev {
                 SubscriberEvent::Connected => continue,
+                // Joined after the first batches: earlier ones replayed or reported.
+                SubscriberEvent::Gap { from: 0, .. } => continue,
                 SubscriberEvent::Batch { seq, .. } => {
                     // Drain the rest of the sync batches.
                     let mut last = seq;
@@ -112,12 +114,19 @@ async fn replay_socket_answers_with_buffered_batches_then_the_end_marker() {
         .unwrap();
     // Requests may race the publisher's task storing the batches: ask until all are in.
     let replies = loop {
-        let req = ZmqMessage::try_from(vec![Bytes::new(), Bytes::copy_from_slice(&0u64.to_be_bytes())])
-            .unwrap();
+        let req = ZmqMessage::try_from(vec![
+            Bytes::new(),
+            Bytes::copy_from_slice(&0u64.to_be_bytes()),
+        ])
+        .unwrap();
         dealer.send(req).await.unwrap();
         let mut replies = Vec::new();
         loop {
-            let frames = tokio::time::timeout(WAIT, dealer.recv()).await.unwrap().unwrap().into_vec();
+            let frames = tokio::time::timeout(WAIT, dealer.recv())
+                .await
+                .unwrap()
+                .unwrap()
+                .into_vec();
             assert_eq!(frames.len(), 3, "[\"\", seq, payload]");
             assert!(frames[0].is_empty(), "REQ-style empty delimiter");
             if frames[1].as_ref() == (-1i64).to_be_bytes() {
@@ -132,7 +141,11 @@ async fn replay_socket_answers_with_buffered_batches_then_the_end_marker() {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
-    assert_eq!(replies, vec![(2, 2), (3, 3), (4, 4)], "only the last buffer_steps kept");
+    assert_eq!(
+        replies,
+        vec![(2, 2), (3, 3), (4, 4)],
+        "only the last buffer_steps kept"
+    );
     publisher.shutdown().await;
 }
 
@@ -140,7 +153,11 @@ async fn replay_socket_answers_with_buffered_batches_then_the_end_marker() {
 async fn a_gap_is_repaired_from_the_replay_socket() {
     // A scripted engine: raw PUB and ROUTER sockets, so the test decides what is missed.
     let mut pub_socket = PubSocket::new();
-    let endpoint = pub_socket.bind("tcp://127.0.0.1:0").await.unwrap().to_string();
+    let endpoint = pub_socket
+        .bind("tcp://127.0.0.1:0")
+        .await
+        .unwrap()
+        .to_string();
     let mut router = RouterSocket::new();
     let replay = router.bind("tcp://127.0.0.1:0").await.unwrap().to_string();
     let mut sub = Subscriber::spawn(SubscriberConfig {
@@ -155,23 +172,32 @@ async fn a_gap_is_repaired_from_the_replay_socket() {
         ])
         .unwrap()
     };
-    // Sync: send 0, 1, 2, ... until the subscriber sees one.
-    let mut seq = 0u64;
-    let last = loop {
-        pub_socket.send(send(seq)).await.unwrap();
+    // Sync: send seq 0 until the subscriber sees it (repeats read as restarts).
+    loop {
+        pub_socket.send(send(0)).await.unwrap();
         match tokio::time::timeout(Duration::from_millis(100), sub.recv()).await {
-            Ok(Some(SubscriberEvent::Batch { seq, .. })) => break seq,
-            Ok(Some(SubscriberEvent::Connected)) | Err(_) => seq += 1,
+            Ok(Some(SubscriberEvent::Batch { seq: 0, .. })) => break,
+            Ok(Some(SubscriberEvent::Connected)) | Err(_) => {}
             Ok(other) => panic!("unexpected {other:?}"),
         }
-    };
-    while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(200), sub.recv()).await {
-        panic!("nothing more expected yet, got {ev:?}");
     }
-    let _ = seq;
+    while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(200), sub.recv()).await {
+        assert!(
+            matches!(
+                ev,
+                SubscriberEvent::Restarted { seq: 0 } | SubscriberEvent::Batch { seq: 0, .. }
+            ),
+            "only repeats of 0 so far, got {ev:?}"
+        );
+    }
+    let last = 0;
     // Skip last+1..=last+3 on PUB; the replay socket holds them.
     pub_socket.send(send(last + 4)).await.unwrap();
-    let request = tokio::time::timeout(WAIT, router.recv()).await.unwrap().unwrap().into_vec();
+    let request = tokio::time::timeout(WAIT, router.recv())
+        .await
+        .unwrap()
+        .unwrap()
+        .into_vec();
     assert_eq!(request.len(), 3, "[identity, \"\", start]");
     assert!(request[1].is_empty());
     assert_eq!(request[2].as_ref(), (last + 1).to_be_bytes());
@@ -179,10 +205,21 @@ async fn a_gap_is_repaired_from_the_replay_socket() {
         let mut frames = send(s).into_vec();
         frames[0] = Bytes::new(); // delimiter in place of the topic
         frames.insert(0, request[0].clone());
-        router.send(ZmqMessage::try_from(frames).unwrap()).await.unwrap();
+        router
+            .send(ZmqMessage::try_from(frames).unwrap())
+            .await
+            .unwrap();
     }
-    let end = vec![request[0].clone(), Bytes::new(), Bytes::copy_from_slice(&END_SEQ), Bytes::new()];
-    router.send(ZmqMessage::try_from(end).unwrap()).await.unwrap();
+    let end = vec![
+        request[0].clone(),
+        Bytes::new(),
+        Bytes::copy_from_slice(&END_SEQ),
+        Bytes::new(),
+    ];
+    router
+        .send(ZmqMessage::try_from(end).unwrap())
+        .await
+        .unwrap();
     for expected in (last + 1)..=(last + 4) {
         match next(&mut sub).await {
             SubscriberEvent::Batch { seq, batch } => {
@@ -290,7 +327,9 @@ async fn an_engine_restart_on_the_same_port_is_reconnected_and_reported() {
         }
     }
     publisher.shutdown().await;
-    let mut restarted = Publisher::bind(PublisherConfig::new(endpoint)).await.unwrap();
+    let mut restarted = Publisher::bind(PublisherConfig::new(endpoint))
+        .await
+        .unwrap();
     // Publish until the reconnected subscriber sees the new sequence.
     let mut saw_restart = false;
     loop {
@@ -315,7 +354,11 @@ async fn an_engine_restart_on_the_same_port_is_reconnected_and_reported() {
 #[tokio::test]
 async fn subscriber_waits_for_an_engine_that_is_not_up_yet_and_shuts_down_cleanly() {
     // A free port with nothing on it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let endpoint = format!("tcp://127.0.0.1:{port}");
     let mut sub = Subscriber::spawn(SubscriberConfig {
         connect_timeout: Duration::from_millis(100),
@@ -323,11 +366,17 @@ async fn subscriber_waits_for_an_engine_that_is_not_up_yet_and_shuts_down_cleanl
         ..SubscriberConfig::new(endpoint.clone())
     });
     assert!(
-        tokio::time::timeout(Duration::from_millis(300), sub.recv()).await.is_err(),
+        tokio::time::timeout(Duration::from_millis(300), sub.recv())
+            .await
+            .is_err(),
         "nothing to report while the engine is down"
     );
-    let mut publisher = Publisher::bind(PublisherConfig::new(endpoint)).await.unwrap();
+    let mut publisher = Publisher::bind(PublisherConfig::new(endpoint))
+        .await
+        .unwrap();
     sync(&mut publisher, &mut sub).await;
-    tokio::time::timeout(WAIT, sub.shutdown()).await.expect("shutdown is bounded");
+    tokio::time::timeout(WAIT, sub.shutdown())
+        .await
+        .expect("shutdown is bounded");
     publisher.shutdown().await;
 }
