@@ -49,6 +49,23 @@ pub struct BlockStored {
     pub medium: Option<String>,
 }
 
+impl BlockStored {
+    /// Each stored block's engine hash with its `block_size` token ids, in order; `None`
+    /// when `token_ids` does not hold exactly `block_size` ids per hash (then a consumer
+    /// cannot hash the blocks itself).
+    pub fn blocks(&self) -> Option<impl Iterator<Item = (&BlockHash, &[u32])>> {
+        let size = usize::try_from(self.block_size).ok().filter(|s| *s > 0)?;
+        if self.token_ids.len() != self.block_hashes.len().checked_mul(size)? {
+            return None;
+        }
+        Some(
+            self.block_hashes
+                .iter()
+                .zip(self.token_ids.chunks_exact(size)),
+        )
+    }
+}
+
 /// Blocks left the engine's prefix cache (evicted).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlockRemoved {
@@ -445,6 +462,24 @@ mod tests {
                 KvEvent::AllBlocksCleared,
             ]
         );
+    }
+
+    #[test]
+    fn blocks_pair_hashes_with_their_tokens_only_when_lengths_agree() {
+        let mut s = BlockStored {
+            block_hashes: vec![BlockHash::Int(1), BlockHash::Int(2)],
+            parent_block_hash: None,
+            token_ids: vec![1, 2, 3, 4],
+            block_size: 2,
+            lora_id: None,
+            medium: None,
+        };
+        let pairs: Vec<_> = s.blocks().unwrap().collect();
+        assert_eq!(pairs[1], (&BlockHash::Int(2), &[3u32, 4][..]));
+        s.token_ids.pop();
+        assert!(s.blocks().is_none(), "short token list");
+        s.block_size = 0;
+        assert!(s.blocks().is_none(), "zero block size");
     }
 
     #[test]

@@ -52,13 +52,22 @@ pub struct Publisher {
     task: JoinHandle<()>,
 }
 
+/// ZMQ's `tcp://*:port` (every interface, vLLM's default) as the address the socket
+/// library resolves: `tcp://0.0.0.0:port`.
+fn bind_address(endpoint: &str) -> String {
+    match endpoint.strip_prefix("tcp://*:") {
+        Some(port) => format!("tcp://0.0.0.0:{port}"),
+        None => endpoint.to_owned(),
+    }
+}
+
 impl Publisher {
     /// Binds the sockets and starts the sending task. Binding to port 0 picks a free port:
-    /// see [`Publisher::endpoint`].
+    /// see [`Publisher::endpoint`]. `tcp://*:port` binds every interface, as in ZMQ.
     pub async fn bind(config: PublisherConfig) -> Result<Publisher, TransportError> {
         let mut pub_socket = PubSocket::new();
         let endpoint = pub_socket
-            .bind(&config.endpoint)
+            .bind(&bind_address(&config.endpoint))
             .await
             .map_err(|source| TransportError::Bind {
                 endpoint: config.endpoint.clone(),
@@ -68,13 +77,12 @@ impl Publisher {
         let (replay, replay_endpoint) = match &config.replay_endpoint {
             Some(ep) => {
                 let mut router = RouterSocket::new();
-                let bound = router
-                    .bind(ep)
-                    .await
-                    .map_err(|source| TransportError::Bind {
+                let bound = router.bind(&bind_address(ep)).await.map_err(|source| {
+                    TransportError::Bind {
                         endpoint: ep.clone(),
                         source,
-                    })?;
+                    }
+                })?;
                 (Some(router), Some(bound.to_string()))
             }
             None => (None, None),
@@ -261,5 +269,29 @@ async fn recv_replay(replay: &mut Option<RouterSocket>) -> Result<ZmqMessage, ze
     match replay {
         Some(router) => router.recv().await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn star_binds_every_interface_as_in_zmq() {
+        assert_eq!(bind_address("tcp://*:5557"), "tcp://0.0.0.0:5557");
+        assert_eq!(bind_address("tcp://127.0.0.1:1"), "tcp://127.0.0.1:1");
+        let p = Publisher::bind(PublisherConfig {
+            replay_endpoint: Some("tcp://*:0".into()),
+            ..PublisherConfig::new("tcp://*:0")
+        })
+        .await
+        .unwrap();
+        assert!(
+            p.endpoint().starts_with("tcp://0.0.0.0:"),
+            "{}",
+            p.endpoint()
+        );
+        assert!(p.replay_endpoint().is_some_and(|e| !e.ends_with(":0")));
+        p.shutdown().await;
     }
 }

@@ -90,6 +90,10 @@ async fn sim_publishes_stores_evictions_and_clears_that_our_subscriber_decodes()
     assert_eq!(stored.block_size, 16);
     assert_eq!(stored.parent_block_hash, None, "a prompt's first blocks");
     assert_eq!(stored.token_ids.len(), stored.block_hashes.len() * 16);
+    assert!(
+        stored.blocks().is_some(),
+        "one block_size of token ids per hash"
+    );
     let hashes: Vec<u64> = stored.block_hashes.iter().map(int).collect();
     assert_eq!(
         block_hashes_of_ids(&stored.token_ids),
