@@ -1,6 +1,8 @@
 //! The simulator publishes vLLM's KV cache events from its real prefix cache; our
 //! subscriber decodes them over loopback TCP.
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 mod common;
 
 use inferplane_kv_events::{BlockHash, KvEvent, Subscriber, SubscriberConfig, SubscriberEvent};
