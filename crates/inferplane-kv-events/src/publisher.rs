@@ -201,14 +201,10 @@ impl SendTask {
                 return;
             }
         };
-        let frames = vec![
-            self.topic.clone(),
-            Bytes::copy_from_slice(&seq.to_be_bytes()),
-            payload.clone(),
-        ];
-        if let Ok(msg) = ZmqMessage::try_from(frames)
-            && let Err(e) = self.pub_socket.send(msg).await
-        {
+        let mut msg = ZmqMessage::from(self.topic.clone());
+        msg.push_back(Bytes::copy_from_slice(&seq.to_be_bytes()));
+        msg.push_back(payload.clone());
+        if let Err(e) = self.pub_socket.send(msg).await {
             tracing::warn!(seq, error = %e, "KV event batch not sent");
         }
         if self.buffer_steps > 0 {
@@ -251,12 +247,11 @@ impl SendTask {
                 Bytes::new(),
             )));
         for (seq, payload) in replies {
-            let msg = ZmqMessage::try_from(vec![identity.clone(), delimiter.clone(), seq, payload]);
-            let sent = match msg {
-                Ok(msg) => router.send(msg).await,
-                Err(_) => continue,
-            };
-            if let Err(e) = sent {
+            let mut msg = ZmqMessage::from(identity.clone());
+            msg.push_back(delimiter.clone());
+            msg.push_back(seq);
+            msg.push_back(payload);
+            if let Err(e) = router.send(msg).await {
                 tracing::debug!(error = %e, "replay reply not sent: client gone");
                 return;
             }

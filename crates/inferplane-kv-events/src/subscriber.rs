@@ -270,8 +270,10 @@ impl SubTask {
     /// missing as one gap.
     async fn recover(&mut self, from: u64, to: u64) -> Result<(), Closed> {
         let mut next = from;
-        if self.config.replay_endpoint.is_some() {
-            match tokio::time::timeout(self.config.replay_timeout, self.replay(from, to)).await {
+        if let Some(endpoint) = self.config.replay_endpoint.clone() {
+            let timeout = self.config.replay_timeout;
+            // A failed or timed-out replay drops its socket: the next one starts afresh.
+            match tokio::time::timeout(timeout, self.replay(&endpoint, from, to)).await {
                 Ok(Ok(batches)) => {
                     for (seq, payload) in batches {
                         if seq != next {
@@ -281,14 +283,8 @@ impl SubTask {
                         next += 1;
                     }
                 }
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "KV event replay failed");
-                    self.replay = None;
-                }
-                Err(_) => {
-                    tracing::debug!("KV event replay timed out");
-                    self.replay = None;
-                }
+                Ok(Err(e)) => tracing::debug!(error = %e, "KV event replay failed"),
+                Err(_) => tracing::debug!(?timeout, "KV event replay timed out"),
             }
         }
         if next <= to {
@@ -299,29 +295,31 @@ impl SubTask {
         Ok(())
     }
 
-    /// Asks the replay socket for everything from `from`, keeping batches up to `to`.
-    async fn replay(&mut self, from: u64, to: u64) -> Result<Vec<(u64, Bytes)>, TransportError> {
-        let endpoint = self.config.replay_endpoint.clone().unwrap_or_default();
+    /// Asks the replay socket for everything from `from`, keeping batches up to `to`. The
+    /// socket is kept for the next replay only when this one completes.
+    async fn replay(
+        &mut self,
+        endpoint: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<(u64, Bytes)>, TransportError> {
         let fail = |source| TransportError::Replay {
-            endpoint: endpoint.clone(),
+            endpoint: endpoint.to_owned(),
             source,
         };
-        if self.replay.is_none() {
-            let mut options = SocketOptions::default();
-            options.connect_timeout(self.config.connect_timeout);
-            let mut dealer = DealerSocket::with_options(options);
-            dealer.connect(&endpoint).await.map_err(fail)?;
-            self.replay = Some(dealer);
-        }
-        let Some(dealer) = self.replay.as_mut() else {
-            return Ok(Vec::new());
+        let mut dealer = match self.replay.take() {
+            Some(dealer) => dealer,
+            None => {
+                let mut options = SocketOptions::default();
+                options.connect_timeout(self.config.connect_timeout);
+                let mut dealer = DealerSocket::with_options(options);
+                dealer.connect(endpoint).await.map_err(fail)?;
+                dealer
+            }
         };
         // A REQ-style request: empty delimiter, then the start sequence number.
-        let request = ZmqMessage::try_from(vec![
-            Bytes::new(),
-            Bytes::copy_from_slice(&from.to_be_bytes()),
-        ])
-        .map_err(|_| TransportError::Protocol("empty replay request"))?;
+        let mut request = ZmqMessage::from(Bytes::new());
+        request.push_back(Bytes::copy_from_slice(&from.to_be_bytes()));
         dealer.send(request).await.map_err(fail)?;
         let mut out = Vec::new();
         loop {
@@ -336,6 +334,7 @@ impl SubTask {
                 }
             };
             if seq.as_ref() == END_SEQ {
+                self.replay = Some(dealer);
                 return Ok(out);
             }
             let seq = <[u8; 8]>::try_from(seq.as_ref())

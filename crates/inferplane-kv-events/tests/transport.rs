@@ -380,3 +380,73 @@ async fn subscriber_waits_for_an_engine_that_is_not_up_yet_and_shuts_down_cleanl
         .expect("shutdown is bounded");
     publisher.shutdown().await;
 }
+
+#[tokio::test]
+async fn bad_payloads_are_reported_and_a_silent_replay_socket_times_out_into_a_gap() {
+    let mut pub_socket = PubSocket::new();
+    let endpoint = pub_socket
+        .bind("tcp://127.0.0.1:0")
+        .await
+        .unwrap()
+        .to_string();
+    // A replay socket that takes requests and never answers.
+    let mut router = RouterSocket::new();
+    let replay = router.bind("tcp://127.0.0.1:0").await.unwrap().to_string();
+    let mut sub = Subscriber::spawn(SubscriberConfig {
+        replay_endpoint: Some(replay),
+        replay_timeout: Duration::from_millis(200),
+        ..SubscriberConfig::new(endpoint)
+    });
+    let send = |seq: u64, payload: Bytes| {
+        let mut msg = ZmqMessage::from(Bytes::new());
+        msg.push_back(Bytes::copy_from_slice(&seq.to_be_bytes()));
+        msg.push_back(payload);
+        msg
+    };
+    let good = |seq: u64| Bytes::from(encode_batch(&batch(i128::from(seq as u32))).unwrap());
+    loop {
+        pub_socket.send(send(0, good(0))).await.unwrap();
+        match tokio::time::timeout(Duration::from_millis(100), sub.recv()).await {
+            Ok(Some(SubscriberEvent::Batch { seq: 0, .. })) => break,
+            Ok(Some(SubscriberEvent::Connected)) | Err(_) => {}
+            Ok(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(200), sub.recv()).await {
+        assert!(matches!(
+            ev,
+            SubscriberEvent::Restarted { seq: 0 } | SubscriberEvent::Batch { seq: 0, .. }
+        ));
+    }
+    pub_socket
+        .send(send(1, Bytes::from_static(b"\xc1 not msgpack")))
+        .await
+        .unwrap();
+    match next(&mut sub).await {
+        SubscriberEvent::Undecodable { seq: Some(1), .. } => {}
+        other => panic!("expected the bad payload reported, got {other:?}"),
+    }
+    pub_socket.send(send(4, good(4))).await.unwrap();
+    let _request = tokio::time::timeout(WAIT, router.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    match next(&mut sub).await {
+        SubscriberEvent::Gap { from: 2, to: 3 } => {}
+        other => panic!("expected Gap 2..=3 after the replay timed out, got {other:?}"),
+    }
+    match next(&mut sub).await {
+        SubscriberEvent::Batch { seq: 4, .. } => {}
+        other => panic!("{other:?}"),
+    }
+    // A message that is not three frames.
+    pub_socket
+        .send(ZmqMessage::from(Bytes::from_static(b"x")))
+        .await
+        .unwrap();
+    match next(&mut sub).await {
+        SubscriberEvent::Undecodable { seq: None, .. } => {}
+        other => panic!("{other:?}"),
+    }
+    sub.shutdown().await;
+}
