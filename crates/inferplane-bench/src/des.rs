@@ -327,6 +327,7 @@ impl Sim<'_> {
                 // the engine gets the client's cap and stops at the true length
                 max_tokens: item.cap(),
                 content_hash: u64::from(i),
+                block_tokens: Vec::new(),
             };
             match self.insts[g].engine.add_with_min_tokens(input, output) {
                 Ok(seq) => {

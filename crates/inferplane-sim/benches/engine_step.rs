@@ -19,6 +19,7 @@ fn full_batch() -> Engine {
                 block_hashes: hashes,
                 max_tokens: 1_000_000 / 1000,
                 content_hash: i,
+                block_tokens: Vec::new(),
             })
             .expect("fits");
     }

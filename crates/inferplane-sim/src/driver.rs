@@ -7,10 +7,11 @@
 //! seconds; sleeps shorter than the timer's millisecond resolution are carried over to the
 //! next step instead, so long runs keep the right average pace.
 
-use crate::engine::{AddError, Engine, Event, FinishReason, SeqId, SeqInput};
+use crate::engine::{AddError, CacheEvent, Engine, Event, FinishReason, SeqId, SeqInput};
 use crate::faults::Faults;
 use crate::metrics::SimMetrics;
 use inferplane_core::Time;
+use inferplane_kv_events::Publisher;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,6 +45,7 @@ enum Cmd {
         reply: oneshot::Sender<Result<SeqId, AddError>>,
     },
     Abort(SeqId),
+    ResetPrefixCache(oneshot::Sender<bool>),
 }
 
 /// Error submitting to the engine task.
@@ -88,18 +90,68 @@ impl EngineHandle {
     pub fn abort(&self, id: SeqId) {
         let _ = self.tx.send(Cmd::Abort(id));
     }
+
+    /// Empties the prefix cache if no request holds a block ([`Engine::reset_prefix_cache`]).
+    pub async fn reset_prefix_cache(&self) -> Result<bool, SubmitError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Cmd::ResetPrefixCache(reply))
+            .map_err(|_| SubmitError::Stopped)?;
+        rx.await.map_err(|_| SubmitError::Stopped)
+    }
 }
 
-/// Starts the engine task. It stops when every handle is dropped.
+/// Where the engine's cache changes go: batched per step and published as vLLM does.
+#[derive(Debug)]
+pub struct KvEventSink {
+    publisher: Publisher,
+    changes: Vec<CacheEvent>,
+}
+
+impl KvEventSink {
+    /// Publishes through `publisher`.
+    pub fn new(publisher: Publisher) -> Self {
+        KvEventSink {
+            publisher,
+            changes: Vec::new(),
+        }
+    }
+
+    fn flush(&mut self, engine: &mut Engine) {
+        engine.drain_cache_events(&mut self.changes);
+        if let Some(batch) = crate::kv_events::to_batch(&self.changes, unix_secs_f64()) {
+            self.publisher.publish(batch);
+        }
+        self.changes.clear();
+    }
+}
+
+/// Seconds since the Unix epoch for a batch's `ts`, as vLLM stamps it; never used for any
+/// decision.
+#[allow(clippy::disallowed_types, clippy::disallowed_methods)]
+fn unix_secs_f64() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// Starts the engine task. It stops when every handle is dropped. With a `kv_events` sink
+/// the engine records its cache changes and the task publishes them after every step.
 pub fn spawn(
-    engine: Engine,
+    mut engine: Engine,
     time_scale: f64,
     faults: Faults,
     metrics: Arc<SimMetrics>,
+    kv_events: Option<KvEventSink>,
 ) -> EngineHandle {
+    if kv_events.is_some() {
+        engine.record_cache_events();
+    }
     let (tx, rx) = mpsc::unbounded_channel();
     let driver = Driver {
         engine,
+        kv_events,
         rx,
         outs: HashMap::new(),
         time_scale: if time_scale.is_finite() && time_scale > 0.0 {
@@ -119,6 +171,7 @@ pub fn spawn(
 
 struct Driver {
     engine: Engine,
+    kv_events: Option<KvEventSink>,
     rx: mpsc::UnboundedReceiver<Cmd>,
     outs: HashMap<SeqId, mpsc::UnboundedSender<Output>>,
     time_scale: f64,
@@ -153,6 +206,11 @@ impl Driver {
                 self.engine.abort(id);
                 self.outs.remove(&id);
             }
+            Cmd::ResetPrefixCache(reply) => {
+                let done = self.engine.reset_prefix_cache();
+                self.flush_kv_events();
+                let _ = reply.send(done);
+            }
         }
     }
 
@@ -162,7 +220,14 @@ impl Driver {
         v.max(self.last_end)
     }
 
+    fn flush_kv_events(&mut self) {
+        if let Some(sink) = self.kv_events.as_mut() {
+            sink.flush(&mut self.engine);
+        }
+    }
+
     fn publish(&mut self) {
+        self.flush_kv_events();
         let stats = self.engine.stats();
         self.metrics.update(
             self.engine.num_running(),

@@ -40,6 +40,31 @@ pub struct SeqInput {
     pub max_tokens: u32,
     /// A hash of the request's content; with a stop seed it decides the output length.
     pub content_hash: u64,
+    /// The token ids of the prompt's full blocks, `BLOCK_SIZE` per block hash (see
+    /// `tokens::block_token_ids`); the cache events carry them. Callers that never turn on
+    /// [`Engine::record_cache_events`] (the discrete-event benchmark) may leave it empty.
+    pub block_tokens: Vec<u32>,
+}
+
+/// A change to the prefix cache, recorded when [`Engine::record_cache_events`] is on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheEvent {
+    /// A full prompt block entered the cache.
+    Stored {
+        /// Its chained hash.
+        hash: u64,
+        /// The hash of the block before it in its prompt (`None` for the first).
+        parent: Option<u64>,
+        /// Its `BLOCK_SIZE` token ids (empty when the caller gave none).
+        tokens: Vec<u32>,
+    },
+    /// A cached block was evicted (LRU).
+    Removed {
+        /// Its hash.
+        hash: u64,
+    },
+    /// The whole prefix cache was emptied ([`Engine::reset_prefix_cache`]).
+    Cleared,
 }
 
 /// Why a sequence stopped.
@@ -203,6 +228,8 @@ pub struct Engine {
     stop_seed: Option<u64>,
     stats: EngineStats,
     plan: Vec<(SeqId, u32, bool)>,
+    /// Cache changes since the last drain, in order; `None`: not recording.
+    cache_events: Option<Vec<CacheEvent>>,
 }
 
 impl Engine {
@@ -221,7 +248,38 @@ impl Engine {
             stop_seed,
             stats: EngineStats::default(),
             plan: Vec::new(),
+            cache_events: None,
         }
+    }
+
+    /// From now on, record every prefix-cache change (stores, evictions, clears) for
+    /// [`Engine::drain_cache_events`].
+    pub fn record_cache_events(&mut self) {
+        self.kv.record_evictions();
+        self.cache_events.get_or_insert_with(Vec::new);
+    }
+
+    /// Moves the cache changes recorded since the last call into `out`, in order.
+    pub fn drain_cache_events(&mut self, out: &mut Vec<CacheEvent>) {
+        if let Some(log) = self.cache_events.as_mut() {
+            self.kv
+                .take_evicted(|hash| log.push(CacheEvent::Removed { hash }));
+            out.append(log);
+        }
+    }
+
+    /// Empties the prefix cache, as vLLM's `POST /reset_prefix_cache` does: only when no
+    /// sequence holds a block; returns whether it did.
+    pub fn reset_prefix_cache(&mut self) -> bool {
+        if !self.kv.clear() {
+            return false;
+        }
+        if let Some(log) = self.cache_events.as_mut() {
+            self.kv
+                .take_evicted(|hash| log.push(CacheEvent::Removed { hash }));
+            log.push(CacheEvent::Cleared);
+        }
+        true
     }
 
     /// The profile the engine runs with.
@@ -532,8 +590,25 @@ impl Engine {
             // Newly full prompt blocks enter the prefix cache.
             let full = (seq.prefilled.min(seq.input.prompt_tokens) / BLOCK_SIZE) as usize;
             while seq.shared.len() < full.min(seq.input.block_hashes.len()) {
-                let h = seq.input.block_hashes[seq.shared.len()];
-                self.kv.promote(h);
+                let i = seq.shared.len();
+                let h = seq.input.block_hashes[i];
+                let stored = self.kv.promote(h);
+                if let Some(log) = self.cache_events.as_mut().filter(|_| stored) {
+                    // Evictions made room for this block: they come first.
+                    self.kv
+                        .take_evicted(|hash| log.push(CacheEvent::Removed { hash }));
+                    let bs = BLOCK_SIZE as usize;
+                    log.push(CacheEvent::Stored {
+                        hash: h,
+                        parent: i.checked_sub(1).map(|p| seq.input.block_hashes[p]),
+                        tokens: seq
+                            .input
+                            .block_tokens
+                            .get(i * bs..(i + 1) * bs)
+                            .map(<[u32]>::to_vec)
+                            .unwrap_or_default(),
+                    });
+                }
                 seq.private -= 1;
                 seq.shared.push(h);
             }

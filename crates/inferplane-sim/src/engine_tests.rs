@@ -15,6 +15,7 @@ fn input(prompt: u32, max_tokens: u32, hashes: Vec<u64>) -> SeqInput {
         block_hashes: hashes,
         max_tokens,
         content_hash: u64::from(prompt) * 31 + u64::from(max_tokens),
+        block_tokens: Vec::new(),
     }
 }
 
@@ -406,4 +407,87 @@ proptest! {
         };
         prop_assert_eq!(run(), run());
     }
+}
+
+#[test]
+fn cache_events_record_stores_with_parents_and_tokens_then_lru_evictions_then_a_clear() {
+    let mut p = tiny();
+    p.kv_blocks = 4;
+    let mut e = Engine::new(p, None);
+    e.record_cache_events();
+    let tokens: Vec<u32> = (0..48).collect();
+    // 48-token prompt: blocks 0 and 1 are cached (the last block keeps one token to compute
+    // at admission, but after prefill all three full blocks are stored).
+    let mut a = input(48, 1, vec![10, 11, 12]);
+    a.block_tokens = tokens.clone();
+    e.add(a).unwrap();
+    drain(&mut e, Time::ZERO);
+    let mut out = Vec::new();
+    e.drain_cache_events(&mut out);
+    assert_eq!(
+        out,
+        vec![
+            CacheEvent::Stored {
+                hash: 10,
+                parent: None,
+                tokens: tokens[0..16].to_vec()
+            },
+            CacheEvent::Stored {
+                hash: 11,
+                parent: Some(10),
+                tokens: tokens[16..32].to_vec()
+            },
+            CacheEvent::Stored {
+                hash: 12,
+                parent: Some(11),
+                tokens: tokens[32..48].to_vec()
+            },
+        ]
+    );
+    // Reusing the prefix stores nothing new; a different prompt needs room: LRU evictions.
+    e.add(input(48, 1, vec![10, 11, 12])).unwrap();
+    e.add(input(48, 1, vec![20, 21, 22])).unwrap();
+    drain(&mut e, Time::ZERO);
+    out.clear();
+    e.drain_cache_events(&mut out);
+    let removed: Vec<u64> = out
+        .iter()
+        .filter_map(|ev| match ev {
+            CacheEvent::Removed { hash } => Some(*hash),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        !removed.is_empty(),
+        "a 4-block cache evicts to hold 2 x 3 blocks"
+    );
+    let first_removed = out
+        .iter()
+        .position(|ev| matches!(ev, CacheEvent::Removed { .. }));
+    let stored_20 = out
+        .iter()
+        .position(|ev| matches!(ev, CacheEvent::Stored { hash: 20, .. }));
+    assert!(
+        first_removed < stored_20,
+        "the eviction that made room comes first"
+    );
+    assert!(e.reset_prefix_cache(), "idle engine: cleared");
+    out.clear();
+    e.drain_cache_events(&mut out);
+    assert_eq!(out.last(), Some(&CacheEvent::Cleared));
+    assert_eq!(
+        e.stats().prefix_cache_hits,
+        32,
+        "the second 10-11-12 prompt hit 2 blocks"
+    );
+}
+
+#[test]
+fn no_cache_events_are_kept_unless_recording() {
+    let mut e = Engine::new(tiny(), None);
+    e.add(input(48, 1, vec![1, 2, 3])).unwrap();
+    drain(&mut e, Time::ZERO);
+    let mut out = Vec::new();
+    e.drain_cache_events(&mut out);
+    assert!(out.is_empty());
 }

@@ -17,6 +17,7 @@ use crate::engine::{AddError, SeqInput};
 use crate::faults::{FaultConfig, Verdict};
 use crate::openai;
 use crate::openai::{ApiError, ChatRequest, CompletionRequest, Prompt, parse_error};
+use crate::profile::BLOCK_SIZE;
 use crate::respond::{AbortGuard, Answer, Api};
 use crate::server::AppState;
 use crate::tokens;
@@ -82,6 +83,7 @@ pub(crate) async fn chat(
                 block_hashes: tokens::block_hashes(&text),
                 max_tokens,
                 content_hash: tokens::content_hash(&text),
+                block_tokens: tokens::block_token_ids(&text),
             },
             model: req.model,
         })
@@ -99,23 +101,27 @@ pub(crate) async fn completions(
         let body = body.map_err(body_error)?;
         let req: CompletionRequest = serde_json::from_slice(&body).map_err(|e| parse_error(&e))?;
         check_n(req.n)?;
-        let (prompt_tokens, block_hashes, content_hash) = match &req.prompt {
+        let (prompt_tokens, block_hashes, content_hash, block_tokens) = match &req.prompt {
             Prompt::Text(t) => (
                 tokens::count_tokens(t),
                 tokens::block_hashes(t),
                 tokens::content_hash(t),
+                tokens::block_token_ids(t),
             ),
             Prompt::Texts(ts) if ts.len() == 1 => (
                 tokens::count_tokens(&ts[0]),
                 tokens::block_hashes(&ts[0]),
                 tokens::content_hash(&ts[0]),
+                tokens::block_token_ids(&ts[0]),
             ),
             Prompt::Ids(ids) => {
                 let bytes: Vec<u8> = ids.iter().flat_map(|t| t.to_le_bytes()).collect();
+                let full = ids.len() / BLOCK_SIZE as usize * BLOCK_SIZE as usize;
                 (
                     u32::try_from(ids.len()).unwrap_or(u32::MAX),
                     tokens::block_hashes_of_ids(ids),
                     xxhash_rust::xxh3::xxh3_64(&bytes),
+                    ids[..full].to_vec(),
                 )
             }
             _ => {
@@ -137,6 +143,7 @@ pub(crate) async fn completions(
                 block_hashes,
                 max_tokens,
                 content_hash,
+                block_tokens,
             },
             model: req.model,
         })
@@ -320,6 +327,26 @@ pub(crate) async fn health(State(s): State<Arc<AppState>>) -> Response {
         .into_response()
     } else {
         StatusCode::OK.into_response()
+    }
+}
+
+/// vLLM's `POST /reset_prefix_cache`: 200 when emptied, 400 while requests hold blocks.
+pub(crate) async fn reset_prefix_cache(State(s): State<Arc<AppState>>) -> Response {
+    match s.engine.reset_prefix_cache().await {
+        Ok(true) => StatusCode::OK.into_response(),
+        Ok(false) => ApiError::bad_request(
+            "the prefix cache is in use by running requests; retry when idle",
+            None,
+        )
+        .into_response(),
+        Err(e) => ApiError {
+            status: 503,
+            message: e.to_string(),
+            kind: "server_error",
+            param: None,
+            code: None,
+        }
+        .into_response(),
     }
 }
 

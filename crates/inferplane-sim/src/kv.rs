@@ -32,6 +32,8 @@ pub struct KvCache {
     idle: u32,
     clock: u64,
     evictions: u64,
+    /// Hashes evicted since the last [`KvCache::take_evicted`], when recording.
+    evicted: Option<Vec<u64>>,
 }
 
 impl KvCache {
@@ -45,6 +47,7 @@ impl KvCache {
             idle: 0,
             clock: 0,
             evictions: 0,
+            evicted: None,
         }
     }
 
@@ -91,9 +94,36 @@ impl KvCache {
                 self.cached.remove(&hash);
                 self.idle -= 1;
                 self.evictions += 1;
+                if let Some(log) = self.evicted.as_mut() {
+                    log.push(hash);
+                }
             }
         }
         self.private += n;
+        true
+    }
+
+    /// From now on, remember the hashes of evicted blocks for [`KvCache::take_evicted`].
+    pub fn record_evictions(&mut self) {
+        self.evicted.get_or_insert_with(Vec::new);
+    }
+
+    /// Hands the hashes evicted since the last call to `f`, oldest first.
+    pub fn take_evicted(&mut self, mut f: impl FnMut(u64)) {
+        if let Some(log) = self.evicted.as_mut() {
+            log.drain(..).for_each(&mut f);
+        }
+    }
+
+    /// Empties the prefix cache, as vLLM's `reset_prefix_cache`: only when no block is
+    /// in use (no sequence holds one); returns whether it did.
+    pub fn clear(&mut self) -> bool {
+        if self.in_use() > 0 {
+            return false;
+        }
+        self.cached.clear();
+        self.evictable.clear();
+        self.idle = 0;
         true
     }
 
@@ -154,13 +184,18 @@ impl KvCache {
 
     /// Turns one of the caller's private blocks, now full, into the cached block `hash`
     /// referenced once by the caller. If another sequence already cached the same content,
-    /// the private copy is freed and the caller shares the existing block.
-    pub fn promote(&mut self, hash: u64) {
+    /// the private copy is freed and the caller shares the existing block. Returns whether
+    /// the block is new to the cache.
+    pub fn promote(&mut self, hash: u64) -> bool {
         self.free(1);
         match self.cached.get(&hash) {
-            Some(_) => self.acquire(hash),
+            Some(_) => {
+                self.acquire(hash);
+                false
+            }
             None => {
                 self.cached.insert(hash, CachedBlock { refs: 1, stamp: 0 });
+                true
             }
         }
     }
@@ -208,6 +243,30 @@ mod tests {
         assert_eq!(kv.match_prefix(&[7, 8]), 1);
         kv.acquire(7);
         assert_eq!(kv.in_use(), 1, "re-acquired from the evictable list");
+    }
+
+    #[test]
+    fn evictions_are_recorded_in_order_and_clear_needs_an_idle_cache() {
+        let mut kv = KvCache::new(2);
+        kv.record_evictions();
+        assert!(kv.alloc(2));
+        assert!(kv.promote(1));
+        assert!(kv.promote(2));
+        assert!(!kv.clear(), "blocks in use: not cleared");
+        kv.release(2);
+        kv.release(1);
+        assert!(kv.alloc(2)); // evicts 2 then 1 (release order)
+        let mut out = Vec::new();
+        kv.take_evicted(|h| out.push(h));
+        assert_eq!(out, vec![2, 1]);
+        kv.take_evicted(|_| panic!("drained"));
+        kv.free(2);
+        assert!(kv.alloc(1));
+        assert!(kv.promote(3));
+        kv.release(3);
+        assert!(kv.clear());
+        assert_eq!(kv.match_prefix(&[3]), 0);
+        assert_eq!(kv.occupied(), 0);
     }
 
     use proptest::prelude::*;

@@ -7,6 +7,8 @@
 //!   prefill, KV-cache budget with recompute preemption, prefix cache) driven by an
 //!   [`profile::EngineProfile`] step-time model.
 //! - [`kv`]: the block budget and prefix cache.
+//! - [`kv_events`]: vLLM's KV cache events (`--kv-events-config`) from the real prefix
+//!   cache: the engine records, the driver publishes over ZMQ with a replay socket.
 //! - [`tokens`]: the stand-in tokenizer, prompt block hashes and deterministic pseudo-text.
 //! - [`server`]: the vLLM-compatible HTTP face ([`SimServer`]), with [`driver`] (the task
 //!   that runs the engine in scaled real time), [`respond`] (JSON and SSE answers),
@@ -26,6 +28,7 @@ pub mod fasthash;
 pub mod faults;
 mod handlers;
 pub mod kv;
+pub mod kv_events;
 pub mod listener;
 pub mod metrics;
 pub mod openai;
@@ -34,7 +37,10 @@ pub mod respond;
 pub mod server;
 pub mod tokens;
 
-pub use engine::{AddError, Engine, EngineStats, Event, FinishReason, SeqId, SeqInput, StepInfo};
+pub use engine::{
+    AddError, CacheEvent, Engine, EngineStats, Event, FinishReason, SeqId, SeqInput, StepInfo,
+};
 pub use faults::FaultConfig;
+pub use kv_events::KvEventsConfig;
 pub use profile::{BLOCK_SIZE, EngineProfile, FromPlannerError};
 pub use server::{SimConfig, SimServer, StartError};

@@ -8,6 +8,7 @@ use crate::driver::{self, EngineHandle};
 use crate::engine::Engine;
 use crate::faults::{FaultConfig, Faults};
 use crate::handlers;
+use crate::kv_events::KvEventsConfig;
 use crate::listener::FaultyListener;
 use crate::metrics::SimMetrics;
 use crate::openai::ApiError;
@@ -46,6 +47,8 @@ pub struct SimConfig {
     pub max_body_bytes: usize,
     /// Require `Authorization: Bearer <key>` on `/v1/*`, as `vllm serve --api-key` does.
     pub api_key: Option<String>,
+    /// Publish KV cache events as `vllm serve --kv-events-config` does.
+    pub kv_events: Option<KvEventsConfig>,
 }
 
 impl SimConfig {
@@ -62,6 +65,7 @@ impl SimConfig {
             legacy_metric_names: false,
             max_body_bytes: 8 << 20,
             api_key: None,
+            kv_events: None,
         }
     }
 }
@@ -81,6 +85,9 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    /// Binding the KV event sockets failed.
+    #[error(transparent)]
+    KvEvents(#[from] inferplane_kv_events::TransportError),
 }
 
 #[derive(Debug)]
@@ -101,6 +108,7 @@ pub(crate) struct AppState {
 pub struct SimServer {
     addr: SocketAddr,
     faults: Faults,
+    kv_events_endpoints: Option<(String, Option<String>)>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
 }
@@ -130,11 +138,22 @@ impl SimServer {
             config.legacy_metric_names,
         ));
         let max_model_len = config.profile.max_model_len;
+        let publisher = match &config.kv_events {
+            Some(kv) if kv.publishes() => Some(kv.bind().await?),
+            _ => None,
+        };
+        let kv_events_endpoints = publisher.as_ref().map(|p| {
+            (
+                p.endpoint().to_owned(),
+                p.replay_endpoint().map(str::to_owned),
+            )
+        });
         let engine = driver::spawn(
             Engine::new(config.profile, config.stop_seed),
             config.time_scale,
             faults.clone(),
             metrics.clone(),
+            publisher.map(driver::KvEventSink::new),
         );
         let state = Arc::new(AppState {
             instance_id: HeaderValue::from_str(&config.instance_id).map_err(|_| {
@@ -161,6 +180,7 @@ impl SimServer {
         Ok(SimServer {
             addr: local,
             faults,
+            kv_events_endpoints,
             shutdown: Some(tx),
             task,
         })
@@ -174,6 +194,18 @@ impl SimServer {
     /// Base URL, e.g. `http://127.0.0.1:40123`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The bound KV event PUB endpoint (port resolved), when publishing.
+    pub fn kv_events_endpoint(&self) -> Option<&str> {
+        self.kv_events_endpoints.as_ref().map(|(e, _)| e.as_str())
+    }
+
+    /// The bound KV event replay endpoint (port resolved), when configured.
+    pub fn kv_events_replay_endpoint(&self) -> Option<&str> {
+        self.kv_events_endpoints
+            .as_ref()
+            .and_then(|(_, r)| r.as_deref())
     }
 
     /// The fault controls (the same state `/sim/faults` changes).
@@ -211,6 +243,7 @@ fn app(state: Arc<AppState>, max_body: usize) -> Router {
         .merge(v1)
         .route("/health", get(handlers::health))
         .route("/metrics", get(handlers::metrics))
+        .route("/reset_prefix_cache", post(handlers::reset_prefix_cache))
         .route(
             "/sim/faults",
             get(handlers::get_faults)

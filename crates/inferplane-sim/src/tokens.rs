@@ -30,6 +30,19 @@ pub fn block_hashes(text: &str) -> Vec<u64> {
         .collect()
 }
 
+/// The stand-in token ids of the text's full blocks: each 4-byte piece read as a
+/// little-endian `u32`, so that hashing these ids with [`block_hashes_of_ids`] gives the same
+/// chain as [`block_hashes`] over the text. The simulator's KV events carry them as
+/// `token_ids`.
+pub fn block_token_ids(text: &str) -> Vec<u32> {
+    let block_bytes = BYTES_PER_TOKEN * BLOCK_SIZE as usize;
+    let full = text.len() / block_bytes * block_bytes;
+    text.as_bytes()[..full]
+        .chunks_exact(BYTES_PER_TOKEN)
+        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
 /// Chained hashes for a prompt given as token ids (the completions API's integer form).
 pub fn block_hashes_of_ids(ids: &[u32]) -> Vec<u64> {
     let mut prev = 0u64;
@@ -90,6 +103,14 @@ mod tests {
             a[0], a[1],
             "equal content at different depths hashes differently"
         );
+    }
+
+    #[test]
+    fn stand_in_token_ids_hash_to_the_text_chain() {
+        let text = "hello world, this is a prompt of some length. ".repeat(5);
+        let ids = block_token_ids(&text);
+        assert_eq!(ids.len(), text.len() / 64 * 16, "full blocks only");
+        assert_eq!(block_hashes_of_ids(&ids), block_hashes(&text));
     }
 
     #[test]

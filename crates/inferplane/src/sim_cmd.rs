@@ -1,7 +1,7 @@
 //! `inferplane sim`: run one or more simulated vLLM-compatible engines on real sockets.
 
 use anyhow::{Context, bail};
-use inferplane_sim::{EngineProfile, FaultConfig, SimConfig, SimServer};
+use inferplane_sim::{EngineProfile, FaultConfig, KvEventsConfig, SimConfig, SimServer};
 use std::net::{IpAddr, SocketAddr};
 
 /// Arguments of `inferplane sim`.
@@ -62,6 +62,12 @@ pub struct SimArgs {
     /// Publish KV usage under vLLM V0's name vllm:gpu_cache_usage_perc.
     #[arg(long)]
     pub legacy_metric_names: bool,
+    /// Publish KV cache events like `vllm serve --kv-events-config`: JSON with vLLM's
+    /// fields, e.g. '{"enable_kv_cache_events":true,"publisher":"zmq",
+    /// "endpoint":"tcp://*:5557","replay_endpoint":"tcp://*:5558","topic":"kv-events"}'.
+    /// With --count > 1, instance i binds each port + i (as vLLM offsets by DP rank).
+    #[arg(long, value_parser = parse_kv_events_config)]
+    pub kv_events_config: Option<KvEventsConfig>,
     /// Fault: fail the Nth completion request.
     #[arg(long)]
     pub fail_nth: Option<u64>,
@@ -131,6 +137,30 @@ impl SimArgs {
     }
 }
 
+fn parse_kv_events_config(json: &str) -> Result<KvEventsConfig, String> {
+    KvEventsConfig::from_json(json).map_err(|e| format!("invalid --kv-events-config: {e}"))
+}
+
+/// The endpoint with its TCP port moved up by `offset` (port 0 stays 0: the OS picks).
+fn offset_port(endpoint: &str, offset: u16) -> anyhow::Result<String> {
+    if offset == 0 {
+        return Ok(endpoint.to_owned());
+    }
+    let (base, port) = endpoint
+        .rsplit_once(':')
+        .context("KV event endpoint has no port")?;
+    let port: u16 = port
+        .parse()
+        .with_context(|| format!("KV event endpoint port in {endpoint}"))?;
+    if port == 0 {
+        return Ok(endpoint.to_owned());
+    }
+    let port = port
+        .checked_add(offset)
+        .context("KV event port + instance index runs past 65535")?;
+    Ok(format!("{base}:{port}"))
+}
+
 /// Runs `inferplane sim` until Ctrl-C.
 pub async fn run(args: SimArgs) -> anyhow::Result<()> {
     if args.count == 0 {
@@ -154,6 +184,16 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
         cfg.legacy_metric_names = args.legacy_metric_names;
         cfg.api_key = args.api_key.clone();
         cfg.faults = args.faults();
+        if let Some(kv) = &args.kv_events_config {
+            let mut kv = kv.clone();
+            kv.endpoint = offset_port(&kv.endpoint, i)?;
+            kv.replay_endpoint = kv
+                .replay_endpoint
+                .as_deref()
+                .map(|e| offset_port(e, i))
+                .transpose()?;
+            cfg.kv_events = Some(kv);
+        }
         let server = SimServer::start(cfg, SocketAddr::new(args.host, port)).await?;
         println!(
             "sim-{i}: model {} profile {} on {}",
@@ -161,6 +201,12 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
             profile.name,
             server.url()
         );
+        if let Some(ep) = server.kv_events_endpoint() {
+            match server.kv_events_replay_endpoint() {
+                Some(replay) => println!("sim-{i}: KV events on {ep}, replay on {replay}"),
+                None => println!("sim-{i}: KV events on {ep}"),
+            }
+        }
         servers.push(server);
     }
     if let Some(s) = servers.first() {
@@ -178,4 +224,22 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
         s.shutdown().await;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kv_event_ports_move_up_by_the_instance_index() {
+        assert_eq!(offset_port("tcp://*:5557", 0).unwrap(), "tcp://*:5557");
+        assert_eq!(offset_port("tcp://*:5557", 2).unwrap(), "tcp://*:5559");
+        assert_eq!(
+            offset_port("tcp://127.0.0.1:0", 3).unwrap(),
+            "tcp://127.0.0.1:0"
+        );
+        assert!(offset_port("tcp://*:65535", 1).is_err());
+        assert!(offset_port("tcp://*:x", 1).is_err());
+        assert!(parse_kv_events_config("{\"enable_kv_cache_events\": 1}").is_err());
+    }
 }
