@@ -22,6 +22,22 @@ pub fn count_tokens(text: &str) -> u32 {
     u32::try_from(text.len().div_ceil(BYTES_PER_TOKEN)).unwrap_or(u32::MAX)
 }
 
+/// Appends one chat message to the stand-in prompt text of a chat, as the simulator
+/// tokenizes it: `role: ` then the message's text pieces (its content, or the text of its
+/// content parts) and a newline.
+pub fn push_chat_message<'a>(
+    out: &mut String,
+    role: &str,
+    texts: impl IntoIterator<Item = &'a str>,
+) {
+    out.push_str(role);
+    out.push_str(": ");
+    for t in texts {
+        out.push_str(t);
+    }
+    out.push('\n');
+}
+
 /// Chained hashes of the text's full blocks, in order.
 pub fn block_hashes(text: &str) -> Vec<u64> {
     let block_bytes = BYTES_PER_TOKEN * BLOCK_TOKENS as usize;

@@ -8,5 +8,8 @@
 pub mod blocks;
 pub mod index;
 
-pub use blocks::{BLOCK_TOKENS, BYTES_PER_TOKEN, block_hashes, block_hashes_of_ids, count_tokens};
+pub use blocks::{
+    BLOCK_TOKENS, BYTES_PER_TOKEN, block_hashes, block_hashes_of_ids, count_tokens,
+    push_chat_message,
+};
 pub use index::{BYTES_PER_BLOCK, Matches, PrefixIndex};
