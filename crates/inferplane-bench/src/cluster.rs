@@ -4,7 +4,7 @@
 //! ```toml
 //! [policy]                      # plain strings, the seed's snake_case names
 //! policy = "fifo"               # fifo, priority, slo_aware, cost_optimized, adaptive
-//! routing = "round_robin"       # load_balanced, round_robin, random, affinity, locality
+//! routing = "round_robin"       # load_balanced, round_robin, random, affinity, locality, prefix
 //! balance = "least_ttft"        # weighted_round_robin, least_connections,
 //!                               # least_response_time, power_of_two
 //!

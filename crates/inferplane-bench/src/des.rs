@@ -281,6 +281,10 @@ impl Sim<'_> {
             .prefix_group
             .map(|g| u64::from(g) | 1 << 63)
             .or(item.session);
+        // the very text the simulated engine is sent (see `poll`), so the router's blocks
+        // are the engine's
+        meta.prefix_blocks =
+            inferplane_sim::tokens::block_hashes(&prompt_text(item, u64::from(i))).into();
         meta
     }
 
@@ -319,11 +323,11 @@ impl Sim<'_> {
             let i = pl.payload;
             self.attempts[i as usize] = Some(pl.attempt);
             let item = &self.items[i as usize];
-            let text = prompt_text(item, u64::from(i));
             let output = item.output_tokens.max(1);
             let input = SeqInput {
                 prompt_tokens: item.prompt_tokens.max(1),
-                block_hashes: inferplane_sim::tokens::block_hashes(&text),
+                // the blocks of `prompt_text(item, i)`, hashed once in `meta`
+                block_hashes: pl.meta.prefix_blocks.to_vec(),
                 // the engine gets the client's cap and stops at the true length
                 max_tokens: item.cap(),
                 content_hash: u64::from(i),

@@ -19,7 +19,7 @@
 )]
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use inferplane_core::route::{AffinityConfig, LoadBalancedConfig, LocalityConfig};
+use inferplane_core::route::{AffinityConfig, LoadBalancedConfig, LocalityConfig, PrefixConfig};
 use inferplane_core::schedule::{
     AdaptiveConfig, CostOptimizedConfig, FifoConfig, PriorityConfig, SloAwareConfig,
 };
@@ -193,6 +193,7 @@ fn strategies(c: &mut Criterion) {
             "locality",
             RoutingConfig::Locality(LocalityConfig::default()),
         ),
+        ("prefix", RoutingConfig::Prefix(PrefixConfig::default())),
     ];
     for (name, routing) in cases {
         run(c, "routing", name, fifo(), routing);

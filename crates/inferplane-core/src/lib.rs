@@ -15,6 +15,7 @@ pub mod load;
 pub mod outcome;
 pub mod pool;
 pub mod predict;
+pub mod prefix;
 pub mod reject;
 pub mod request;
 pub mod reserve;

@@ -236,6 +236,11 @@ pub struct RequestMeta {
     /// Hash of the prompt's leading blocks; `locality` routing groups equal hashes.
     #[serde(default)]
     pub prefix_hash: Option<u64>,
+    /// Chained hashes of the prompt's full KV blocks, in order (see
+    /// [`crate::prefix::block_hashes`]: 16-token blocks of the stand-in tokenizer, or of a
+    /// real one); empty when unknown. `prefix` routing matches them against its index.
+    #[serde(default)]
+    pub prefix_blocks: std::sync::Arc<[u64]>,
     /// Preferred instance layout, if the client asked for one.
     #[serde(default)]
     pub parallelism_hint: Option<ParallelismKind>,
@@ -264,6 +269,7 @@ impl RequestMeta {
             prompt_tokens,
             session: None,
             prefix_hash: None,
+            prefix_blocks: std::sync::Arc::default(),
             parallelism_hint: None,
             arrival,
         }

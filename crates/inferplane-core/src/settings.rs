@@ -8,6 +8,8 @@ use crate::schedule::PolicyConfig;
 
 /// Largest prefix index `locality` may keep (entries).
 pub const MAX_LOCALITY_CAPACITY: usize = 1 << 24;
+/// Largest prefix index `prefix` may keep (block entries; see `prefix::BYTES_PER_BLOCK`).
+pub const MAX_PREFIX_BLOCKS: usize = 1 << 24;
 /// Most ring points per instance `affinity` may place.
 pub const MAX_VIRTUAL_NODES: u32 = 1_000;
 /// Largest load factor or safety margin accepted.
@@ -92,6 +94,17 @@ pub fn check_routing(r: &RoutingConfig) -> Result<(), InvalidSetting> {
             }
             Ok(())
         }
+        RoutingConfig::Prefix(c) => {
+            within("routing.hit_weight", c.hit_weight, 0.0, MAX_FACTOR)?;
+            within("routing.spread_load", c.spread_load, 0.0, MAX_FACTOR)?;
+            if c.max_blocks == 0 || c.max_blocks > MAX_PREFIX_BLOCKS {
+                return Err(invalid(
+                    "routing.max_blocks",
+                    format!("{} is not within [1, {MAX_PREFIX_BLOCKS}]", c.max_blocks),
+                ));
+            }
+            Ok(())
+        }
     }
 }
 
@@ -122,6 +135,19 @@ mod tests {
             ..LocalityConfig::default()
         });
         assert_eq!(check_routing(&huge).unwrap_err().field, "routing.capacity");
+        let prefix = |c| check_routing(&RoutingConfig::Prefix(c)).unwrap_err().field;
+        let d = crate::route::PrefixConfig::default();
+        assert_eq!(check_routing(&RoutingConfig::Prefix(d.clone())), Ok(()));
+        let zero = crate::route::PrefixConfig {
+            max_blocks: 0,
+            ..d.clone()
+        };
+        assert_eq!(prefix(zero), "routing.max_blocks");
+        let nan = crate::route::PrefixConfig {
+            hit_weight: f64::NAN,
+            ..d
+        };
+        assert_eq!(prefix(nan), "routing.hit_weight");
         let nan = RoutingConfig::Affinity(AffinityConfig {
             load_factor: f64::NAN,
             ..AffinityConfig::default()

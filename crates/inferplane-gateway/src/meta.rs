@@ -1,7 +1,7 @@
 //! Request metadata from the HTTP edge: the `x-*` headers (priority, SLOs, cost budget,
 //! session, parallelism hint, request id) with defaults so unmodified OpenAI clients work,
 //! and the few body fields the control plane reads (model, stream, max tokens, user, a
-//! prompt-size estimate and a prefix hash). Invalid header values are a 400 that names the
+//! prompt-size estimate, a prefix hash and the prompt's KV-block hashes). Invalid header values are a 400 that names the
 //! header and says why.
 
 use crate::error::ApiError;
@@ -210,6 +210,68 @@ impl BodyMeta<'_> {
         (!p.is_empty()).then(|| xxhash_rust::xxh3::xxh3_64(&p[..p.len().min(PREFIX_BYTES)]))
     }
 
+    /// The prompt's chained KV-block hashes by the simulator's stand-in tokenization
+    /// (`inferplane_core::prefix`), over the same text the simulator hashes: a chat's
+    /// messages as `role: content` lines, a completion's one text or its token ids. Empty
+    /// when the prompt has another shape (several prompts, non-text content only).
+    pub fn prefix_blocks(&self) -> std::sync::Arc<[u64]> {
+        use inferplane_core::prefix;
+        #[derive(Deserialize)]
+        struct Message<'a> {
+            #[serde(borrow)]
+            role: std::borrow::Cow<'a, str>,
+            #[serde(default)]
+            content: Option<Content>,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Content {
+            Text(String),
+            Parts(Vec<Part>),
+        }
+        #[derive(Deserialize)]
+        struct Part {
+            #[serde(rename = "type")]
+            kind: String,
+            #[serde(default)]
+            text: Option<String>,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Prompt {
+            Text(String),
+            Texts([String; 1]),
+            Ids(Vec<u32>),
+        }
+        if let Some(raw) = self.messages {
+            let Ok(messages) = serde_json::from_str::<Vec<Message<'_>>>(raw.get()) else {
+                return std::sync::Arc::default();
+            };
+            let mut text = String::new();
+            for m in &messages {
+                let parts = match &m.content {
+                    Some(Content::Text(t)) => vec![t.as_str()],
+                    Some(Content::Parts(ps)) => ps
+                        .iter()
+                        .filter(|p| p.kind == "text")
+                        .map(|p| p.text.as_deref().unwrap_or(""))
+                        .collect(),
+                    None => Vec::new(),
+                };
+                prefix::push_chat_message(&mut text, &m.role, parts);
+            }
+            return prefix::block_hashes(&text).into();
+        }
+        match self
+            .prompt
+            .map(|raw| serde_json::from_str::<Prompt>(raw.get()))
+        {
+            Some(Ok(Prompt::Text(t) | Prompt::Texts([t]))) => prefix::block_hashes(&t).into(),
+            Some(Ok(Prompt::Ids(ids))) => prefix::block_hashes_of_ids(&ids).into(),
+            _ => std::sync::Arc::default(),
+        }
+    }
+
     /// The requested output limit.
     pub fn max_tokens(&self) -> Option<u32> {
         self.max_completion_tokens.or(self.max_tokens)
@@ -268,6 +330,7 @@ pub fn body_with_usage(body: &bytes::Bytes, meta: &BodyMeta<'_>) -> Result<bytes
 mod tests {
     use super::*;
     use axum::http::HeaderValue;
+    use serde_json::json;
 
     fn h(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut m = HeaderMap::new();
@@ -342,6 +405,42 @@ mod tests {
     }
 
     #[test]
+    fn prefix_blocks_equal_the_simulators_for_chats_and_completions() {
+        let long = "a shared system prompt of some length ".repeat(20);
+        for body in [
+            json!({"model":"m","messages":[{"role":"system","content":long},
+                {"role":"user","content":[{"type":"text","text":"hi "},{"type":"image_url"},
+                {"type":"text","text":"there"}]},{"role":"assistant"}]}),
+            json!({"model":"m","prompt":long}),
+            json!({"model":"m","prompt":[long]}),
+            json!({"model":"m","prompt":(0..50).collect::<Vec<u32>>()}),
+        ] {
+            let bytes = serde_json::to_vec(&body).unwrap();
+            let meta = BodyMeta::parse(&bytes).unwrap();
+            let sim = if body.get("messages").is_some() {
+                let req: inferplane_sim::openai::ChatRequest =
+                    serde_json::from_value(body.clone()).unwrap();
+                inferplane_sim::tokens::block_hashes(&req.prompt_text())
+            } else {
+                match serde_json::from_value(body["prompt"].clone()).unwrap() {
+                    inferplane_sim::openai::Prompt::Text(t) => {
+                        inferplane_sim::tokens::block_hashes(&t)
+                    }
+                    inferplane_sim::openai::Prompt::Texts(ts) => {
+                        inferplane_sim::tokens::block_hashes(&ts[0])
+                    }
+                    inferplane_sim::openai::Prompt::Ids(ids) => {
+                        inferplane_sim::tokens::block_hashes_of_ids(&ids)
+                    }
+                    inferplane_sim::openai::Prompt::IdBatches(_) => unreachable!(),
+                }
+            };
+            assert!(!sim.is_empty());
+            assert_eq!(&meta.prefix_blocks()[..], &sim[..], "{body}");
+        }
+    }
+
+    #[test]
     fn body_fields_parse_once_and_usage_is_requested_on_streams() {
         let body = bytes::Bytes::from_static(
             br#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hello"}],"user":"u1","max_tokens":5}"#,
@@ -351,6 +450,7 @@ mod tests {
         assert_eq!(meta.max_tokens(), Some(5));
         assert!(meta.prompt_tokens_estimate() > 5);
         assert!(meta.prefix_hash().is_some());
+        assert!(meta.prefix_blocks().is_empty(), "shorter than one block");
         assert!(!meta.wants_usage());
         let fwd = body_with_usage(&body, &meta).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&fwd).unwrap();

@@ -155,18 +155,15 @@ impl ChatRequest {
     pub fn prompt_text(&self) -> String {
         let mut out = String::new();
         for m in &self.messages {
-            out.push_str(&m.role);
-            out.push_str(": ");
-            match &m.content {
-                Some(Content::Text(t)) => out.push_str(t),
-                Some(Content::Parts(parts)) => {
-                    for p in parts.iter().filter(|p| p.kind == "text") {
-                        out.push_str(p.text.as_deref().unwrap_or(""));
-                    }
-                }
-                None => {}
-            }
-            out.push('\n');
+            let texts: &mut dyn Iterator<Item = &str> = match &m.content {
+                Some(Content::Text(t)) => &mut std::iter::once(t.as_str()),
+                Some(Content::Parts(parts)) => &mut parts
+                    .iter()
+                    .filter(|p| p.kind == "text")
+                    .map(|p| p.text.as_deref().unwrap_or("")),
+                None => &mut std::iter::empty(),
+            };
+            inferplane_core::prefix::push_chat_message(&mut out, &m.role, texts);
         }
         out
     }

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// KV-cache block size in tokens (vLLM's default).
-pub const BLOCK_SIZE: u32 = 16;
+pub const BLOCK_SIZE: u32 = inferplane_core::prefix::BLOCK_TOKENS;
 
 /// Step-time model and limits of one simulated engine instance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -12,10 +12,13 @@ pub mod affinity;
 pub mod balance;
 pub mod load_balanced;
 pub mod locality;
+pub mod prefix;
 pub mod random;
 pub mod round_robin;
 
+use crate::pool::InstanceIx;
 use crate::request::RequestMeta;
+use crate::time::Time;
 use serde::{Deserialize, Serialize};
 
 pub use crate::pool::{Allowed, CandidateSet, PoolView, Slot};
@@ -24,6 +27,7 @@ pub use affinity::{Affinity, AffinityConfig};
 pub use balance::{BalanceConfig, Balancer};
 pub use load_balanced::{LoadBalanced, LoadBalancedConfig};
 pub use locality::{Locality, LocalityConfig};
+pub use prefix::{Prefix, PrefixConfig};
 pub use random::{Random, RandomConfig};
 pub use round_robin::{RoundRobin, RoundRobinConfig};
 
@@ -40,6 +44,9 @@ pub trait RoutingStrategy: Send {
         view: &PoolView<'_>,
         allowed: Allowed<'_>,
     ) -> Option<Slot>;
+    /// Told after the scheduler placed `req` on `ix` (whatever picked it); may record the
+    /// placement (and allocate, within the strategy's own bound). Default: nothing.
+    fn placed(&mut self, _req: &RequestMeta, _ix: InstanceIx, _now: Time) {}
 }
 
 /// Which routing strategy a pool runs, with its settings; the config tag is `kind`.
@@ -56,6 +63,8 @@ pub enum RoutingConfig {
     Affinity(AffinityConfig),
     /// Equal prompt prefixes go where they are likely cached.
     Locality(LocalityConfig),
+    /// Prompt blocks go where they are likely cached, weighed against capacity-relative load.
+    Prefix(PrefixConfig),
 }
 
 impl Default for RoutingConfig {
@@ -67,13 +76,14 @@ impl Default for RoutingConfig {
 impl RoutingConfig {
     /// Every strategy with its default settings, in the seed's order (names for CLIs,
     /// benchmarks and metric labels derive from this list).
-    pub fn all() -> [RoutingConfig; 5] {
+    pub fn all() -> [RoutingConfig; 6] {
         [
             RoutingConfig::LoadBalanced(LoadBalancedConfig::default()),
             RoutingConfig::RoundRobin(RoundRobinConfig::default()),
             RoutingConfig::Random(RandomConfig::default()),
             RoutingConfig::Affinity(AffinityConfig::default()),
             RoutingConfig::Locality(LocalityConfig::default()),
+            RoutingConfig::Prefix(PrefixConfig::default()),
         ]
     }
 
@@ -85,6 +95,7 @@ impl RoutingConfig {
             RoutingConfig::Random(_) => random::NAME,
             RoutingConfig::Affinity(_) => affinity::NAME,
             RoutingConfig::Locality(_) => locality::NAME,
+            RoutingConfig::Prefix(_) => prefix::NAME,
         }
     }
 
@@ -98,6 +109,7 @@ impl RoutingConfig {
             RoutingConfig::Random(c) => Router::Random(Random::new(c.clone(), seed)),
             RoutingConfig::Affinity(c) => Router::Affinity(Affinity::new(c.clone())),
             RoutingConfig::Locality(c) => Router::Locality(Locality::new(c.clone())),
+            RoutingConfig::Prefix(c) => Router::Prefix(Prefix::new(c.clone())),
         }
     }
 }
@@ -115,6 +127,8 @@ pub enum Router {
     Affinity(Affinity),
     /// `locality`.
     Locality(Locality),
+    /// `prefix`.
+    Prefix(Prefix),
 }
 
 macro_rules! each {
@@ -125,6 +139,7 @@ macro_rules! each {
             Router::Random($r) => $e,
             Router::Affinity($r) => $e,
             Router::Locality($r) => $e,
+            Router::Prefix($r) => $e,
         }
     };
 }
@@ -143,6 +158,9 @@ impl RoutingStrategy for Router {
         allowed: Allowed<'_>,
     ) -> Option<Slot> {
         each!(self, r => r.pick(req, view, allowed))
+    }
+    fn placed(&mut self, req: &RequestMeta, ix: InstanceIx, now: Time) {
+        each!(self, r => r.placed(req, ix, now))
     }
 }
 
@@ -164,6 +182,10 @@ mod tests {
             (r#"{"kind":"random"}"#, "random"),
             (r#"{"kind":"affinity","load_factor":1.5}"#, "affinity"),
             (r#"{"kind":"locality","capacity":1024}"#, "locality"),
+            (
+                r#"{"kind":"prefix","max_blocks":4096,"max_age":"10m"}"#,
+                "prefix",
+            ),
         ] {
             let c: RoutingConfig = serde_json::from_str(json).unwrap();
             assert_eq!(c.name(), name);

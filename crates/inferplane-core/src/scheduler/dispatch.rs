@@ -307,6 +307,7 @@ impl<T> Scheduler<T> {
             self.totals.inflight += 1;
         }
         self.stats.placed += 1;
+        self.router.placed(&q.meta, ix, now);
         self.inflight.insert(
             q.attempt,
             Inflight {

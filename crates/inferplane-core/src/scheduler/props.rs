@@ -81,7 +81,7 @@ fn policy(i: u8) -> PolicyConfig {
 fn routing(i: u8) -> RoutingConfig {
     let lb =
         |algorithm| RoutingConfig::LoadBalanced(crate::route::LoadBalancedConfig { algorithm });
-    match i % 8 {
+    match i % 9 {
         0 => lb(BalanceConfig::WeightedRoundRobin(Default::default())),
         1 => lb(BalanceConfig::LeastConnections(Default::default())),
         2 => lb(BalanceConfig::LeastResponseTime(Default::default())),
@@ -89,6 +89,10 @@ fn routing(i: u8) -> RoutingConfig {
         4 => RoutingConfig::RoundRobin(Default::default()),
         5 => RoutingConfig::Random(Default::default()),
         6 => RoutingConfig::Affinity(AffinityConfig::default()),
+        7 => RoutingConfig::Prefix(crate::route::PrefixConfig {
+            max_blocks: 32,
+            ..Default::default()
+        }),
         _ => RoutingConfig::Locality(LocalityConfig {
             capacity: 16,
             load_factor: 1.25,
@@ -303,6 +307,7 @@ impl Model {
                 });
                 m.session = Some(format!("s{session}"));
                 m.prefix_hash = Some(u64::from(session));
+                m.prefix_blocks = (0..4).map(|b| u64::from(session) * 16 + b).collect();
                 self.ids.push(id);
                 self.enqueued.insert(id, now);
                 self.metas.insert(id, m.clone());

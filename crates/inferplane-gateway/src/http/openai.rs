@@ -130,6 +130,7 @@ async fn handle(
         prompt_tokens: prompt_estimate,
         session: hm.session.clone().or_else(|| bm.user.clone()),
         prefix_hash: bm.prefix_hash(),
+        prefix_blocks: bm.prefix_blocks(),
         parallelism_hint: hm.parallelism_hint,
         arrival: s.cp.clock().at(arrival),
     };

@@ -1,0 +1,129 @@
+use super::*;
+use crate::pool::InstanceState;
+use crate::route::testkit;
+use std::sync::Arc;
+
+/// A request of 10 blocks (160 tokens) whose blocks are `base..base + 10`.
+fn req(id: u64, base: u64) -> RequestMeta {
+    let mut r = testkit::req(id, None, None);
+    r.prompt_tokens = 160;
+    r.prefix_blocks = (base..base + 10).collect::<Arc<[u64]>>();
+    r
+}
+
+/// Picks, counts the attempt in flight and tells the strategy, as the scheduler does.
+fn place(p: &mut Prefix, st: &mut [Option<InstanceState>], r: &RequestMeta) -> Slot {
+    let slot = p.pick(r, &testkit::view(st), Allowed::All).unwrap();
+    let inst = st[slot].as_mut().unwrap();
+    inst.inflight += 1;
+    let ix = inst.ix;
+    testkit::refresh_all(st);
+    p.placed(r, ix, Time::ZERO);
+    slot
+}
+
+fn strategy(st: &[Option<InstanceState>]) -> Prefix {
+    let mut p = Prefix::new(PrefixConfig::default());
+    p.rebuild(&testkit::view(st));
+    p
+}
+
+#[test]
+fn prefix_sends_follow_ups_to_the_instance_holding_their_prefix() {
+    let mut st = testkit::states(&[(100, 0); 4]);
+    let mut p = strategy(&st);
+    let homes: Vec<Slot> = (0..4)
+        .map(|c| place(&mut p, &mut st, &req(c, c * 100)))
+        .collect();
+    let mut sorted = homes.clone();
+    sorted.sort_unstable();
+    assert_eq!(
+        sorted,
+        [0, 1, 2, 3],
+        "new conversations spread to the least loaded"
+    );
+    for turn in 1..4u64 {
+        for c in 0..4u64 {
+            // a follow-up: the same blocks and more
+            let mut r = req(10 * turn + c, c * 100);
+            r.prefix_blocks = (c * 100..c * 100 + 10 + turn).collect();
+            assert_eq!(place(&mut p, &mut st, &r), homes[c as usize]);
+        }
+    }
+}
+
+#[test]
+fn prefix_spreads_a_hot_prefix_once_its_holder_passes_the_spread_load() {
+    let mut st = testkit::states(&[(10, 0); 4]);
+    let mut p = strategy(&st);
+    let mut placed = [0u32; 4];
+    for i in 0..20 {
+        placed[place(&mut p, &mut st, &req(i, 7))] += 1;
+    }
+    // the first holder takes it up to half its limit (5 of 10), then the others share it
+    assert_eq!(placed.iter().max(), Some(&5), "{placed:?}");
+    assert_eq!(placed.iter().sum::<u32>(), 20);
+    let holders = (0..4)
+        .filter(|&s| p.index().holds(st[s].as_ref().unwrap().ix, 7))
+        .count();
+    assert_eq!(holders, 4, "each instance it spread to holds it too");
+}
+
+#[test]
+fn prefix_weighs_load_relative_to_each_instances_limit() {
+    // a large and a small instance, both holding the prefix, equally many in flight
+    let mut st = testkit::states(&[(100, 4), (8, 4)]);
+    let mut p = strategy(&st);
+    for (i, s) in st.iter().enumerate() {
+        p.placed(&req(i as u64, 0), s.as_ref().unwrap().ix, Time::ZERO);
+    }
+    assert_eq!(
+        place(&mut p, &mut st, &req(9, 0)),
+        0,
+        "4/100 is lighter than 4/8"
+    );
+    // a small instance with the prefix beats an idle large one without it
+    let mut st = testkit::states(&[(100, 0), (8, 2)]);
+    let mut p = strategy(&st);
+    p.placed(&req(0, 0), st[1].as_ref().unwrap().ix, Time::ZERO);
+    assert_eq!(place(&mut p, &mut st, &req(1, 0)), 1);
+}
+
+#[test]
+fn prefix_forgets_a_removed_instance_so_its_reused_slot_starts_cold() {
+    let mut st = testkit::states(&[(100, 0); 2]);
+    let mut p = strategy(&st);
+    let home = place(&mut p, &mut st, &req(0, 0));
+    // the slot is reused by another instance (next generation)
+    let spec = st[home].as_ref().unwrap().spec.clone();
+    let mut newcomer = InstanceState::new(spec, crate::pool::InstanceIx::new(home as u32, 1));
+    newcomer.ready = true;
+    st[home] = Some(newcomer);
+    testkit::refresh_all(&mut st);
+    p.rebuild(&testkit::view(&st));
+    assert_eq!(p.index().len(), 0);
+    assert_eq!(p.index().blocks_of(st[home].as_ref().unwrap().ix), 0);
+}
+
+#[test]
+fn prefix_keeps_each_instance_within_its_kv_capacity() {
+    let mut st = testkit::states(&[(100, 0)]);
+    st[0].as_mut().unwrap().engine.kv_capacity_tokens = Some(16 * 25);
+    let mut p = strategy(&st);
+    for c in 0..10 {
+        place(&mut p, &mut st, &req(c, c * 100));
+    }
+    assert_eq!(p.index().len(), 25);
+    // the newest conversations stay whole
+    assert!(p.index().holds(st[0].as_ref().unwrap().ix, 900));
+    assert!(!p.index().holds(st[0].as_ref().unwrap().ix, 0));
+}
+
+#[test]
+fn prefix_without_block_hashes_goes_to_the_least_loaded() {
+    let mut st = testkit::states(&[(10, 3), (10, 1), (10, 2)]);
+    let mut p = strategy(&st);
+    let r = testkit::req(1, None, None);
+    assert_eq!(place(&mut p, &mut st, &r), 1);
+    assert!(p.index().is_empty());
+}
