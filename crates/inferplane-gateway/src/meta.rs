@@ -152,8 +152,8 @@ pub struct BodyMeta<'a> {
     /// Streaming?
     #[serde(default)]
     pub stream: Option<bool>,
-    /// `stream_options`, kept raw.
-    #[serde(default, borrow)]
+    /// `stream_options`, kept raw; an explicit `null` is kept too (`None`: absent).
+    #[serde(default, borrow, deserialize_with = "given")]
     pub stream_options: Option<&'a RawValue>,
     /// Output limit (older name).
     #[serde(default)]
@@ -172,12 +172,25 @@ pub struct BodyMeta<'a> {
     pub prompt: Option<&'a RawValue>,
 }
 
+/// A field as given, `null` included: only an absent field is `None`.
+fn given<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&'de RawValue>::deserialize(d).map(Some)
+}
+
 /// Bytes of prompt JSON hashed for prefix locality (about 256 tokens of text).
 pub const PREFIX_BYTES: usize = 1024;
 
 impl BodyMeta<'_> {
-    /// Parses the fields; a bad body is a 400 that says what is wrong.
+    /// Parses the fields; a bad body (not a JSON object with a `model`) is a 400 that says
+    /// what is wrong.
     pub fn parse(body: &[u8]) -> Result<BodyMeta<'_>, ApiError> {
+        // serde would also read a struct from an array (`["m"]`): the API takes objects
+        if body.trim_ascii_start().first() != Some(&b'{') {
+            return Err(ApiError::bad_request(
+                "invalid request body: expected a JSON object",
+                None,
+            ));
+        }
         serde_json::from_slice(body).map_err(|e| {
             let msg = e.to_string();
             let param = msg
@@ -286,21 +299,18 @@ impl BodyMeta<'_> {
     }
 }
 
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
-}
-
 /// The body to forward for a stream: the original bytes, with
 /// `"stream_options":{"include_usage":true}` added when the client did not set
 /// `stream_options` (so the gateway can count tokens). A client that set its own
-/// `stream_options` without usage gets them merged (the one re-serialising path).
+/// `stream_options` (or `null`) without usage gets them merged (the one re-serialising
+/// path); one that set something else than an object is left for the engine to refuse.
 pub fn body_with_usage(body: &bytes::Bytes, meta: &BodyMeta<'_>) -> Result<bytes::Bytes, ApiError> {
     if meta.wants_usage() {
         return Ok(body.clone());
     }
-    // absent (not `null`, which parses as absent too but is in the bytes: a second key
-    // would lose to it)
-    if meta.stream_options.is_none() && !contains(body, b"\"stream_options\"") {
+    if meta.stream_options.is_none() {
+        // absent from the top-level object, whatever the rest of the body mentions: added
+        // after its opening brace, every other byte untouched
         let text = body.as_ref();
         let Some(open) = text.iter().position(|b| *b == b'{') else {
             return Ok(body.clone());
@@ -482,5 +492,55 @@ mod tests {
                 .message
                 .contains("invalid request body")
         );
+    }
+
+    #[test]
+    fn usage_is_requested_when_only_a_nested_key_or_the_prompt_says_stream_options() {
+        // found by the request_meta fuzz target: the words "stream_options" anywhere in
+        // the body (a key inside a message, a quoted phrase in the prompt) made the gateway
+        // think the client had set them, and forward the stream without asking for usage
+        for body in [
+            &br#"{"model":"m","stream":true,"messages":[{"role":"user","stream_options":{"include_usage":true},"content":"x"}]}"#[..],
+            &br#"{"model":"m","stream":true,"messages":[{"role":"user","content":"say \"stream_options\""}]}"#[..],
+        ] {
+            let body = bytes::Bytes::copy_from_slice(body);
+            let meta = BodyMeta::parse(&body).unwrap();
+            let fwd = body_with_usage(&body, &meta).unwrap();
+            let again = BodyMeta::parse(&fwd).unwrap();
+            assert!(again.wants_usage(), "{}", String::from_utf8_lossy(&fwd));
+            assert_eq!(
+                serde_json::from_str::<serde_json::Value>(again.prompt_json()).unwrap(),
+                serde_json::from_str::<serde_json::Value>(meta.prompt_json()).unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn an_escaped_null_stream_options_key_is_replaced_not_shadowed() {
+        // `"stream\u005foptions":null` is the key `stream_options`: a second key added in
+        // front of it would make the body invalid for the gateway and lose to the `null`
+        // in the engine
+        let body = bytes::Bytes::from_static(
+            br#"{"model":"m","stream":true,"stream\u005foptions":null,"prompt":"x"}"#,
+        );
+        let meta = BodyMeta::parse(&body).unwrap();
+        let fwd = body_with_usage(&body, &meta).unwrap();
+        let again = BodyMeta::parse(&fwd).expect("one stream_options key");
+        assert!(again.wants_usage(), "{}", String::from_utf8_lossy(&fwd));
+    }
+
+    #[test]
+    fn a_body_that_is_not_a_json_object_is_a_400() {
+        // found by the request_meta fuzz target: `["m"]` read as a request for model `m`
+        for body in [&b"[\"m\"]"[..], b" [\"m\", true]", b"\"m\"", b"", b"null"] {
+            let err = BodyMeta::parse(body).unwrap_err();
+            assert_eq!(err.status, 400);
+            assert!(
+                err.message.contains("invalid request body"),
+                "{}",
+                err.message
+            );
+        }
+        assert_eq!(BodyMeta::parse(b" \n{\"model\":\"m\"}").unwrap().model, "m");
     }
 }

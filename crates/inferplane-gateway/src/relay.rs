@@ -46,9 +46,7 @@ pub struct RelayParams {
 /// A relay in progress.
 pub struct Relay {
     upstream: Upstream,
-    buf: BytesMut,
-    /// Bytes at the start of `buf` already searched for an event end without one.
-    searched: usize,
+    events: EventSplitter,
     ready: VecDeque<Bytes>,
     params: RelayParams,
     ttft: Option<Duration>,
@@ -76,19 +74,13 @@ pub struct StartFailure {
 /// before the new bytes), as (position, separator length).
 fn find_event_end(buf: &[u8], from: usize) -> Option<(usize, usize)> {
     let start = from.saturating_sub(3).min(buf.len());
-    let tail = &buf[start..];
-    let lf = tail
-        .windows(2)
-        .position(|w| w == b"\n\n")
-        .map(|p| (start + p, 2));
-    let crlf = tail
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|p| (start + p, 4));
-    match (lf, crlf) {
-        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
-        (a, b) => a.or(b),
-    }
+    // One pass for both styles: a search per style would scan all the rest of the buffer
+    // for the style not in use, once per event (quadratic in a chunk of many events).
+    (start..buf.len()).find_map(|i| match &buf[i..] {
+        [b'\n', b'\n', ..] => Some((i, 2)),
+        [b'\r', b'\n', b'\r', b'\n', ..] => Some((i, 4)),
+        _ => None,
+    })
 }
 
 /// The event's `data:` payload (first data line).
@@ -112,6 +104,115 @@ fn has_content(data: &[u8]) -> bool {
         }
     }
     false
+}
+
+/// Splits an engine's server-sent-event stream into events, exactly as the relay reads it:
+/// an event ends at its first blank line (`\n\n` or `\r\n\r\n`, separator included in the
+/// event), an end is searched for only in the bytes that arrived since the last search, and
+/// an event being read that grows past the limit is an error (the buffer is then emptied).
+#[derive(Debug)]
+pub struct EventSplitter {
+    buf: BytesMut,
+    /// Bytes at the start of `buf` already searched for an event end without one.
+    searched: usize,
+    limit: usize,
+}
+
+/// An event longer than an [`EventSplitter`]'s limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the engine sent an event longer than {limit} bytes")]
+pub struct EventTooLong {
+    /// The limit it passed.
+    pub limit: usize,
+}
+
+impl EventSplitter {
+    /// A splitter for events of at most `limit` bytes (the relay's is [`MAX_EVENT_BYTES`]).
+    pub fn new(limit: usize) -> Self {
+        EventSplitter {
+            buf: BytesMut::new(),
+            searched: 0,
+            limit,
+        }
+    }
+
+    /// Appends bytes as they came from the engine (one read, far smaller than the limit;
+    /// [`EventSplitter::next_event`] enforces the limit).
+    pub fn push(&mut self, chunk: &[u8]) {
+        self.buf.extend_from_slice(chunk);
+    }
+
+    /// The next complete event, or `None` until more bytes come; [`EventTooLong`] when the
+    /// event being read passes the limit, whether it came whole or in pieces.
+    pub fn next_event(&mut self) -> Result<Option<Bytes>, EventTooLong> {
+        if let Some((end, sep)) = find_event_end(&self.buf, self.searched) {
+            self.searched = 0;
+            if end + sep > self.limit {
+                self.clear();
+                return Err(EventTooLong { limit: self.limit });
+            }
+            return Ok(Some(self.buf.split_to(end + sep).freeze()));
+        }
+        self.searched = self.buf.len();
+        if self.buf.len() > self.limit {
+            self.clear();
+            return Err(EventTooLong { limit: self.limit });
+        }
+        Ok(None)
+    }
+
+    /// Bytes held of the event being read.
+    pub fn pending(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// At the end of the stream: the last event, if it had no blank line after it.
+    pub fn finish(&mut self) -> Option<Bytes> {
+        self.searched = 0;
+        (!self.buf.is_empty()).then(|| self.buf.split().freeze())
+    }
+
+    /// Drops whatever is held.
+    pub fn clear(&mut self) {
+        self.buf = BytesMut::new();
+        self.searched = 0;
+    }
+}
+
+/// What the relay reads from one event: whether it carries generated text (the first one
+/// gives TTFT; they are counted when the engine reports no usage), the usage it reports,
+/// and whether it is the usage-only chunk dropped for a client that did not ask for usage.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EventFacts {
+    /// A non-empty `content` or `text` string.
+    pub content: bool,
+    /// The `usage` object, if the chunk has one.
+    pub usage: Option<crate::backend::Usage>,
+    /// A chunk with usage and no choices.
+    pub usage_only: bool,
+}
+
+impl EventFacts {
+    /// Reads an event's first `data:` line; other events and `[DONE]` have no facts.
+    pub fn read(event: &[u8]) -> EventFacts {
+        let Some(data) = data_of(event) else {
+            return EventFacts::default();
+        };
+        if data == b"[DONE]" {
+            return EventFacts::default();
+        }
+        let mut facts = EventFacts {
+            content: has_content(data),
+            ..EventFacts::default()
+        };
+        if data.windows(7).any(|w| w == b"\"usage\"")
+            && let Ok(c) = serde_json::from_slice::<UsageChunk>(data)
+        {
+            facts.usage = c.usage;
+            facts.usage_only = c.choices.is_empty() && c.usage.is_some();
+        }
+        facts
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -164,8 +265,7 @@ impl Relay {
         };
         let mut relay = Relay {
             upstream,
-            buf: BytesMut::new(),
-            searched: 0,
+            events: EventSplitter::new(MAX_EVENT_BYTES),
             ready: VecDeque::new(),
             params,
             ttft: None,
@@ -183,30 +283,19 @@ impl Relay {
         if self.finished {
             return;
         }
-        self.buf.extend_from_slice(chunk);
-        while let Some((end, sep)) = find_event_end(&self.buf, self.searched) {
-            let event = self.buf.split_to(end + sep).freeze();
-            self.searched = 0;
-            self.inspect(event);
-        }
-        self.searched = self.buf.len();
-        if self.buf.len() > MAX_EVENT_BYTES {
-            self.broken(format!(
-                "the engine sent an event longer than {MAX_EVENT_BYTES} bytes"
-            ));
+        self.events.push(chunk);
+        loop {
+            match self.events.next_event() {
+                Ok(Some(event)) => self.inspect(event),
+                Ok(None) => return,
+                Err(e) => return self.broken(e.to_string()),
+            }
         }
     }
 
     fn inspect(&mut self, event: Bytes) {
-        let Some(data) = data_of(&event) else {
-            self.ready.push_back(event);
-            return;
-        };
-        if data == b"[DONE]" {
-            self.ready.push_back(event);
-            return;
-        }
-        if has_content(data) {
+        let facts = EventFacts::read(&event);
+        if facts.content {
             self.content_events += 1;
             if self.ttft.is_none() {
                 self.ttft = Some(self.params.arrival.elapsed());
@@ -215,15 +304,11 @@ impl Relay {
                 }
             }
         }
-        if data.windows(7).any(|w| w == b"\"usage\"")
-            && let Ok(c) = serde_json::from_slice::<UsageChunk>(data)
-        {
-            if c.usage.is_some() {
-                self.usage = c.usage;
-            }
-            if self.params.strip_usage && c.choices.is_empty() && c.usage.is_some() {
-                return;
-            }
+        if facts.usage.is_some() {
+            self.usage = facts.usage;
+        }
+        if self.params.strip_usage && facts.usage_only {
+            return;
         }
         self.ready.push_back(event);
     }
@@ -284,8 +369,7 @@ impl Relay {
             match next {
                 Ok(Some(Ok(chunk))) => self.feed(&chunk),
                 Ok(None) => {
-                    if !self.buf.is_empty() {
-                        let rest = self.buf.split().freeze();
+                    if let Some(rest) = self.events.finish() {
                         self.inspect(rest);
                     }
                     let result = self.success();
@@ -299,8 +383,7 @@ impl Relay {
 
     fn broken(&mut self, why: String) {
         tracing::warn!(reason = %why, "stream broken after first byte");
-        self.buf = BytesMut::new();
-        self.searched = 0;
+        self.events.clear();
         let err = ApiError::upstream(why);
         self.ready.push_back(Bytes::from(err.sse_event()));
         self.finish(Outcome::StreamBroken);
@@ -344,5 +427,62 @@ mod tests {
             data_of(b"event: x\ndata: {\"a\":1}\n\n"),
             Some(&b"{\"a\":1}"[..])
         );
+    }
+
+    fn split_all(s: &mut EventSplitter, chunk: &[u8]) -> Result<Vec<Bytes>, EventTooLong> {
+        s.push(chunk);
+        let mut out = Vec::new();
+        while let Some(ev) = s.next_event()? {
+            out.push(ev);
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn an_event_longer_than_the_limit_is_refused_even_when_it_arrives_whole() {
+        // found by the sse_relay fuzz target: the bound was checked only on the unfinished
+        // rest, so an over-long event that came complete in one read went through
+        let mut s = EventSplitter::new(16);
+        assert_eq!(
+            split_all(&mut s, b"data: 12345678\n\n").unwrap().len(),
+            1,
+            "16 bytes"
+        );
+        assert_eq!(
+            split_all(&mut s, b"data: 123456789\n\ndata: x\n\n"),
+            Err(EventTooLong { limit: 16 })
+        );
+        assert_eq!(s.pending(), 0, "nothing kept of it");
+        let mut s = EventSplitter::new(16);
+        assert_eq!(
+            split_all(&mut s, b"data: 1234567890"),
+            Ok(vec![]),
+            "16 bytes, unfinished"
+        );
+        assert_eq!(split_all(&mut s, b"1"), Err(EventTooLong { limit: 16 }));
+    }
+
+    #[test]
+    fn a_chunk_of_many_events_is_split_in_linear_time() {
+        // with one search per separator style, each event rescanned the rest of the chunk
+        // for `\r\n\r\n`: this chunk took over ten minutes in a debug build
+        let chunk = b"data: x\n\n".repeat(1 << 17);
+        let mut s = EventSplitter::new(MAX_EVENT_BYTES);
+        let events = split_all(&mut s, &chunk).unwrap();
+        assert_eq!(events.len(), 1 << 17);
+        assert_eq!(s.finish(), None);
+    }
+
+    #[test]
+    fn facts_come_from_the_first_data_line() {
+        let usage = EventFacts::read(
+            b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2}}\n\n",
+        );
+        assert!(usage.usage_only && !usage.content);
+        assert_eq!(usage.usage.map(|u| u.completion_tokens), Some(2));
+        let text = EventFacts::read(b"event: x\ndata: {\"choices\":[{\"text\":\"a\"}]}\n\n");
+        assert!(text.content && !text.usage_only && text.usage.is_none());
+        assert_eq!(EventFacts::read(b"data: [DONE]\n\n"), EventFacts::default());
+        assert_eq!(EventFacts::read(b": keep-alive\n\n"), EventFacts::default());
     }
 }

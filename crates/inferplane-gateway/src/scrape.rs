@@ -6,7 +6,8 @@
 //! `llamacpp:requests_deferred`, KV usage `vllm:kv_cache_usage_perc` (older
 //! `vllm:gpu_cache_usage_perc`) / `sglang:token_usage`. Series with several label sets
 //! (data-parallel ranks, several models) are summed for counts and averaged for usage. A
-//! name that is missing stays unknown: it is never read as zero load.
+//! name that is missing stays unknown: it is never read as zero load. A value that is not
+//! a finite number at least zero is ignored.
 
 use inferplane_core::EngineLoad;
 
@@ -66,15 +67,18 @@ pub fn parse_load(text: &str) -> EngineLoad {
         else {
             continue;
         };
-        if value.is_finite() {
+        // a count or a usage below zero is no reading, like NaN
+        if value.is_finite() && value >= 0.0 {
             slot.sum += value;
             slot.n += 1;
         }
     }
+    // (a sum of huge readings that overflows is no reading either)
     let first = |accs: &[Acc; 3], mean: bool| {
         accs.iter()
             .find(|a| a.n > 0)
             .map(|a| if mean { a.sum / f64::from(a.n) } else { a.sum })
+            .filter(|v| v.is_finite())
     };
     EngineLoad {
         running: first(&running, false),
@@ -129,5 +133,22 @@ mod tests {
             "vllm:num_requests_running{ 1\nvllm:num_requests_waiting NaN\nrandom text\n",
         );
         assert_eq!(l, EngineLoad::default());
+    }
+
+    #[test]
+    fn negative_and_overflowing_readings_are_ignored() {
+        // found by the scrape fuzz target: `llamacpp:requests_deferred -5` read as -5
+        // waiting requests
+        let l = parse_load(
+            "llamacpp:requests_deferred -5\nllamacpp:requests_processing 2\n\
+             vllm:kv_cache_usage_perc -0.5\n",
+        );
+        assert_eq!((l.waiting, l.running, l.kv_usage), (None, Some(2.0), None));
+        let l = parse_load(
+            "vllm:num_requests_running{engine=\"0\"} 1e308\n\
+             vllm:num_requests_running{engine=\"1\"} 1e308\n\
+             vllm:num_requests_waiting{engine=\"0\"} -1\nvllm:num_requests_waiting{engine=\"1\"} 3\n",
+        );
+        assert_eq!((l.running, l.waiting), (None, Some(3.0)));
     }
 }

@@ -12,12 +12,38 @@ use crate::model::{Attention, ModelSpec, MoeSpec, SlidingPattern, SlidingWindow}
 use serde_json::Value;
 use std::path::Path;
 
-fn field_u64(v: &Value, names: &[&'static str]) -> Option<u64> {
-    names.iter().find_map(|n| v.get(*n).and_then(Value::as_u64))
+/// The largest sizes read. Each is far above any published model (the largest have hidden
+/// sizes near 2^14, a few hundred routed experts and under 200 layers) and small enough that
+/// the planner's parameter, byte and FLOP counts cannot overflow.
+mod max {
+    pub const HIDDEN: u64 = 1 << 16;
+    pub const LAYERS: u64 = 1 << 10;
+    pub const HEADS: u64 = 1 << 10;
+    pub const HEAD_DIM: u64 = 1 << 12;
+    pub const RANK: u64 = 1 << 14;
+    pub const VOCAB: u64 = 1 << 22;
+    pub const INTERMEDIATE: u64 = 1 << 18;
+    pub const EXPERTS: u64 = 1 << 12;
+    pub const POSITIONS: u64 = 1 << 27;
+    pub const BLOCK: u64 = 1 << 12;
 }
 
-fn need(v: &Value, name: &'static str) -> Result<u64, PlanError> {
-    match field_u64(v, &[name]) {
+/// The first of `names` present as a non-negative integer; an error above `max`.
+fn field_u64(v: &Value, names: &[&'static str], max: u64) -> Result<Option<u64>, PlanError> {
+    let found = names
+        .iter()
+        .find_map(|n| v.get(*n).and_then(Value::as_u64).map(|x| (*n, x)));
+    match found {
+        Some((field, x)) if x > max => Err(PlanError::ConfigField {
+            field,
+            reason: format!("{x} is above the planner's limit of {max}"),
+        }),
+        found => Ok(found.map(|(_, x)| x)),
+    }
+}
+
+fn need(v: &Value, name: &'static str, max: u64) -> Result<u64, PlanError> {
+    match field_u64(v, &[name], max)? {
         Some(0) => Err(PlanError::ConfigField {
             field: name,
             reason: "must be positive".into(),
@@ -70,28 +96,29 @@ impl ModelSpec {
         let quant = root.get("quantization_config").cloned();
         // Multimodal models keep the language model in `text_config`.
         let v = root.get("text_config").unwrap_or(&root);
-        let hidden = need(v, "hidden_size")?;
-        let layers = need(v, "num_hidden_layers")?;
-        let heads = need(v, "num_attention_heads")?;
-        let kv_heads = field_u64(v, &["num_key_value_heads"]).unwrap_or(heads);
-        let vocab = need(v, "vocab_size")?;
-        let intermediate = need(v, "intermediate_size")?;
-        let head_dim = field_u64(v, &["head_dim"]).unwrap_or(hidden / heads);
+        let hidden = need(v, "hidden_size", max::HIDDEN)?;
+        let layers = need(v, "num_hidden_layers", max::LAYERS)?;
+        let heads = need(v, "num_attention_heads", max::HEADS)?;
+        let kv_heads = field_u64(v, &["num_key_value_heads"], max::HEADS)?.unwrap_or(heads);
+        let vocab = need(v, "vocab_size", max::VOCAB)?;
+        let intermediate = need(v, "intermediate_size", max::INTERMEDIATE)?;
+        let head_dim = field_u64(v, &["head_dim"], max::HEAD_DIM)?.unwrap_or(hidden / heads);
         if kv_heads == 0 || head_dim == 0 || heads % kv_heads != 0 {
             return Err(PlanError::ConfigField {
                 field: "num_key_value_heads",
                 reason: format!("{kv_heads} does not divide num_attention_heads {heads}"),
             });
         }
-        let max_position = field_u64(v, &["max_position_embeddings"]).unwrap_or(4096);
+        let max_position =
+            field_u64(v, &["max_position_embeddings"], max::POSITIONS)?.unwrap_or(4096);
         let is_gpt_oss = arch.starts_with("GptOss");
-        let attention = if let Some(kv_lora_rank) = field_u64(v, &["kv_lora_rank"]) {
+        let attention = if let Some(kv_lora_rank) = field_u64(v, &["kv_lora_rank"], max::RANK)? {
             Attention::Mla {
-                q_lora_rank: field_u64(v, &["q_lora_rank"]),
+                q_lora_rank: field_u64(v, &["q_lora_rank"], max::RANK)?,
                 kv_lora_rank,
-                qk_nope_head_dim: need(v, "qk_nope_head_dim")?,
-                qk_rope_head_dim: need(v, "qk_rope_head_dim")?,
-                v_head_dim: need(v, "v_head_dim")?,
+                qk_nope_head_dim: need(v, "qk_nope_head_dim", max::HEAD_DIM)?,
+                qk_rope_head_dim: need(v, "qk_rope_head_dim", max::HEAD_DIM)?,
+                v_head_dim: need(v, "v_head_dim", max::HEAD_DIM)?,
             }
         } else {
             let bias = flag(v, "attention_bias").unwrap_or(false);
@@ -111,24 +138,46 @@ impl ModelSpec {
             } => qk_nope_head_dim + qk_rope_head_dim,
             Attention::Gqa { .. } => head_dim,
         };
-        let experts = field_u64(v, &["num_local_experts", "num_experts", "n_routed_experts"]);
+        let experts = field_u64(
+            v,
+            &["num_local_experts", "num_experts", "n_routed_experts"],
+            max::EXPERTS,
+        )?;
         let moe = match experts {
-            Some(e) if e > 1 => Some(MoeSpec {
-                experts: e,
-                experts_per_token: field_u64(v, &["num_experts_per_tok", "experts_per_token"])
-                    .unwrap_or(2),
-                shared_experts: field_u64(v, &["n_shared_experts"]).unwrap_or(0),
-                expert_intermediate: field_u64(v, &["moe_intermediate_size"])
+            Some(e) if e > 1 => {
+                let per_token = field_u64(
+                    v,
+                    &["num_experts_per_tok", "experts_per_token"],
+                    max::EXPERTS,
+                )?
+                .unwrap_or(2);
+                if per_token == 0 || per_token > e {
+                    return Err(PlanError::ConfigField {
+                        field: "num_experts_per_tok",
+                        reason: format!("{per_token} is not between 1 and the {e} experts"),
+                    });
+                }
+                Some(MoeSpec {
+                    experts: e,
+                    experts_per_token: per_token,
+                    shared_experts: field_u64(v, &["n_shared_experts"], max::EXPERTS)?.unwrap_or(0),
+                    expert_intermediate: field_u64(
+                        v,
+                        &["moe_intermediate_size"],
+                        max::INTERMEDIATE,
+                    )?
                     .unwrap_or(intermediate),
-                first_dense_layers: field_u64(v, &["first_k_dense_replace"]).unwrap_or(0),
-                expert_bias: is_gpt_oss,
-                router_bias: is_gpt_oss
-                    || v.get("topk_method").and_then(Value::as_str) == Some("noaux_tc"),
-            }),
+                    first_dense_layers: field_u64(v, &["first_k_dense_replace"], max::LAYERS)?
+                        .unwrap_or(0),
+                    expert_bias: is_gpt_oss,
+                    router_bias: is_gpt_oss
+                        || v.get("topk_method").and_then(Value::as_str) == Some("noaux_tc"),
+                })
+            }
             _ => None,
         };
-        let sliding = sliding_window(v, layers);
-        let (native_dtype, fp8_block) = native_format(quant.as_ref(), moe.is_some());
+        let sliding = sliding_window(v, layers)?;
+        let (native_dtype, fp8_block) = native_format(quant.as_ref(), moe.is_some())?;
         Ok(ModelSpec {
             name: name.to_string(),
             hf_id: name.to_string(),
@@ -155,10 +204,12 @@ impl ModelSpec {
 }
 
 /// Sliding window from `layer_types` (gpt-oss) or `sliding_window` + `use_sliding_window`.
-fn sliding_window(v: &Value, layers: u64) -> Option<SlidingWindow> {
-    let window = field_u64(v, &["sliding_window"])?;
+fn sliding_window(v: &Value, layers: u64) -> Result<Option<SlidingWindow>, PlanError> {
+    let Some(window) = field_u64(v, &["sliding_window"], max::POSITIONS)? else {
+        return Ok(None);
+    };
     if window == 0 || flag(v, "use_sliding_window") == Some(false) {
-        return None;
+        return Ok(None);
     }
     let pattern = match v.get("layer_types").and_then(Value::as_array) {
         Some(types) => {
@@ -167,7 +218,7 @@ fn sliding_window(v: &Value, layers: u64) -> Option<SlidingWindow> {
                 .filter(|t| t.as_str() == Some("sliding_attention"))
                 .count() as u64;
             if sliding == 0 {
-                return None;
+                return Ok(None);
             } else if sliding == layers {
                 SlidingPattern::All
             } else {
@@ -178,13 +229,16 @@ fn sliding_window(v: &Value, layers: u64) -> Option<SlidingWindow> {
         }
         None => SlidingPattern::All,
     };
-    Some(SlidingWindow { window, pattern })
+    Ok(Some(SlidingWindow { window, pattern }))
 }
 
 /// The checkpoint's own format from `quantization_config`.
-fn native_format(quant: Option<&Value>, is_moe: bool) -> (WeightDtype, Option<u64>) {
+fn native_format(
+    quant: Option<&Value>,
+    is_moe: bool,
+) -> Result<(WeightDtype, Option<u64>), PlanError> {
     let Some(q) = quant else {
-        return (WeightDtype::Bf16, None);
+        return Ok((WeightDtype::Bf16, None));
     };
     let method = q
         .get("quant_method")
@@ -195,12 +249,20 @@ fn native_format(quant: Option<&Value>, is_moe: bool) -> (WeightDtype, Option<u6
         .get("weight_block_size")
         .and_then(|b| b.get(1).or_else(|| b.get(0)))
         .and_then(Value::as_u64);
-    match method.as_str() {
-        "fp8" | "compressed-tensors" | "fbgemm_fp8" => (WeightDtype::Fp8, block),
+    Ok(match method.as_str() {
+        "fp8" | "compressed-tensors" | "fbgemm_fp8" => {
+            if block.is_some_and(|b| b == 0 || b > max::BLOCK) {
+                return Err(PlanError::ConfigField {
+                    field: "weight_block_size",
+                    reason: format!("must be between 1 and {}", max::BLOCK),
+                });
+            }
+            (WeightDtype::Fp8, block)
+        }
         "mxfp4" if is_moe => (WeightDtype::Mxfp4, None),
         "awq" | "gptq" | "awq_marlin" | "gptq_marlin" => (WeightDtype::Int4, None),
         _ => (WeightDtype::Bf16, None),
-    }
+    })
 }
 
 #[cfg(test)]
@@ -290,5 +352,44 @@ mod tests {
             err.to_string().contains("/nonexistent/dir/config.json"),
             "{err}"
         );
+    }
+
+    const MOE: &str = r#"{"hidden_size":64,"num_hidden_layers":2,"num_attention_heads":8,
+      "intermediate_size":128,"vocab_size":100,"num_local_experts":4"#;
+
+    #[test]
+    fn more_experts_per_token_than_experts_is_an_error() {
+        // found by the hf_config fuzz target: 8 of 4 experts per token made the active
+        // parameter count larger than the total
+        for k in [0, 5, 8] {
+            let json = format!(r#"{MOE},"num_experts_per_tok":{k}}}"#);
+            let err = ModelSpec::from_config_json("x", &json).unwrap_err();
+            assert!(err.to_string().contains("num_experts_per_tok"), "{err}");
+        }
+        let json = format!(r#"{MOE},"num_experts_per_tok":4}}"#);
+        let m = ModelSpec::from_config_json("x", &json).unwrap();
+        let c = m.param_counts();
+        assert!(c.active_non_embedding <= c.total);
+    }
+
+    #[test]
+    fn sizes_past_the_planner_limits_are_errors_not_overflows() {
+        let dense = r#""hidden_size":64,"num_hidden_layers":2,"num_attention_heads":8,
+          "intermediate_size":128,"vocab_size":100"#;
+        for (field, extra) in [
+            ("hidden_size", r#""hidden_size":18446744073709551615"#),
+            ("num_hidden_layers", r#""num_hidden_layers":4000000000"#),
+            ("vocab_size", r#""vocab_size":99999999999"#),
+            ("num_local_experts", r#""num_local_experts":1000000"#),
+            (
+                "weight_block_size",
+                r#""quantization_config":{"quant_method":"fp8","weight_block_size":[0,0]}"#,
+            ),
+        ] {
+            // a later key wins in serde_json's map, so the extra value replaces the dense one
+            let json = format!("{{{dense},{extra}}}");
+            let err = ModelSpec::from_config_json("x", &json).unwrap_err();
+            assert!(err.to_string().contains(field), "{field}: {err}");
+        }
     }
 }
