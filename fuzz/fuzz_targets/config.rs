@@ -52,6 +52,7 @@ fuzz_target!(|data: &[u8]| {
             prompt_tokens: 100,
             session: Some(format!("s{i}")),
             prefix_hash: Some(i),
+            prefix_blocks: std::sync::Arc::from([7, 100 + i]),
             parallelism_hint: None,
             arrival: Time::ZERO,
         });

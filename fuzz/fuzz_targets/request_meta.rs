@@ -129,6 +129,7 @@ fuzz_target!(|data: &[u8]| {
             prompt_tokens,
             session: hm.session.clone().or_else(|| bm.user.clone()),
             prefix_hash: bm.prefix_hash(),
+            prefix_blocks: bm.prefix_blocks(),
             parallelism_hint: hm.parallelism_hint,
             arrival: Time::from_millis(5),
         };

@@ -46,6 +46,7 @@ fuzz_target!(|data: &[u8]| {
         prompt_tokens: 100,
         session: None,
         prefix_hash: None,
+        prefix_blocks: Default::default(),
         parallelism_hint: None,
         arrival: Time::ZERO,
     });
