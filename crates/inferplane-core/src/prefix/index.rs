@@ -26,7 +26,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Duration;
 
-const NIL: u32 = u32::MAX;
+pub(super) const NIL: u32 = u32::MAX;
 
 /// Upper bound on the index's heap bytes per indexed block (entry plus hash-map share).
 pub const BYTES_PER_BLOCK: usize = ENTRY_BYTES + 2 * BUCKET_BYTES * 8 / 7 + 1;
@@ -37,7 +37,7 @@ const BUCKET_BYTES: usize = 17; // (u64, u32) = 16 bytes + 1 control byte
 /// engine's own, a test's): one multiply-xorshift round spreads them, far cheaper than
 /// SipHash.
 #[derive(Debug, Default, Clone, Copy)]
-struct Mix(u64);
+pub(super) struct Mix(u64);
 
 impl Hasher for Mix {
     fn finish(&self) -> u64 {
@@ -55,12 +55,12 @@ impl Hasher for Mix {
 }
 
 #[derive(Debug, Clone, Copy)]
-struct Entry {
+pub(super) struct Entry {
     hash: u64,
-    touched: Time,
-    slot: u32,
+    pub(super) touched: Time,
+    pub(super) slot: u32,
     /// Next entry with the same hash.
-    chain: u32,
+    pub(super) chain: u32,
     /// The instance's recency list: `newer` towards its head, `older` towards its tail.
     newer: u32,
     older: u32,
@@ -87,53 +87,13 @@ struct Held {
 pub struct PrefixIndex {
     max_blocks: usize,
     max_age: Option<Duration>,
-    entries: Vec<Entry>,
+    pub(super) entries: Vec<Entry>,
     free: u32,
     len: usize,
-    heads: HashMap<u64, u32, BuildHasherDefault<Mix>>,
+    pub(super) heads: HashMap<u64, u32, BuildHasherDefault<Mix>>,
     insts: Vec<Option<Held>>,
     gnewest: u32,
     goldest: u32,
-}
-
-/// How many leading blocks of one prompt each instance holds, by slot; reused from query
-/// to query (it only allocates when the instance table grows, in [`Matches::reserve`]).
-#[derive(Debug, Default, Clone)]
-pub struct Matches {
-    blocks: Vec<u32>,
-    touched: Vec<u32>,
-}
-
-impl Matches {
-    /// Makes room for `slots` instance slots.
-    pub fn reserve(&mut self, slots: usize) {
-        if self.blocks.len() < slots {
-            self.blocks.resize(slots, 0);
-        }
-        self.touched
-            .reserve(slots.saturating_sub(self.touched.len()));
-    }
-
-    /// Leading blocks the instance in `slot` holds (0 when none or unknown).
-    pub fn blocks(&self, slot: usize) -> u32 {
-        self.blocks.get(slot).copied().unwrap_or(0)
-    }
-
-    /// The most leading blocks any instance holds.
-    pub fn best(&self) -> u32 {
-        self.touched
-            .iter()
-            .map(|&s| self.blocks[s as usize])
-            .max()
-            .unwrap_or(0)
-    }
-
-    fn clear(&mut self) {
-        for &s in &self.touched {
-            self.blocks[s as usize] = 0;
-        }
-        self.touched.clear();
-    }
 }
 
 impl PrefixIndex {
@@ -261,40 +221,7 @@ impl PrefixIndex {
         }
     }
 
-    /// Counts, into `out`, how many leading blocks of `hashes` each instance holds
-    /// (entries older than `max_age` at `now` do not count). Does not allocate once `out`
-    /// has room for every slot. O(matched blocks x instances holding each).
-    pub fn matches(&self, hashes: &[u64], now: Time, out: &mut Matches) {
-        out.clear();
-        for (k, h) in hashes.iter().enumerate() {
-            let Some(&first) = self.heads.get(h) else {
-                break;
-            };
-            let mut advanced = false;
-            let mut e = first;
-            while e != NIL {
-                let entry = &self.entries[e as usize];
-                let slot = entry.slot as usize;
-                if slot < out.blocks.len()
-                    && out.blocks[slot] == k as u32
-                    && !self.expired(entry, now)
-                    && (k > 0 || out.touched.len() < out.touched.capacity())
-                {
-                    if k == 0 {
-                        out.touched.push(entry.slot);
-                    }
-                    out.blocks[slot] += 1;
-                    advanced = true;
-                }
-                e = entry.chain;
-            }
-            if !advanced {
-                break;
-            }
-        }
-    }
-
-    fn expired(&self, e: &Entry, now: Time) -> bool {
+    pub(super) fn expired(&self, e: &Entry, now: Time) -> bool {
         self.max_age
             .is_some_and(|age| e.touched.saturating_add(age) < now)
     }

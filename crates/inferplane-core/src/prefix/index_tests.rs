@@ -1,4 +1,5 @@
 use super::*;
+use crate::prefix::Matches;
 use proptest::prelude::*;
 
 fn ix(slot: u32, generation: u32) -> InstanceIx {

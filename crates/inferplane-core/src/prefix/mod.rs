@@ -6,10 +6,14 @@
 //! through the same `stored`/`removed`/`cleared` operations.
 
 pub mod blocks;
+pub mod change;
 pub mod index;
+pub mod matches;
 
 pub use blocks::{
     BLOCK_TOKENS, BYTES_PER_TOKEN, block_hashes, block_hashes_of_ids, count_tokens,
     push_chat_message,
 };
-pub use index::{BYTES_PER_BLOCK, Matches, PrefixIndex};
+pub use change::CacheChange;
+pub use index::{BYTES_PER_BLOCK, PrefixIndex};
+pub use matches::Matches;

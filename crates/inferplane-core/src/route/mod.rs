@@ -17,6 +17,7 @@ pub mod random;
 pub mod round_robin;
 
 use crate::pool::InstanceIx;
+use crate::prefix::CacheChange;
 use crate::request::RequestMeta;
 use crate::time::Time;
 use serde::{Deserialize, Serialize};
@@ -47,6 +48,14 @@ pub trait RoutingStrategy: Send {
     /// Told after the scheduler placed `req` on `ix` (whatever picked it); may record the
     /// placement (and allocate, within the strategy's own bound). Default: nothing.
     fn placed(&mut self, _req: &RequestMeta, _ix: InstanceIx, _now: Time) {}
+    /// The engine of `ix` reported a change to its KV cache (strategies without a prefix
+    /// index ignore it).
+    fn cache_changed(&mut self, _ix: InstanceIx, _change: CacheChange<'_>, _now: Time) {}
+    /// Whether this strategy reads [`RequestMeta::prefix_blocks`] (the gateway hashes a
+    /// prompt's blocks only for pools whose strategy does).
+    fn routes_by_blocks(&self) -> bool {
+        false
+    }
 }
 
 /// Which routing strategy a pool runs, with its settings; the config tag is `kind`.
@@ -161,6 +170,12 @@ impl RoutingStrategy for Router {
     }
     fn placed(&mut self, req: &RequestMeta, ix: InstanceIx, now: Time) {
         each!(self, r => r.placed(req, ix, now))
+    }
+    fn cache_changed(&mut self, ix: InstanceIx, change: CacheChange<'_>, now: Time) {
+        each!(self, r => r.cache_changed(ix, change, now))
+    }
+    fn routes_by_blocks(&self) -> bool {
+        each!(self, r => r.routes_by_blocks())
     }
 }
 

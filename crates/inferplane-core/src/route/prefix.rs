@@ -22,7 +22,7 @@
 
 use super::{Allowed, PoolView, RoutingStrategy};
 use crate::pool::{InstanceIx, Slot};
-use crate::prefix::{BLOCK_TOKENS, Matches, PrefixIndex};
+use crate::prefix::{BLOCK_TOKENS, CacheChange, Matches, PrefixIndex};
 use crate::request::RequestMeta;
 use crate::time::Time;
 use serde::{Deserialize, Serialize};
@@ -145,6 +145,19 @@ impl RoutingStrategy for Prefix {
 
     fn placed(&mut self, req: &RequestMeta, ix: InstanceIx, now: Time) {
         self.index.placed(ix, &req.prefix_blocks, now);
+    }
+
+    /// Precise mode: the engine's own account corrects the placements recorded so far.
+    fn cache_changed(&mut self, ix: InstanceIx, change: CacheChange<'_>, now: Time) {
+        match change {
+            CacheChange::Stored(hashes) => self.index.stored(ix, hashes, now),
+            CacheChange::Removed(hashes) => self.index.removed(ix, hashes),
+            CacheChange::Cleared | CacheChange::Lost => self.index.cleared(ix),
+        }
+    }
+
+    fn routes_by_blocks(&self) -> bool {
+        true
     }
 }
 

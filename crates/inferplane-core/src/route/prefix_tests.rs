@@ -127,3 +127,25 @@ fn prefix_without_block_hashes_goes_to_the_least_loaded() {
     assert_eq!(place(&mut p, &mut st, &r), 1);
     assert!(p.index().is_empty());
 }
+
+#[test]
+fn prefix_follows_the_engine_s_own_account_of_its_cache() {
+    let mut st = testkit::states(&[(100, 0); 2]);
+    let mut p = strategy(&st);
+    let home = place(&mut p, &mut st, &req(1, 0));
+    let ix = st[home].as_ref().unwrap().ix;
+    assert_eq!(p.index().blocks_of(ix), 10);
+    // the engine evicted the tail: the leading blocks still count
+    let tail: Vec<u64> = (5..10).collect();
+    p.cache_changed(ix, CacheChange::Removed(&tail), Time::ZERO);
+    assert_eq!(p.index().blocks_of(ix), 5);
+    // the engine stored blocks no request was placed with (traffic the index never saw)
+    p.cache_changed(ix, CacheChange::Stored(&[500, 501]), Time::ZERO);
+    assert!(p.index().holds(ix, 501));
+    // what it holds is no longer known: nothing counts, the instance stays known
+    p.cache_changed(ix, CacheChange::Lost, Time::ZERO);
+    assert_eq!(p.index().blocks_of(ix), 0);
+    p.cache_changed(ix, CacheChange::Stored(&[7]), Time::ZERO);
+    assert_eq!(p.index().blocks_of(ix), 1);
+    assert!(p.routes_by_blocks());
+}

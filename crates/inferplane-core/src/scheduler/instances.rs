@@ -6,6 +6,7 @@ use super::machine::{HINTS, Scheduler, Totals, view};
 use crate::instance::{EngineInfo, InstanceId, InstanceSpec};
 use crate::pool::{EngineLoad, InstanceIx, InstanceState};
 use crate::predict::Rates;
+use crate::prefix::CacheChange;
 use crate::route::RoutingStrategy;
 use crate::schedule::cost_optimized::price_spread;
 use crate::time::Time;
@@ -183,5 +184,24 @@ impl<T> Scheduler<T> {
             s.rates = rates;
             false
         })
+    }
+
+    /// Records a change the instance's engine reported to its KV cache (precise mode,
+    /// block hashes in the gateway's own). Returns whether the instance exists.
+    pub fn cache_changed(&mut self, id: &InstanceId, change: CacheChange<'_>, now: Time) -> bool {
+        let now = self.advance(now);
+        let Some(&ix) = self.index.get(id) else {
+            return false;
+        };
+        self.refresh_router(now);
+        self.router.cache_changed(ix, change, now);
+        true
+    }
+
+    /// Whether the routing strategy reads a request's prompt block hashes
+    /// ([`RequestMeta::prefix_blocks`](crate::request::RequestMeta::prefix_blocks)): the
+    /// gateway computes them only then.
+    pub fn routes_by_blocks(&self) -> bool {
+        self.router.routes_by_blocks()
     }
 }
