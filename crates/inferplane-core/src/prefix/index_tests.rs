@@ -186,3 +186,22 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// Past the point where one instance alone matches, the run's end is searched, not
+    /// walked: it must agree with a block-by-block count whenever instances hold prefixes.
+    #[test]
+    fn index_search_for_a_lone_holder_s_run_agrees_with_counting_every_block(
+        runs in prop::collection::vec(0usize..300, 1..5),
+        query in 0usize..320,
+    ) {
+        let prompt: Vec<u64> = (1000..1320).collect();
+        let mut p = PrefixIndex::new(10_000, None);
+        for (s, &run) in runs.iter().enumerate() {
+            p.placed(ix(s as u32, 0), &prompt[..run], Time::ZERO);
+        }
+        let got = hits(&p, &prompt[..query], runs.len());
+        let want: Vec<u32> = runs.iter().map(|&r| r.min(query) as u32).collect();
+        prop_assert_eq!(got, want);
+    }
+}

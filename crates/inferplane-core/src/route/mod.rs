@@ -56,6 +56,52 @@ pub trait RoutingStrategy: Send {
     fn routes_by_blocks(&self) -> bool {
         false
     }
+    /// What the last `pick` found about the request's cached prefix (prefix-aware
+    /// strategies only), for the access log, a response header and metrics.
+    fn note(&self) -> Option<PrefixNote> {
+        None
+    }
+}
+
+/// What a prefix-aware pick found: the prompt tokens cached where the request goes, the
+/// most any instance holds, and why it went where it did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PrefixNote {
+    /// Prompt tokens in leading blocks the chosen instance holds (by the index).
+    pub matched_tokens: u32,
+    /// The most prompt tokens any instance holds.
+    pub best_tokens: u32,
+    /// Why this instance.
+    pub reason: PrefixReason,
+}
+
+/// Why a prefix-aware pick chose as it did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrefixReason {
+    /// The chosen instance holds the longest cached prefix of any.
+    Hit,
+    /// An instance holding more was busier (past `spread_load`, or its load outweighed
+    /// the reuse): the prefix spreads.
+    Spread,
+    /// No instance holds the prompt's first block: the least loaded.
+    Miss,
+    /// The prompt is shorter than one block (or has no text to hash): the least loaded.
+    Unhashed,
+    /// Not placed yet: it waits for a busy holder (only ever seen on a skipped pick).
+    Wait,
+}
+
+impl PrefixReason {
+    /// The snake_case word used in headers, logs and metric labels.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            PrefixReason::Hit => "hit",
+            PrefixReason::Spread => "spread",
+            PrefixReason::Miss => "miss",
+            PrefixReason::Unhashed => "unhashed",
+            PrefixReason::Wait => "wait",
+        }
+    }
 }
 
 /// Which routing strategy a pool runs, with its settings; the config tag is `kind`.
@@ -118,7 +164,7 @@ impl RoutingConfig {
             RoutingConfig::Random(c) => Router::Random(Random::new(c.clone(), seed)),
             RoutingConfig::Affinity(c) => Router::Affinity(Affinity::new(c.clone())),
             RoutingConfig::Locality(c) => Router::Locality(Locality::new(c.clone())),
-            RoutingConfig::Prefix(c) => Router::Prefix(Prefix::new(c.clone())),
+            RoutingConfig::Prefix(c) => Router::Prefix(Box::new(Prefix::new(c.clone()))),
         }
     }
 }
@@ -137,7 +183,7 @@ pub enum Router {
     /// `locality`.
     Locality(Locality),
     /// `prefix`.
-    Prefix(Prefix),
+    Prefix(Box<Prefix>),
 }
 
 macro_rules! each {
@@ -176,6 +222,9 @@ impl RoutingStrategy for Router {
     }
     fn routes_by_blocks(&self) -> bool {
         each!(self, r => r.routes_by_blocks())
+    }
+    fn note(&self) -> Option<PrefixNote> {
+        each!(self, r => r.note())
     }
 }
 

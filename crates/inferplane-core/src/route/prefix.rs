@@ -20,8 +20,8 @@
 //! instance's KV capacity, and forgets an instance whose slot is removed or reused at the
 //! next `rebuild`. `pick` does not allocate; `placed` may, within the index's bound.
 
-use super::{Allowed, PoolView, RoutingStrategy};
-use crate::pool::{InstanceIx, Slot};
+use super::{Allowed, PoolView, PrefixNote, PrefixReason, RoutingStrategy};
+use crate::pool::{InstanceIx, InstanceState, Slot};
 use crate::prefix::{BLOCK_TOKENS, CacheChange, Matches, PrefixIndex};
 use crate::request::RequestMeta;
 use crate::time::Time;
@@ -66,7 +66,12 @@ pub struct Prefix {
     matches: Matches,
     scratch: Vec<InstanceIx>,
     cursor: usize,
+    note: Option<PrefixNote>,
 }
+
+/// Pools of up to this many slots are scanned whole at each pick; larger ones score the
+/// holders and a rotating window of this many eligible instances.
+pub const SCAN: usize = 128;
 
 impl Prefix {
     /// A new strategy with an empty index.
@@ -78,6 +83,7 @@ impl Prefix {
             matches: Matches::default(),
             scratch: Vec::new(),
             cursor: 0,
+            note: None,
         }
     }
 
@@ -90,6 +96,84 @@ impl Prefix {
     pub fn index_mut(&mut self) -> &mut PrefixIndex {
         &mut self.index
     }
+
+    /// Whether the request should rather wait for a holder of more of its prompt that has
+    /// no room now than go to `chosen` (where `here` tokens are cached): when the holder's
+    /// predicted time to a free slot, plus its prefill of what it lacks, beats prefilling
+    /// here, counting what the request has waited already (so it never waits longer in all
+    /// than the prefill it would save). Returns the tokens the holder has cached.
+    ///
+    /// The time to a free slot is the holder's typical remaining decode spread over its
+    /// batch: predicted output tokens times its time per token, over its in-flight
+    /// requests plus one (completions of a batch in mid-flight are spread evenly).
+    fn worth_waiting_for(
+        &self,
+        req: &RequestMeta,
+        view: &PoolView<'_>,
+        allowed: Allowed<'_>,
+        chosen: &InstanceState,
+        here: u32,
+    ) -> Option<u32> {
+        let prompt = req.prompt_tokens.max(1);
+        let (holder, cached) = self
+            .matches
+            .holders()
+            .filter(|&s| allowed.contains(s))
+            .filter_map(|s| view.get(s).map(|i| (i, reused(&self.matches, i, prompt))))
+            .filter(|(i, c)| *c > here && i.routable() && !view.has_room(i))
+            .max_by_key(|(_, c)| *c)?;
+        let now = view.now;
+        let cold = chosen.ttft_secs(prompt - here, now);
+        let warm = holder.ttft_secs(prompt - cached, now);
+        let to_slot = f64::from(view.output_tokens(req)) * holder.tpot_secs()
+            / f64::from(holder.inflight + 1);
+        let waited = now.saturating_since(req.arrival).as_secs_f64();
+        (waited + to_slot + warm < cold).then_some(cached)
+    }
+}
+
+/// In a pool of more than [`SCAN`] slots: the best of the instances holding some of the
+/// prompt and of the next [`SCAN`] eligible instances from the cursor (a non-holder's
+/// score is its load, so the least loaded of a rotating window stands for the pool's
+/// least loaded). O(holders + SCAN) instead of O(instances).
+fn pick_bounded(
+    matches: &Matches,
+    cursor: &mut usize,
+    view: &PoolView<'_>,
+    allowed: Allowed<'_>,
+    score: impl Fn(&InstanceState) -> f64,
+) -> Option<Slot> {
+    let mut best: Option<(Slot, f64)> = None;
+    let mut consider = |slot: Slot, inst: &InstanceState| {
+        let s = score(inst);
+        if best.is_none_or(|(_, b)| s < b) {
+            best = Some((slot, s));
+        }
+    };
+    for slot in matches.holders() {
+        if let Some(inst) = view.get(slot).filter(|_| view.eligible(slot, allowed)) {
+            consider(slot, inst);
+        }
+    }
+    let n = view.instances.len();
+    let (mut seen, mut visited) = (0, 0);
+    while visited < n && seen < SCAN {
+        let slot = (*cursor + visited) % n;
+        visited += 1;
+        if let Some(inst) = view.get(slot).filter(|_| view.eligible(slot, allowed)) {
+            seen += 1;
+            consider(slot, inst);
+        }
+    }
+    *cursor = (*cursor + visited) % n;
+    best.map(|(slot, _)| slot)
+}
+
+/// Tokens of a `prompt_tokens` prompt that `inst` holds in its leading blocks.
+fn reused(m: &Matches, inst: &InstanceState, prompt_tokens: u32) -> u32 {
+    m.blocks(inst.ix.slot())
+        .saturating_mul(BLOCK_TOKENS)
+        .min(prompt_tokens)
 }
 
 impl RoutingStrategy for Prefix {
@@ -120,27 +204,53 @@ impl RoutingStrategy for Prefix {
         view: &PoolView<'_>,
         allowed: Allowed<'_>,
     ) -> Option<Slot> {
+        self.note = None;
         self.index
             .matches(&req.prefix_blocks, view.now, &mut self.matches);
         let prompt = req.prompt_tokens.max(1);
-        let (m, weight, spread) = (
-            &self.matches,
-            self.config.hit_weight,
-            self.config.spread_load,
-        );
-        let ix = view.least_by(allowed, self.cursor, |inst| {
+        let m = &self.matches;
+        let (weight, spread) = (self.config.hit_weight, self.config.spread_load);
+        let score = |inst: &InstanceState| {
             let load = inst.load_score();
             if load >= spread {
                 return load;
             }
-            let reused = m
-                .blocks(inst.ix.slot())
-                .saturating_mul(BLOCK_TOKENS)
-                .min(prompt);
-            load - weight * f64::from(reused) / f64::from(prompt)
-        })?;
-        self.cursor = ix + 1;
-        Some(ix)
+            load - weight * f64::from(reused(m, inst, prompt)) / f64::from(prompt)
+        };
+        let n = view.instances.len();
+        let chosen = if n <= SCAN {
+            let c = view.least_by(allowed, self.cursor, score)?;
+            self.cursor = c + 1;
+            c
+        } else {
+            pick_bounded(m, &mut self.cursor, view, allowed, score)?
+        };
+        let inst = view.get(chosen)?;
+        let here = reused(m, inst, prompt);
+        if let Some(holder) = self.worth_waiting_for(req, view, allowed, inst, here) {
+            self.note = Some(PrefixNote {
+                matched_tokens: 0,
+                best_tokens: holder,
+                reason: PrefixReason::Wait,
+            });
+            return None;
+        }
+        let best = (self.matches.best().saturating_mul(BLOCK_TOKENS)).min(prompt);
+        let reason = if req.prefix_blocks.is_empty() {
+            PrefixReason::Unhashed
+        } else if best == 0 {
+            PrefixReason::Miss
+        } else if here >= best {
+            PrefixReason::Hit
+        } else {
+            PrefixReason::Spread
+        };
+        self.note = Some(PrefixNote {
+            matched_tokens: here,
+            best_tokens: best,
+            reason,
+        });
+        Some(chosen)
     }
 
     fn placed(&mut self, req: &RequestMeta, ix: InstanceIx, now: Time) {
@@ -158,6 +268,10 @@ impl RoutingStrategy for Prefix {
 
     fn routes_by_blocks(&self) -> bool {
         true
+    }
+
+    fn note(&self) -> Option<PrefixNote> {
+        self.note
     }
 }
 

@@ -149,3 +149,73 @@ fn prefix_follows_the_engine_s_own_account_of_its_cache() {
     assert_eq!(p.index().blocks_of(ix), 1);
     assert!(p.routes_by_blocks());
 }
+
+/// A request of `blocks` blocks starting at block hash `base`.
+fn long_req(id: u64, base: u64, blocks: u64) -> RequestMeta {
+    let mut r = testkit::req(id, None, None);
+    r.prompt_tokens = 16 * blocks as u32;
+    r.prefix_blocks = (base..base + blocks).collect::<Arc<[u64]>>();
+    r
+}
+
+#[test]
+fn prefix_waits_for_a_full_holder_only_while_that_beats_prefilling_elsewhere() {
+    // the holder (slot 0) is full, slot 1 is idle and cold
+    let mut st = testkit::states(&[(4, 4), (4, 0)]);
+    let mut p = strategy(&st);
+    let holder = st[0].as_ref().unwrap().ix;
+    let long = long_req(1, 0, 2_000); // 32,000 tokens: ~4 s of prefill cold
+    p.placed(&long, holder, Time::ZERO);
+    let v = testkit::view(&st);
+    assert_eq!(
+        p.pick(&long, &v, Allowed::All),
+        None,
+        "waits for its holder"
+    );
+    let note = p.note().unwrap();
+    assert_eq!(note.reason, PrefixReason::Wait);
+    assert_eq!(note.best_tokens, 32_000);
+    // one that already waited longer than the prefill it would save goes cold
+    let mut late = long.clone();
+    late.arrival = Time::ZERO;
+    let mut v_late = testkit::view(&st);
+    v_late.now = Time::from_secs_f64(5.0);
+    assert_eq!(p.pick(&late, &v_late, Allowed::All), Some(1));
+    // a short prompt saves less than the wait for a slot (~0.5 s): no waiting
+    let short = long_req(2, 0, 10);
+    assert_eq!(p.pick(&short, &v, Allowed::All), Some(1));
+    assert_eq!(p.note().unwrap().reason, PrefixReason::Spread);
+    // nothing cached anywhere: a miss, never a wait
+    let cold = long_req(3, 90_000, 2_000);
+    assert_eq!(p.pick(&cold, &v, Allowed::All), Some(1));
+    assert_eq!(p.note().unwrap().reason, PrefixReason::Miss);
+    // the holder with room again: a hit
+    st[0].as_mut().unwrap().inflight = 0;
+    testkit::refresh_all(&mut st);
+    let v = testkit::view(&st);
+    assert_eq!(p.pick(&long, &v, Allowed::All), Some(0));
+    let note = p.note().unwrap();
+    assert_eq!(
+        (note.reason, note.matched_tokens),
+        (PrefixReason::Hit, 32_000)
+    );
+}
+
+#[test]
+fn prefix_in_a_large_pool_scores_holders_and_a_rotating_window() {
+    let n = 3 * SCAN;
+    let mut st = testkit::states(&vec![(10, 2); n]);
+    let mut p = strategy(&st);
+    // a holder far outside the first window
+    let far = n - 7;
+    p.placed(&req(0, 500), st[far].as_ref().unwrap().ix, Time::ZERO);
+    assert_eq!(place(&mut p, &mut st, &req(1, 500)), far);
+    // without a holder: the least loaded of the window, and the window moves on
+    st[5].as_mut().unwrap().inflight = 0;
+    testkit::refresh_all(&mut st);
+    let mut p = strategy(&st);
+    let first = place(&mut p, &mut st, &req(2, 9_000));
+    assert_eq!(first, 5, "the idle instance in the first window");
+    let next = place(&mut p, &mut st, &req(3, 19_000));
+    assert!(next >= SCAN, "the next window: {next}");
+}

@@ -327,6 +327,7 @@ impl<T> Scheduler<T> {
             instance,
             ix,
             queued_for: now.saturating_since(q.enqueued),
+            prefix: self.router.note(),
             meta: q.meta,
             payload: q.payload,
         });

@@ -155,6 +155,8 @@ pub struct Placement<T> {
     pub ix: InstanceIx,
     /// How long it waited in the queue.
     pub queued_for: Duration,
+    /// What a prefix-aware strategy found (`None` for the others).
+    pub prefix: Option<crate::route::PrefixNote>,
 }
 
 /// What one `poll` produced. Reused from poll to poll: `poll` appends, the caller drains.
