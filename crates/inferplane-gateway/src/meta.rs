@@ -29,6 +29,9 @@ pub mod headers {
     pub const PARALLELISM_HINT: &str = "x-parallelism-hint";
     /// Which instance served the request (response header).
     pub const INSTANCE: &str = "x-inferplane-instance";
+    /// What prefix routing found (response header of pools routing by `prefix`):
+    /// `matched=<tokens>; best=<tokens>; reason=<hit|spread|miss|unhashed>`.
+    pub const PREFIX: &str = "x-inferplane-prefix";
 }
 
 /// What the headers say.

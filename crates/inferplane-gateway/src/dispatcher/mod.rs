@@ -71,6 +71,8 @@ pub(crate) struct Inflight {
     tag: Option<Arc<str>>,
     /// The registration it was placed on (slot and generation).
     ix: inferplane_core::InstanceIx,
+    /// What prefix routing found at placement.
+    prefix: Option<inferplane_core::route::PrefixNote>,
 }
 
 /// Models served, for the HTTP edge to check without a round trip.

@@ -68,9 +68,14 @@ impl Dispatcher {
                     continue;
                 };
                 pool.metrics.queue_wait.observe(p.queued_for.as_secs_f64());
+                if let Some(note) = &p.prefix {
+                    pool.metrics.prefix.placed(note);
+                    entry.backend.metrics.prefix.matched(note.matched_tokens);
+                }
                 let assignment = Assignment {
                     backend: entry.backend.clone(),
                     queued_for: p.queued_for,
+                    prefix: p.prefix,
                     guard: AttemptGuard {
                         ctl: self.ctl_tx.clone(),
                         attempt: p.attempt,
@@ -93,6 +98,7 @@ impl Dispatcher {
                                 meta: p.meta,
                                 tag,
                                 ix: p.ix,
+                                prefix: p.prefix,
                             },
                         );
                     }
@@ -152,6 +158,17 @@ impl Dispatcher {
             } else if outcome.is_success() {
                 e.backend.metrics.success.inc();
                 circuit_change = e.circuit.success(now);
+            }
+            if let Outcome::Success {
+                prompt_tokens,
+                cached_tokens,
+                ..
+            } = outcome
+            {
+                e.backend
+                    .metrics
+                    .prefix
+                    .served(prompt_tokens, cached_tokens);
             }
         }
         let cost = match outcome {
@@ -295,6 +312,8 @@ fn access_log(
             prompt_tokens,
             completion_tokens,
             cached_tokens,
+            prefix_matched_tokens = rec.prefix.map(|n| n.matched_tokens),
+            prefix_reason = rec.prefix.map(|n| n.reason.as_str()),
             cost_usd,
             slo_met,
             "request finished"

@@ -77,6 +77,8 @@ pub struct Assignment {
     pub backend: Arc<Backend>,
     /// How long it waited in the queue.
     pub queued_for: Duration,
+    /// What prefix routing found at placement (pools routing by `prefix`).
+    pub prefix: Option<inferplane_core::route::PrefixNote>,
     /// Reports the attempt's first token and its end.
     pub guard: AttemptGuard,
 }

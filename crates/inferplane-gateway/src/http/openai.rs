@@ -211,7 +211,12 @@ impl Exec<'_> {
     /// client gets if no retry follows.
     async fn attempt(&self, a: Assignment, may_retry: bool) -> Result<Response, Failed> {
         let t = self.timeouts;
-        let Assignment { backend, guard, .. } = a;
+        let Assignment {
+            backend,
+            guard,
+            prefix,
+            ..
+        } = a;
         let instance_header = HeaderValue::from_str(backend.spec.id.as_str()).ok();
         // one budget for the whole request, not one per attempt
         let deadline = self.arrival + t.total;
@@ -342,8 +347,23 @@ impl Exec<'_> {
         if let Some(h) = instance_header {
             out.headers_mut().insert(headers::INSTANCE, h);
         }
+        if let Some(h) = prefix.and_then(|n| prefix_header(&n)) {
+            out.headers_mut().insert(headers::PREFIX, h);
+        }
         Ok(out)
     }
+}
+
+/// The `x-inferplane-prefix` value: prompt tokens cached where it went, the most cached
+/// anywhere, and why it went there.
+fn prefix_header(n: &inferplane_core::route::PrefixNote) -> Option<HeaderValue> {
+    let v = format!(
+        "matched={}; best={}; reason={}",
+        n.matched_tokens,
+        n.best_tokens,
+        n.reason.as_str()
+    );
+    HeaderValue::from_str(&v).ok()
 }
 
 /// A failed attempt: whether to retry, and the client's answer otherwise.

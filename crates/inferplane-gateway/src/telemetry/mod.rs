@@ -12,16 +12,19 @@
 //! `inferplane_slo_attainment`; see `optional.rs`),
 //! `inferplane_instance_requests_total{outcome}`, and the engine's own facts
 //! `inferplane_instance_engine_max_batch`, `..._engine_max_model_len`,
-//! `..._engine_kv_capacity_tokens` (a series only while known; see `engine.rs`).
+//! `..._engine_kv_capacity_tokens` (a series only while known; see `engine.rs`), and prefix
+//! routing's token counters and placement reasons (see `prefix.rs`).
 
 mod engine;
 mod labels;
 mod optional;
+mod prefix;
 
 pub use engine::EngineInfoGauges;
 pub use labels::{AttemptOutcome, Route, Status, policies};
 use optional::FloatGauge;
 pub use optional::OptionalGauge;
+pub use prefix::{InstancePrefix, PoolPrefix};
 
 use labels::*;
 use prometheus_client::metrics::counter::Counter;
@@ -66,6 +69,7 @@ pub struct Telemetry {
     inst_kv: Family<InstanceLabels, FloatGauge>,
     inst_requests: Family<InstanceOutcomeLabels, Counter>,
     inst_engine: engine::EngineFamilies,
+    prefix: prefix::PrefixFamilies,
     /// Requests refused before a model was known (bad body, bad headers).
     pub invalid_requests: Counter,
 }
@@ -102,6 +106,8 @@ pub struct PoolMetrics {
     pub cost: FloatCounter,
     /// Requests that missed their SLO.
     pub slo_violations: Counter,
+    /// Placements by prefix-routing reason.
+    pub prefix: prefix::PoolPrefix,
 }
 
 impl PoolMetrics {
@@ -132,6 +138,8 @@ pub struct InstanceMetrics {
     pub failure: Counter,
     /// What the engine says about itself (no series while unknown).
     pub engine_info: EngineInfoGauges,
+    /// Prompt, cached and index-matched tokens.
+    pub prefix: prefix::InstancePrefix,
 }
 
 impl Default for Telemetry {
@@ -169,6 +177,7 @@ impl Telemetry {
             inst_kv: Family::default(),
             inst_requests: Family::default(),
             inst_engine: engine::EngineFamilies::default(),
+            prefix: prefix::PrefixFamilies::default(),
             invalid_requests: Counter::default(),
             registry: Registry::default(),
         };
@@ -284,6 +293,7 @@ impl Telemetry {
             t.inst_requests.clone(),
         );
         t.inst_engine.register(r);
+        t.prefix.register(r);
         r.register(
             "inferplane_invalid_requests",
             "Requests refused before reaching a pool (bad body or headers)",
@@ -360,6 +370,7 @@ impl Telemetry {
             retries: self.retries.get_or_create(&m).clone(),
             cost: self.cost.get_or_create(&m).clone(),
             slo_violations: self.slo_violations.get_or_create(&m).clone(),
+            prefix: self.prefix.pool(model),
         }
     }
 
@@ -388,6 +399,7 @@ impl Telemetry {
             success: outcome(AttemptOutcome::success),
             failure: outcome(AttemptOutcome::failure),
             engine_info: self.inst_engine.handle(l.clone()),
+            prefix: self.prefix.instance(&l),
         }
     }
 
@@ -404,6 +416,7 @@ impl Telemetry {
             f.remove(&l);
         }
         self.inst_engine.remove(&l);
+        self.prefix.remove(&l);
         for outcome in [AttemptOutcome::success, AttemptOutcome::failure] {
             self.inst_requests.remove(&InstanceOutcomeLabels {
                 model: model.to_string(),
