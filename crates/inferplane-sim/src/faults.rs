@@ -47,20 +47,46 @@ impl Default for FaultConfig {
     }
 }
 
+/// A simulator setting (profile or faults) out of its range: which one and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct InvalidSetting {
+    /// The setting.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl InvalidSetting {
+    /// `field` is wrong for `reason`.
+    pub fn new(field: &'static str, reason: impl Into<String>) -> Self {
+        InvalidSetting {
+            field,
+            reason: reason.into(),
+        }
+    }
+}
+
 impl FaultConfig {
-    /// Checks the values; says what is wrong otherwise.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks the values; says which is wrong otherwise.
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
         if !(400..=599).contains(&self.fail_status) {
-            return Err(format!(
-                "fail_status must be an HTTP error status (400-599), got {}",
-                self.fail_status
+            return Err(InvalidSetting::new(
+                "fail_status",
+                format!(
+                    "must be an HTTP error status (400-599), got {}",
+                    self.fail_status
+                ),
             ));
         }
         if !self.slowdown.is_finite() || self.slowdown <= 0.0 {
-            return Err(format!("slowdown must be positive, got {}", self.slowdown));
+            return Err(InvalidSetting::new(
+                "slowdown",
+                format!("must be positive, got {}", self.slowdown),
+            ));
         }
         if self.fail_nth == Some(0) {
-            return Err("fail_nth counts from 1".into());
+            return Err(InvalidSetting::new("fail_nth", "counts from 1"));
         }
         Ok(())
     }
@@ -150,7 +176,7 @@ mod tests {
             fail_status: 200,
             ..FaultConfig::default()
         };
-        assert!(bad.validate().unwrap_err().contains("400-599"));
+        assert!(bad.validate().unwrap_err().to_string().contains("400-599"));
         let slow = FaultConfig {
             slowdown: 0.0,
             ..FaultConfig::default()

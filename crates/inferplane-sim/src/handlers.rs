@@ -376,7 +376,8 @@ pub(crate) async fn set_faults(
         } else {
             serde_json::from_slice(&body).map_err(|e| parse_error(&e))?
         };
-        cfg.validate().map_err(|m| ApiError::bad_request(m, None))?;
+        cfg.validate()
+            .map_err(|e| ApiError::bad_request(e.to_string(), Some(e.field)))?;
         Ok::<_, ApiError>(cfg)
     })();
     match res {

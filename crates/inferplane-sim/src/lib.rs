@@ -40,7 +40,7 @@ pub mod tokens;
 pub use engine::{
     AddError, CacheEvent, Engine, EngineStats, Event, FinishReason, SeqId, SeqInput, StepInfo,
 };
-pub use faults::FaultConfig;
+pub use faults::{FaultConfig, InvalidSetting};
 pub use kv_events::KvEventsConfig;
 pub use profile::{BLOCK_SIZE, EngineProfile, FromPlannerError};
 pub use server::{SimConfig, SimServer, StartError};

@@ -172,7 +172,8 @@ impl EngineProfile {
     }
 
     /// Checks the limits make sense; returns what is wrong otherwise.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), crate::faults::InvalidSetting> {
+        use crate::faults::InvalidSetting;
         let costs = [
             self.prefill_secs_per_token,
             self.decode_step_base_secs,
@@ -180,15 +181,19 @@ impl EngineProfile {
             self.decode_secs_per_kv_token,
         ];
         if costs.iter().any(|c| !c.is_finite() || *c < 0.0) {
-            return Err("step costs must be finite and non-negative".into());
+            return Err(InvalidSetting::new(
+                "step costs",
+                "must be finite and non-negative",
+            ));
         }
         if self.kv_blocks == 0 || self.max_num_seqs == 0 || self.max_num_batched_tokens == 0 {
-            return Err(
-                "kv_blocks, max_num_seqs and max_num_batched_tokens must be at least 1".into(),
-            );
+            return Err(InvalidSetting::new(
+                "kv_blocks, max_num_seqs, max_num_batched_tokens",
+                "must be at least 1",
+            ));
         }
         if self.max_model_len < 2 {
-            return Err("max_model_len must be at least 2".into());
+            return Err(InvalidSetting::new("max_model_len", "must be at least 2"));
         }
         Ok(())
     }

@@ -6,6 +6,7 @@
 
 use crate::driver::{self, EngineHandle};
 use crate::engine::Engine;
+use crate::faults::InvalidSetting;
 use crate::faults::{FaultConfig, Faults};
 use crate::handlers;
 use crate::kv_events::KvEventsConfig;
@@ -74,8 +75,8 @@ impl SimConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// The profile or faults are invalid.
-    #[error("invalid simulator configuration: {0}")]
-    Invalid(String),
+    #[error("invalid simulator configuration")]
+    Invalid(#[from] InvalidSetting),
     /// Binding the socket failed.
     #[error("cannot listen on {addr}")]
     Bind {
@@ -116,12 +117,12 @@ pub struct SimServer {
 impl SimServer {
     /// Binds `addr`, starts the engine task and serves until shut down or dropped.
     pub async fn start(config: SimConfig, addr: SocketAddr) -> Result<SimServer, StartError> {
-        config.profile.validate().map_err(StartError::Invalid)?;
-        config.faults.validate().map_err(StartError::Invalid)?;
+        config.profile.validate()?;
+        config.faults.validate()?;
         if !(config.time_scale.is_finite() && config.time_scale > 0.0) {
-            return Err(StartError::Invalid(format!(
-                "time_scale must be positive, got {}",
-                config.time_scale
+            return Err(StartError::Invalid(InvalidSetting::new(
+                "time_scale",
+                format!("must be positive, got {}", config.time_scale),
             )));
         }
         let listener = tokio::net::TcpListener::bind(addr)
@@ -157,7 +158,10 @@ impl SimServer {
         );
         let state = Arc::new(AppState {
             instance_id: HeaderValue::from_str(&config.instance_id).map_err(|_| {
-                StartError::Invalid("instance id is not a valid header value".into())
+                StartError::Invalid(InvalidSetting::new(
+                    "instance_id",
+                    "is not a valid header value",
+                ))
             })?,
             model: Arc::from(config.model.as_str()),
             engine,

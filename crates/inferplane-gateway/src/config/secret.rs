@@ -16,16 +16,27 @@ impl Secret {
     }
 
     /// Resolves a configured value: `env:NAME` reads the variable `NAME`.
-    pub fn resolve(value: &str) -> Result<Secret, String> {
+    pub fn resolve(value: &str) -> Result<Secret, SecretError> {
         match value.strip_prefix("env:") {
             Some(name) => match std::env::var(name) {
                 Ok(v) if !v.is_empty() => Ok(Secret(v)),
-                _ => Err(format!("environment variable {name} is not set")),
+                _ => Err(SecretError::Unset(name.to_string())),
             },
-            None if value.is_empty() => Err("must not be empty; omit it instead".into()),
+            None if value.is_empty() => Err(SecretError::Empty),
             None => Ok(Secret(value.to_string())),
         }
     }
+}
+
+/// Why a configured secret could not be resolved.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretError {
+    /// `env:NAME` names a variable that is unset or empty.
+    #[error("environment variable {0} is not set")]
+    Unset(String),
+    /// An empty value.
+    #[error("must not be empty; omit it instead")]
+    Empty,
 }
 
 impl std::fmt::Debug for Secret {

@@ -120,7 +120,7 @@ impl FileConfig {
                         } else {
                             format!("pools[{p}].api_key")
                         };
-                        ConfigError::new(field, m)
+                        ConfigError::new(field, m.to_string())
                     })?;
                     let id = instance_spec(inst, &pool.model, pool.max_inflight)
                         .map(|s| s.id)
