@@ -97,6 +97,12 @@ pub fn check_routing(r: &RoutingConfig) -> Result<(), InvalidSetting> {
         RoutingConfig::Prefix(c) => {
             within("routing.hit_weight", c.hit_weight, 0.0, MAX_FACTOR)?;
             within("routing.spread_load", c.spread_load, 0.0, MAX_FACTOR)?;
+            within(
+                "routing.spread_over_mean",
+                c.spread_over_mean,
+                0.0,
+                MAX_FACTOR,
+            )?;
             if c.max_blocks == 0 || c.max_blocks > MAX_PREFIX_BLOCKS {
                 return Err(invalid(
                     "routing.max_blocks",

@@ -4,17 +4,23 @@
 //! Each eligible instance is scored, lower is better, by
 //!
 //! ```text
-//! score = load - hit_weight * reused        (reused counts only while load < spread_load)
+//! score = load - hit_weight * reused        (reused counts unless the instance is hot)
+//! hot   = load >= spread_load  and  load >= spread_over_mean * mean load of the pool
 //! ```
 //!
 //! where `load` is its [`load_score`](crate::pool::InstanceState::load_score) (attempts in
 //! flight plus requests waiting in the engine, over its in-flight limit: relative to its
 //! size, so a large instance takes more) and `reused` the share of the prompt's tokens in
 //! the leading blocks it holds (prefill a hit saves). With `hit_weight = 1`, a whole-prompt
-//! hit is worth an instance's full batch of extra load. From `spread_load` on an instance gets
-//! no credit for its blocks: a hot prefix then goes to the next-best holder, or to the
-//! least-loaded instance, which holds it from then on, so hot prefixes spread before one
-//! instance becomes a hotspot. Requests without block hashes go to the least loaded.
+//! hit is worth an instance's full batch of extra load. A hot instance gets no credit for
+//! its blocks: a hot prefix then goes to the next-best holder, or to the least-loaded
+//! instance, which holds it from then on, so hot prefixes spread before one instance
+//! becomes a hotspot. Hot is relative to the pool (the mean load is attempts in flight over
+//! the in-flight limits of routable instances): when every instance is busy, none is a
+//! hotspot, and blocks keep their credit, so affinity holds in overload, where hits matter
+//! most (an absolute cutoff alone turned the strategy into least-loaded routing there and
+//! its hit rate fell toward round robin's). Requests without block hashes go to the least
+//! loaded.
 //!
 //! The index is per pool (one strategy per pool), evicts to `max_blocks` and to each
 //! instance's KV capacity, and forgets an instance whose slot is removed or reused at the
@@ -40,8 +46,12 @@ pub struct PrefixConfig {
     pub max_blocks: usize,
     /// What a whole-prompt hit is worth in load (shares of an instance's in-flight limit).
     pub hit_weight: f64,
-    /// Load (share of the in-flight limit) from which on an instance's blocks earn no credit.
+    /// Load (share of the in-flight limit) below which an instance's blocks always earn
+    /// credit.
     pub spread_load: f64,
+    /// From `spread_load` on, an instance's blocks earn no credit once its load is also this
+    /// many times the pool's mean load (it is a hotspot).
+    pub spread_over_mean: f64,
     /// Entries not touched for this long no longer count (`None`: only the bounds evict).
     #[serde(with = "humantime_serde")]
     pub max_age: Option<Duration>,
@@ -53,6 +63,7 @@ impl Default for PrefixConfig {
             max_blocks: 1 << 20,
             hit_weight: 1.0,
             spread_load: 0.5,
+            spread_over_mean: 1.5,
             max_age: None,
         }
     }
@@ -209,10 +220,15 @@ impl RoutingStrategy for Prefix {
             .matches(&req.prefix_blocks, view.now, &mut self.matches);
         let prompt = req.prompt_tokens.max(1);
         let m = &self.matches;
-        let (weight, spread) = (self.config.hit_weight, self.config.spread_load);
+        let weight = self.config.hit_weight;
+        let mean = view.routable_inflight as f64 / view.capacity.max(1) as f64;
+        let hot = self
+            .config
+            .spread_load
+            .max(self.config.spread_over_mean * mean);
         let score = |inst: &InstanceState| {
             let load = inst.load_score();
-            if load >= spread {
+            if load >= hot {
                 return load;
             }
             load - weight * f64::from(reused(m, inst, prompt)) / f64::from(prompt)
