@@ -29,6 +29,7 @@ pub mod dispatcher;
 pub mod engine_info;
 pub mod error;
 pub mod health;
+pub mod kv_events;
 pub mod http;
 pub mod listener;
 pub mod meta;
