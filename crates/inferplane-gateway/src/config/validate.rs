@@ -277,7 +277,7 @@ pub fn kv_events_of(
         if *replay == kv.endpoint {
             return Err((
                 "kv_events.replay_endpoint",
-                "must differ from kv_events.endpoint".into(),
+                "must differ from kv_events.endpoint (two tcp:// sockets)".into(),
             ));
         }
     }

@@ -266,3 +266,6 @@ impl Task {
     }
 }
 
+
+#[cfg(test)]
+mod tests;
