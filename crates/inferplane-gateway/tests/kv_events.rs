@@ -149,7 +149,12 @@ async fn removing_an_instance_stops_its_subscriber_and_a_new_registration_starts
     f.pools[0].instances[0].kv_events = Some(engine.section());
     let gw = common::gateway(f, 1).await;
     let subscribers = || async {
-        metric(&metrics_text(&gw).await, "inferplane_kv_event_subscribers", "").unwrap()
+        metric(
+            &metrics_text(&gw).await,
+            "inferplane_kv_event_subscribers",
+            "",
+        )
+        .unwrap()
     };
     assert_eq!(subscribers().await, 1.0);
     let ids: Vec<u32> = (100..100 + 16 * 3).collect();
@@ -202,7 +207,9 @@ fn conversation(c: usize, turns: usize) -> Vec<serde_json::Value> {
         format!("conversation {c}: you answer questions about topic {c}. ").repeat(12)})];
     for t in 0..turns {
         m.push(serde_json::json!({"role": "user", "content": format!("question {t} of {c}, ").repeat(6)}));
-        m.push(serde_json::json!({"role": "assistant", "content": format!("answer {t}. ").repeat(6)}));
+        m.push(
+            serde_json::json!({"role": "assistant", "content": format!("answer {t}. ").repeat(6)}),
+        );
     }
     m.push(serde_json::json!({"role": "user", "content": format!("question {turns} of {c}?")}));
     m
@@ -247,7 +254,11 @@ async fn follow_ups_go_where_the_engines_kv_events_say_the_conversation_is() {
         for turn in 1..=3 {
             let (status, at, _) = post_chat(&http, &gw, &body(&conversation(c, turn))).await;
             assert_eq!(status, 200);
-            assert_eq!(at.as_deref(), Some(first.as_str()), "conversation {c} turn {turn}");
+            assert_eq!(
+                at.as_deref(),
+                Some(first.as_str()),
+                "conversation {c} turn {turn}"
+            );
         }
         home.push(first);
     }
@@ -267,7 +278,11 @@ async fn follow_ups_go_where_the_engines_kv_events_say_the_conversation_is() {
     // Conversation 0 lives on `from`. The other engine computes its history too, asked
     // directly (the gateway places nothing there): only its events tell the gateway.
     let from = home[0].clone();
-    let (from_sim, to_sim, to) = if from == "a" { (&a, &b, "b") } else { (&b, &a, "a") };
+    let (from_sim, to_sim, to) = if from == "a" {
+        (&a, &b, "b")
+    } else {
+        (&b, &a, "a")
+    };
     let history = conversation(0, 3);
     let want = block_hashes(&prompt_text(&history)).len();
     let before = prefix_blocks(&gw, to).await.unwrap();
@@ -305,7 +320,11 @@ async fn follow_ups_go_where_the_engines_kv_events_say_the_conversation_is() {
     // The next turn goes where the events say its blocks are now.
     let (status, at, _) = post_chat(&http, &gw, &body(&conversation(0, 4))).await;
     assert_eq!(status, 200);
-    assert_eq!(at.as_deref(), Some(to), "follows the events, not the old placement");
+    assert_eq!(
+        at.as_deref(),
+        Some(to),
+        "follows the events, not the old placement"
+    );
     gw.shutdown().await;
     a.shutdown().await;
     b.shutdown().await;

@@ -10,8 +10,8 @@ mod sections;
 mod validate;
 pub use secret::Secret;
 pub use sections::{
-    AdminSection, CircuitSection, HealthSection, KvEventsSection, PoolTimeouts, RetrySection, ScrapeSection,
-    ServerSection, TimeoutSection,
+    AdminSection, CircuitSection, HealthSection, KvEventsSection, PoolTimeouts, RetrySection,
+    ScrapeSection, ServerSection, TimeoutSection,
 };
 pub use validate::{UrlError, check_url, engine_override, instance_spec, kv_events_of};
 

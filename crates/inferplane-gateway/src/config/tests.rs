@@ -224,7 +224,9 @@ fn a_pool_sets_its_own_timeouts_over_the_global_ones() {
 #[test]
 fn kv_events_take_tcp_endpoints_only_and_errors_name_the_field() {
     let inst = |kv: &str| {
-        format!("[[pools]]\nmodel = \"m\"\n[[pools.instances]]\nid = \"a\"\nurl = \"http://a:1\"\nkv_events = {kv}")
+        format!(
+            "[[pools]]\nmodel = \"m\"\n[[pools.instances]]\nid = \"a\"\nurl = \"http://a:1\"\nkv_events = {kv}"
+        )
     };
     let c = validate(&inst(
         r#"{ endpoint = "tcp://10.0.0.5:5557", replay_endpoint = "tcp://10.0.0.5:5558" }"#,

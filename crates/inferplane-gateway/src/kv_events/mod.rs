@@ -266,6 +266,5 @@ impl Task {
     }
 }
 
-
 #[cfg(test)]
 mod tests;

@@ -71,7 +71,10 @@ async fn a_dispatcher_that_falls_behind_gets_a_bounded_inbox_one_message_and_the
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !overflowed() {
-        assert!(tokio::time::Instant::now() < deadline, "no overflow counted");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no overflow counted"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert!(
@@ -89,7 +92,10 @@ async fn a_dispatcher_that_falls_behind_gets_a_bounded_inbox_one_message_and_the
     // With room again the task sends the `Lost` it owes (and tells the dispatcher).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !lost {
-        assert!(tokio::time::Instant::now() < deadline, "no Lost after the overflow");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no Lost after the overflow"
+        );
         if ctl_rx.try_recv().is_ok() {
             kv.inbox.drain(|c| lost |= *c == Change::Lost);
         }
@@ -98,7 +104,10 @@ async fn a_dispatcher_that_falls_behind_gets_a_bounded_inbox_one_message_and_the
     drop(kv);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while telemetry.kv_event_subscribers() != 0 {
-        assert!(tokio::time::Instant::now() < deadline, "the task did not end");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the task did not end"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }

@@ -38,7 +38,11 @@ fn own_hashes_of_stored_blocks_are_the_prompts_chain_even_split_over_events() {
     let p = prompt(5, 1);
     let mut t = Translator::new(MAX_MAPPED_BLOCKS);
     let mut out = Vec::new();
-    let c = t.batch("i", &batch(vec![stored(&p, 0, 2), stored(&p, 2, 5)]), &mut out);
+    let c = t.batch(
+        "i",
+        &batch(vec![stored(&p, 0, 2), stored(&p, 2, 5)]),
+        &mut out,
+    );
     let own = block_hashes_of_ids(&p);
     assert_eq!(
         out,
@@ -130,7 +134,11 @@ fn a_clear_forgets_the_map_and_the_bound_holds() {
     let mut t = Translator::new(3);
     let mut out = Vec::new();
     let c = t.batch("i", &batch(vec![stored(&p, 0, 4)]), &mut out);
-    assert_eq!((c.stored, c.unplaced), (3, 1), "the fourth block is past the bound");
+    assert_eq!(
+        (c.stored, c.unplaced),
+        (3, 1),
+        "the fourth block is past the bound"
+    );
     assert_eq!(t.len(), 3);
     out.clear();
     let c = t.batch("i", &batch(vec![KvEvent::AllBlocksCleared]), &mut out);
