@@ -271,7 +271,22 @@ impl ControlPlane {
         api_key: Option<crate::config::Secret>,
         engine: EngineInfo,
     ) -> Result<InstanceView, PlaneError> {
-        self.admin(|tx| AdminCmd::Register(spec, api_key, engine, tx))
+        self.register_instance_with_kv_events(spec, api_key, engine, None)
+            .await
+    }
+
+    /// Registers an instance as [`register_instance_with`](Self::register_instance_with)
+    /// does, subscribing to its engine's KV cache events when `kv_events` says where they
+    /// are (precise mode of the `prefix` routing strategy). Check the section with
+    /// [`kv_events_of`](crate::config::kv_events_of) first.
+    pub async fn register_instance_with_kv_events(
+        &self,
+        spec: InstanceSpec,
+        api_key: Option<crate::config::Secret>,
+        engine: EngineInfo,
+        kv_events: Option<crate::config::KvEventsSection>,
+    ) -> Result<InstanceView, PlaneError> {
+        self.admin(|tx| AdminCmd::Register(spec, api_key, engine, kv_events, tx))
             .await?
     }
 

@@ -30,6 +30,7 @@ pub mod engine_info;
 pub mod error;
 pub mod health;
 pub mod http;
+pub mod kv_events;
 pub mod listener;
 pub mod meta;
 pub mod plane_error;

@@ -35,6 +35,7 @@ fn instance(id: &str, url: &str) -> InstanceSection {
         api_key: None,
         max_model_len: None,
         max_batch: None,
+        kv_events: None,
     }
 }
 

@@ -3,9 +3,12 @@
 //! The engine records its prefix-cache changes ([`CacheEvent`]); the driver drains them after
 //! every step and this module turns them into one vLLM `KVEventBatch` (consecutive stores of
 //! one prompt become one `BlockStored`, consecutive evictions one `BlockRemoved`), which the
-//! [`Publisher`] sends on its PUB socket and keeps for replay. Block hashes are the
-//! simulator's chained xxh3 hashes; `token_ids` are its stand-in token ids
-//! ([`crate::tokens::block_token_ids`]), so a consumer can hash them itself.
+//! [`Publisher`] sends on its PUB socket and keeps for replay. Published block hashes are
+//! the simulator's chained xxh3 hashes salted with [`HASH_SALT`] and mixed (as vLLM salts
+//! its hashes with a per-process seed), so they are not the hashes a consumer computes
+//! from the tokens: a consumer that keyed on them would be caught. `token_ids` are its
+//! stand-in token ids ([`crate::tokens::block_token_ids`]), so a consumer can hash them
+//! itself.
 
 use crate::engine::CacheEvent;
 use crate::profile::BLOCK_SIZE;
@@ -95,8 +98,22 @@ impl KvEventsConfig {
     }
 }
 
+/// The salt mixed into every published block hash (non-zero, like vLLM's per-process
+/// hash seed): published hashes are `mix(own ^ HASH_SALT)`, a bijection, so distinct
+/// blocks keep distinct hashes and a child's `parent_block_hash` is its parent's.
+pub const HASH_SALT: u64 = 0x5bd1_e995_9e37_79b9;
+
+/// The hash published for the simulator's own block hash `h`.
+pub fn published_hash(h: u64) -> u64 {
+    // splitmix64's finaliser: a bijection of u64
+    let mut z = h ^ HASH_SALT;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 fn hash(h: u64) -> BlockHash {
-    BlockHash::Int(i128::from(h))
+    BlockHash::Int(i128::from(published_hash(h)))
 }
 
 /// Turns one step's cache changes into vLLM events, in order: a run of stores that chain

@@ -7,6 +7,7 @@ mod common;
 
 use inferplane_kv_events::{BlockHash, KvEvent, Subscriber, SubscriberConfig, SubscriberEvent};
 use inferplane_sim::KvEventsConfig;
+use inferplane_sim::kv_events::published_hash;
 use inferplane_sim::tokens::block_hashes_of_ids;
 use std::time::Duration;
 
@@ -97,10 +98,15 @@ async fn sim_publishes_stores_evictions_and_clears_that_our_subscriber_decodes()
         "one block_size of token ids per hash"
     );
     let hashes: Vec<u64> = stored.block_hashes.iter().map(int).collect();
+    let own = block_hashes_of_ids(&stored.token_ids);
     assert_eq!(
-        block_hashes_of_ids(&stored.token_ids),
+        own.iter().copied().map(published_hash).collect::<Vec<_>>(),
         hashes,
-        "a consumer hashing the token ids gets the engine's hashes"
+        "the published hashes are the token ids' chain, salted"
+    );
+    assert!(
+        own.iter().zip(&hashes).all(|(o, h)| o != h),
+        "salted: a consumer cannot key on the engine's hashes"
     );
     assert!(!hashes.is_empty());
 

@@ -141,6 +141,7 @@ fn gateway_config(engines: &[SimServer], port: u16) -> anyhow::Result<GatewayCon
             api_key: None,
             max_model_len: None,
             max_batch: None,
+            kv_events: None,
         });
     }
     f.pools.push(pool);

@@ -56,6 +56,7 @@ pub async fn gateway(servers: &[SimServer], max_inflight: u32) -> Gateway {
             api_key: None,
             max_model_len: None,
             max_batch: None,
+            kv_events: None,
         });
     }
     f.pools.push(pool);

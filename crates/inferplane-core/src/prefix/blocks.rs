@@ -54,7 +54,15 @@ pub fn block_hashes(text: &str) -> Vec<u64> {
 /// Chained hashes of a prompt given as token ids (each id hashed as 4 little-endian
 /// bytes), in order.
 pub fn block_hashes_of_ids(ids: &[u32]) -> Vec<u64> {
-    let mut prev = 0u64;
+    block_hashes_of_ids_after(0, ids)
+}
+
+/// Continues a chain of [`block_hashes_of_ids`]: the hashes of `ids`' full blocks when the
+/// block before the first one hashed to `parent` (0: `ids` start the prompt). Hashing a
+/// prompt's first blocks, then the rest after the last of them, gives the whole prompt's
+/// hashes.
+pub fn block_hashes_of_ids_after(parent: u64, ids: &[u32]) -> Vec<u64> {
+    let mut prev = parent;
     let mut bytes = [0u8; 4 * BLOCK_TOKENS as usize];
     ids.chunks_exact(BLOCK_TOKENS as usize)
         .map(|chunk| {
@@ -108,5 +116,15 @@ mod tests {
         let b = block_hashes_of_ids(&ids);
         assert_eq!(a[0], b[0]);
         assert_ne!(a[1], b[1]);
+    }
+
+    #[test]
+    fn a_chain_continued_from_its_parent_equals_the_whole_prompts_chain() {
+        let ids: Vec<u32> = (0..16 * 5).map(|i| i * 7 + 3).collect();
+        let whole = block_hashes_of_ids(&ids);
+        let head = block_hashes_of_ids(&ids[..32]);
+        let tail = block_hashes_of_ids_after(head[1], &ids[32..]);
+        assert_eq!([head, tail].concat(), whole);
+        assert_eq!(block_hashes_of_ids_after(0, &ids), whole);
     }
 }

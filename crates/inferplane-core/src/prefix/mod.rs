@@ -11,8 +11,8 @@ pub mod index;
 pub mod matches;
 
 pub use blocks::{
-    BLOCK_TOKENS, BYTES_PER_TOKEN, block_hashes, block_hashes_of_ids, count_tokens,
-    push_chat_message,
+    BLOCK_TOKENS, BYTES_PER_TOKEN, block_hashes, block_hashes_of_ids, block_hashes_of_ids_after,
+    count_tokens, push_chat_message,
 };
 pub use change::CacheChange;
 pub use index::{BYTES_PER_BLOCK, PrefixIndex};

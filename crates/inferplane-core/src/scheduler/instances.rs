@@ -198,6 +198,16 @@ impl<T> Scheduler<T> {
         true
     }
 
+    /// Blocks the routing strategy's prefix index holds for an instance (`None`: no such
+    /// instance, or a strategy that keeps no prefix index).
+    pub fn prefix_blocks_of(&self, id: &InstanceId) -> Option<usize> {
+        let ix = *self.index.get(id)?;
+        match &self.router {
+            crate::route::Router::Prefix(p) => Some(p.index().blocks_of(ix)),
+            _ => None,
+        }
+    }
+
     /// Whether the routing strategy reads a request's prompt block hashes
     /// ([`RequestMeta::prefix_blocks`](crate::request::RequestMeta::prefix_blocks)): the
     /// gateway computes them only then.

@@ -10,10 +10,10 @@ mod sections;
 mod validate;
 pub use secret::Secret;
 pub use sections::{
-    AdminSection, CircuitSection, HealthSection, PoolTimeouts, RetrySection, ScrapeSection,
-    ServerSection, TimeoutSection,
+    AdminSection, CircuitSection, HealthSection, KvEventsSection, PoolTimeouts, RetrySection,
+    ScrapeSection, ServerSection, TimeoutSection,
 };
-pub use validate::{UrlError, check_url, engine_override, instance_spec};
+pub use validate::{UrlError, check_url, engine_override, instance_spec, kv_events_of};
 
 use inferplane_core::{
     EngineInfo, InstanceSpec, Layout, OverloadConfig, PolicyConfig, Price, Priority, RoutingConfig,
@@ -172,6 +172,10 @@ pub struct InstanceSection {
     /// engine reports and over the pool's value.
     #[serde(default)]
     pub max_batch: Option<u32>,
+    /// Where the engine publishes its KV cache events (vLLM's `--kv-events-config`), for
+    /// the `prefix` routing strategy's precise mode; none: placements only.
+    #[serde(default)]
+    pub kv_events: Option<KvEventsSection>,
 }
 
 /// One `[[pools]]` entry: the instances serving one model.
@@ -326,6 +330,8 @@ pub struct GatewayConfig {
     /// Engine facts configured per instance (`max_model_len`, `max_batch`); they win over
     /// the pool's and over what the engine reports.
     pub engine_overrides: std::collections::HashMap<inferplane_core::InstanceId, EngineInfo>,
+    /// Where each instance that publishes KV cache events publishes them.
+    pub kv_events: std::collections::HashMap<inferplane_core::InstanceId, KvEventsSection>,
     /// Pools by model.
     pub pools: Vec<PoolConfig>,
 }
@@ -406,6 +412,7 @@ impl FileConfig {
             api_key: None,
             max_model_len: None,
             max_batch: None,
+            kv_events: None,
         };
         match self.pools.iter_mut().find(|p| p.model == model) {
             Some(p) => p.instances.push(section),

@@ -1,5 +1,6 @@
 //! The file's operational sections: `[server]`, `[admin]`, `[health]`, `[circuit]`,
-//! `[scrape]`, `[retry]` and `[timeouts]`, with their defaults.
+//! `[scrape]`, `[retry]` and `[timeouts]`, with their defaults, and an instance's
+//! `kv_events` table.
 
 use inferplane_core::Priority;
 use serde::{Deserialize, Serialize};
@@ -235,4 +236,24 @@ impl Default for TimeoutSection {
             total: Duration::from_secs(600),
         }
     }
+}
+
+/// An instance's `kv_events = { endpoint = "tcp://10.0.0.5:5557", replay_endpoint =
+/// "tcp://10.0.0.5:5558", topic = "" }`: where its engine publishes vLLM's KV cache events
+/// (`--kv-events-config`), which feed the `prefix` routing strategy's index (precise
+/// mode). The same field in `[[pools.instances]]` and in `POST /admin/instances`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KvEventsSection {
+    /// The engine's PUB socket, `tcp://host:port` (vLLM's `endpoint`, with the engine's
+    /// address in place of `*`).
+    pub endpoint: String,
+    /// The engine's replay (ROUTER) socket, `tcp://host:port` (vLLM's
+    /// `replay_endpoint`); without it a missed batch cannot be recovered and the
+    /// instance's entries are dropped.
+    #[serde(default)]
+    pub replay_endpoint: Option<String>,
+    /// The topic the engine publishes under (vLLM's `topic`, empty by default).
+    #[serde(default)]
+    pub topic: String,
 }

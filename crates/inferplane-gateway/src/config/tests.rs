@@ -220,3 +220,46 @@ fn a_pool_sets_its_own_timeouts_over_the_global_ones() {
     let err = validate("[[pools]]\nmodel = \"m\"\ntimeouts = { connect = \"1s\" }\n").unwrap_err();
     assert!(err.contains("connect"), "{err}");
 }
+
+#[test]
+fn kv_events_take_tcp_endpoints_only_and_errors_name_the_field() {
+    let inst = |kv: &str| {
+        format!(
+            "[[pools]]\nmodel = \"m\"\n[[pools.instances]]\nid = \"a\"\nurl = \"http://a:1\"\nkv_events = {kv}"
+        )
+    };
+    let c = validate(&inst(
+        r#"{ endpoint = "tcp://10.0.0.5:5557", replay_endpoint = "tcp://10.0.0.5:5558" }"#,
+    ))
+    .unwrap();
+    let kv = &c.kv_events[&inferplane_core::InstanceId::new("a")];
+    assert_eq!(kv.endpoint, "tcp://10.0.0.5:5557");
+    assert_eq!(kv.replay_endpoint.as_deref(), Some("tcp://10.0.0.5:5558"));
+    assert_eq!(kv.topic, "", "the topic defaults to vLLM's empty one");
+    for (kv, path) in [
+        (
+            r#"{ endpoint = "ipc:///tmp/kv" }"#,
+            "pools[0].instances[0].kv_events.endpoint",
+        ),
+        (
+            r#"{ endpoint = "tcp://*:5557" }"#,
+            "pools[0].instances[0].kv_events.endpoint",
+        ),
+        (
+            r#"{ endpoint = "tcp://a:5557", replay_endpoint = "inproc://x" }"#,
+            "pools[0].instances[0].kv_events.replay_endpoint",
+        ),
+        (
+            r#"{ endpoint = "tcp://a:5557", replay_endpoint = "tcp://a:5557" }"#,
+            "pools[0].instances[0].kv_events.replay_endpoint",
+        ),
+    ] {
+        let err = validate(&inst(kv)).unwrap_err();
+        assert!(err.starts_with(path), "{kv}\n -> {err}");
+        assert!(err.contains("tcp://"), "{err}");
+    }
+    assert!(
+        validate(&inst(r#"{ endpoint = "tcp://a:1", hwm = 3 }"#)).is_err(),
+        "unknown keys are refused"
+    );
+}

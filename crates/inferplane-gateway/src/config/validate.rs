@@ -89,6 +89,7 @@ impl FileConfig {
         let mut ids = HashSet::new();
         let mut api_keys = std::collections::HashMap::new();
         let mut engine_overrides = std::collections::HashMap::new();
+        let mut kv_events = std::collections::HashMap::new();
         let mut pools = Vec::new();
         for (p, pool) in self.pools.iter().enumerate() {
             let at = |field: &str| format!("pools[{p}].{field}");
@@ -139,6 +140,11 @@ impl FileConfig {
                     .map_err(|(field, msg)| ConfigError::new(at(field), msg))?;
                 if engine != EngineInfo::default() {
                     engine_overrides.insert(spec.id.clone(), engine);
+                }
+                if let Some(kv) =
+                    kv_events_of(inst).map_err(|(field, msg)| ConfigError::new(at(field), msg))?
+                {
+                    kv_events.insert(spec.id.clone(), kv);
                 }
                 instances.push(spec);
             }
@@ -206,6 +212,7 @@ impl FileConfig {
             scheduler: self.scheduler.clone(),
             api_keys,
             engine_overrides,
+            kv_events,
             pools,
         })
     }
@@ -254,6 +261,49 @@ pub fn instance_spec(
         price: inst.price,
         max_inflight,
     })
+}
+
+/// An instance section's `kv_events`, checked: both endpoints `tcp://host:port`
+/// (errors name the field, e.g. `kv_events.replay_endpoint`).
+pub fn kv_events_of(
+    inst: &InstanceSection,
+) -> Result<Option<super::KvEventsSection>, (&'static str, String)> {
+    let Some(kv) = &inst.kv_events else {
+        return Ok(None);
+    };
+    check_tcp(&kv.endpoint).map_err(|m| ("kv_events.endpoint", m))?;
+    if let Some(replay) = &kv.replay_endpoint {
+        check_tcp(replay).map_err(|m| ("kv_events.replay_endpoint", m))?;
+        if *replay == kv.endpoint {
+            return Err((
+                "kv_events.replay_endpoint",
+                "must differ from kv_events.endpoint (two tcp:// sockets)".into(),
+            ));
+        }
+    }
+    Ok(Some(kv.clone()))
+}
+
+/// `tcp://host:port` with a host and a numeric port (no `*`: the engine's address).
+fn check_tcp(endpoint: &str) -> Result<(), String> {
+    let Some(rest) = endpoint.strip_prefix("tcp://") else {
+        return Err(format!(
+            "{endpoint:?} must start with tcp:// (only TCP endpoints are supported)"
+        ));
+    };
+    let ok = rest.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty()
+            && host != "*"
+            && !host.contains(['/', ' ', '@'])
+            && port.parse::<u16>().is_ok_and(|p| p != 0)
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{endpoint:?} must be tcp://host:port with the engine's address and a port"
+        ))
+    }
 }
 
 /// The engine facts an instance section configures (`max_model_len`, `max_batch`); errors

@@ -11,8 +11,8 @@ use std::sync::Arc;
 impl Dispatcher {
     pub(super) fn admin(&mut self, cmd: AdminCmd) {
         match cmd {
-            AdminCmd::Register(spec, key, engine, reply) => {
-                let _ = reply.send(self.register(spec, key, engine));
+            AdminCmd::Register(spec, key, engine, kv, reply) => {
+                let _ = reply.send(self.register(spec, key, engine, kv));
             }
             AdminCmd::Remove(id, reply) => {
                 let res = match self.view(&id) {
@@ -23,6 +23,8 @@ impl Dispatcher {
                             if let Some(d) = e.discovery {
                                 d.abort();
                             }
+                            // dropping the subscription ends its task and subscriber
+                            drop(e.kv_events);
                             let model = e.backend.spec.model.clone();
                             if let Some(pool) = self.pools.get_mut(model.as_str()) {
                                 pool.scheduler.remove_instance(&id);

@@ -43,6 +43,7 @@ impl Dispatcher {
         spec: InstanceSpec,
         api_key: Option<crate::config::Secret>,
         configured: EngineInfo,
+        kv: Option<crate::config::KvEventsSection>,
     ) -> Result<InstanceView, PlaneError> {
         if self.instances.contains_key(&spec.id) {
             return Err(PlaneError::Conflict(DuplicateInstance(spec.id)));
@@ -83,6 +84,15 @@ impl Dispatcher {
             reports.clone(),
             self.ctl_tx.clone(),
         );
+        let kv_events = kv.map(|kv| {
+            tracing::info!(instance = %spec.id, endpoint = %kv.endpoint, "subscribing to KV events");
+            crate::kv_events::spawn(
+                spec.id.clone(),
+                &kv,
+                self.telemetry.kv_events(&spec.model, spec.id.as_str()),
+                self.ctl_tx.clone(),
+            )
+        });
         tracing::info!(instance = %spec.id, model = %spec.model, url = %spec.url, "instance registered");
         self.instances.insert(
             spec.id.clone(),
@@ -96,6 +106,7 @@ impl Dispatcher {
                 reports,
                 engine,
                 discovery: None,
+                kv_events,
             },
         );
         self.apply_engine_info(&spec.id);
@@ -123,6 +134,7 @@ impl Dispatcher {
             engine_max_model_len: st.engine.max_model_len,
             engine_kv_capacity_tokens: st.engine.kv_capacity_tokens,
             placed_total: st.placed_total,
+            prefix_blocks: pool.scheduler.prefix_blocks_of(id),
         })
     }
 
@@ -173,6 +185,27 @@ impl Dispatcher {
         }
         if let Some(load) = pending.load {
             self.load(id, load);
+        }
+    }
+
+    /// Applies what an instance's KV event subscriber sent since last time to its pool's
+    /// prefix index (a bounded amount per call; the rest is asked for again).
+    pub(super) fn kv_events(&mut self, id: InstanceId) {
+        let now = self.clock.now();
+        let Some(e) = self.instances.get_mut(&id) else {
+            return;
+        };
+        let Some(kv) = e.kv_events.as_mut() else {
+            return;
+        };
+        let Some(pool) = self.pools.get_mut(e.backend.spec.model.as_str()) else {
+            return;
+        };
+        let more = kv.inbox.drain(|change| {
+            pool.scheduler.cache_changed(&id, change.as_core(), now);
+        });
+        if more {
+            let _ = self.ctl_tx.send(Ctl::KvEvents { instance: id });
         }
     }
 

@@ -9,7 +9,8 @@
 //! completion, expiry, rejection), `instances.rs` (registration, health, load, readiness),
 //! `admin.rs` (admin commands, run-time policy switching). Engine facts (batch limit,
 //! context, KV capacity) are discovered in their own tasks ([`crate::engine_info`]) each
-//! time an instance becomes healthy, and reach the scheduler from here.
+//! time an instance becomes healthy, and reach the scheduler from here, as do the engines'
+//! KV cache events ([`crate::kv_events`], one subscriber task per instance that has them).
 
 mod admin;
 mod instances;
@@ -62,6 +63,8 @@ pub(crate) struct InstanceEntry {
     engine: instances::EngineFacts,
     /// The engine-fact discovery under way, if any.
     discovery: Option<JoinHandle<()>>,
+    /// Its KV event subscription (`kv_events` configured); dropping it ends the task.
+    kv_events: Option<crate::kv_events::KvEvents>,
 }
 
 pub(crate) struct Inflight {
@@ -128,7 +131,8 @@ impl Dispatcher {
                     .get(&spec.id)
                     .copied()
                     .unwrap_or_default();
-                if let Err(e) = d.register(spec.clone(), key, engine) {
+                let kv = config.kv_events.get(&spec.id).cloned();
+                if let Err(e) = d.register(spec.clone(), key, engine, kv) {
                     tracing::error!(instance = %spec.id, error = %e, "cannot register instance");
                 }
             }
@@ -217,6 +221,7 @@ impl Dispatcher {
                         }
                     }
                     Some(Ctl::Probed { instance }) => self.probed(instance),
+                    Some(Ctl::KvEvents { instance }) => self.kv_events(instance),
                     Some(Ctl::Health { instance, ok }) => self.health(instance, ok),
                     Some(Ctl::Load { instance, load }) => self.load(instance, load),
                     Some(Ctl::EngineInfo { instance, info }) => self.engine_info(instance, info),

@@ -167,6 +167,9 @@ pub struct InstanceView {
     pub engine_kv_capacity_tokens: Option<u64>,
     /// Requests placed on it so far.
     pub placed_total: u64,
+    /// Blocks the pool's prefix index holds for it, from placements and its engine's KV
+    /// events (absent when the pool's routing keeps no prefix index).
+    pub prefix_blocks: Option<usize>,
 }
 
 /// `GET /admin/metrics`: the whole gateway, each pool and each instance.
@@ -185,12 +188,14 @@ pub struct MetricsView {
 /// Admin commands.
 #[derive(Debug)]
 pub enum AdminCmd {
-    /// Register an instance, with its engine's API key and the engine facts configured for
-    /// it (these win over what the engine says; unknown fields are `None`).
+    /// Register an instance, with its engine's API key, the engine facts configured for
+    /// it (these win over what the engine says; unknown fields are `None`) and where its
+    /// engine publishes KV cache events, if it does.
     Register(
         InstanceSpec,
         Option<crate::config::Secret>,
         EngineInfo,
+        Option<crate::config::KvEventsSection>,
         oneshot::Sender<Result<InstanceView, PlaneError>>,
     ),
     /// Remove an instance (in-flight requests finish).
@@ -306,6 +311,12 @@ pub enum Ctl {
     },
     /// An instance's probes have results waiting in its [`Reports`](crate::probe::Reports).
     Probed {
+        /// The instance.
+        instance: InstanceId,
+    },
+    /// An instance's KV event subscriber has changes waiting in its
+    /// [`Inbox`](crate::kv_events::Inbox) (told once per idle-to-pending change).
+    KvEvents {
         /// The instance.
         instance: InstanceId,
     },

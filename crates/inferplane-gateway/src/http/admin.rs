@@ -8,7 +8,7 @@
 //! preflight).
 
 use super::AppState;
-use crate::config::{InstanceSection, engine_override, instance_spec};
+use crate::config::{InstanceSection, engine_override, instance_spec, kv_events_of};
 use crate::dispatcher::{InstanceView, MetricsView, PolicyChange};
 use crate::error::ApiError;
 use axum::body::Bytes;
@@ -136,6 +136,7 @@ async fn register(
     };
     let spec = instance_spec(&b.instance, &b.model, default_inflight).map_err(field_error)?;
     let engine = engine_override(&b.instance).map_err(field_error)?;
+    let kv_events = kv_events_of(&b.instance).map_err(field_error)?;
     let secret = match &b.instance.api_key {
         Some(key) => Some(
             crate::config::Secret::resolve(key)
@@ -143,7 +144,9 @@ async fn register(
         ),
         None => None,
     };
-    let view = s.cp.register_instance_with(spec, secret, engine).await?;
+    let view =
+        s.cp.register_instance_with_kv_events(spec, secret, engine, kv_events)
+            .await?;
     Ok((StatusCode::CREATED, Json(view)))
 }
 

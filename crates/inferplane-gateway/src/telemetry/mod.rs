@@ -12,15 +12,18 @@
 //! `inferplane_slo_attainment`; see `optional.rs`),
 //! `inferplane_instance_requests_total{outcome}`, and the engine's own facts
 //! `inferplane_instance_engine_max_batch`, `..._engine_max_model_len`,
-//! `..._engine_kv_capacity_tokens` (a series only while known; see `engine.rs`), and prefix
-//! routing's token counters and placement reasons (see `prefix.rs`).
+//! `..._engine_kv_capacity_tokens` (a series only while known; see `engine.rs`), prefix
+//! routing's token counters and placement reasons (see `prefix.rs`), and the KV cache
+//! events consumed for precise prefix routing (`kv.rs`).
 
 mod engine;
+mod kv;
 mod labels;
 mod optional;
 mod prefix;
 
 pub use engine::EngineInfoGauges;
+pub use kv::{KvEventKind, KvEventMetrics, KvLossReason};
 pub use labels::{AttemptOutcome, Route, Status, policies};
 use optional::FloatGauge;
 pub use optional::OptionalGauge;
@@ -70,6 +73,7 @@ pub struct Telemetry {
     inst_requests: Family<InstanceOutcomeLabels, Counter>,
     inst_engine: engine::EngineFamilies,
     prefix: prefix::PrefixFamilies,
+    kv: kv::KvFamilies,
     /// Requests refused before a model was known (bad body, bad headers).
     pub invalid_requests: Counter,
 }
@@ -178,6 +182,7 @@ impl Telemetry {
             inst_requests: Family::default(),
             inst_engine: engine::EngineFamilies::default(),
             prefix: prefix::PrefixFamilies::default(),
+            kv: kv::KvFamilies::default(),
             invalid_requests: Counter::default(),
             registry: Registry::default(),
         };
@@ -294,6 +299,7 @@ impl Telemetry {
         );
         t.inst_engine.register(r);
         t.prefix.register(r);
+        t.kv.register(r);
         r.register(
             "inferplane_invalid_requests",
             "Requests refused before reaching a pool (bad body or headers)",
@@ -403,6 +409,19 @@ impl Telemetry {
         }
     }
 
+    /// Resolves the KV event handles of one instance (for an instance that publishes them).
+    pub fn kv_events(&self, model: &str, instance: &str) -> KvEventMetrics {
+        self.kv.handle(&InstanceLabels {
+            model: model.to_string(),
+            instance: instance.to_string(),
+        })
+    }
+
+    /// KV event subscriber tasks running now.
+    pub fn kv_event_subscribers(&self) -> i64 {
+        self.kv.subscribers()
+    }
+
     /// Forgets a removed instance's series.
     pub fn remove_instance(&self, model: &str, instance: &str) {
         let l = InstanceLabels {
@@ -417,6 +436,7 @@ impl Telemetry {
         }
         self.inst_engine.remove(&l);
         self.prefix.remove(&l);
+        self.kv.remove(&l);
         for outcome in [AttemptOutcome::success, AttemptOutcome::failure] {
             self.inst_requests.remove(&InstanceOutcomeLabels {
                 model: model.to_string(),

@@ -67,6 +67,7 @@ pub fn add_pool(
                 api_key: None,
                 max_model_len: None,
                 max_batch: None,
+                kv_events: None,
             });
     }
     f.pools.push(pool);
