@@ -19,6 +19,7 @@
 pub mod cluster;
 pub mod compare;
 pub mod des;
+pub mod des_cache;
 pub mod dist;
 pub mod error;
 pub mod load;
