@@ -24,6 +24,7 @@ pub mod dist;
 pub mod error;
 pub mod load;
 pub mod matrix;
+pub mod matrix_prefix;
 pub mod matrix_report;
 pub mod plot;
 pub mod prompt;

@@ -75,6 +75,7 @@ pub fn compare(model: &str, nodes: &[Node]) -> anyhow::Result<()> {
                 count: 1,
                 max_inflight: None,
                 price_per_gpu_hour: Some(price),
+                kv_blocks: None,
             })
             .collect(),
     };
