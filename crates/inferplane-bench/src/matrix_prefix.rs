@@ -5,7 +5,8 @@
 //!   word, `prefix_oracle`) at loads 0.5 to 1.2;
 //! * TTFT p99 <= 0.5x round robin's at load 0.8;
 //! * no instance above 1.5x its fair share (its part of the estimated capacity);
-//! * precise mode's hit rate >= approximate mode's (where engines evict, above it);
+//! * precise mode's hit rate >= approximate mode's (0.5 point tolerance: where the
+//!   engines' caches hold every prefix both see the same, and runs differ by noise);
 //! * throughput at SLO (the peak goodput over the loads run) >= 1.5x round robin's.
 //!
 //! Round robin is `fifo/round_robin` when the matrix runs it, else its first baseline.
@@ -73,7 +74,7 @@ pub fn failures(spec: &MatrixSpec, row: &Row, rows: &[&Row]) -> Vec<String> {
         && let Some(a) = rows
             .iter()
             .find(|r| mode_of(&r.policy) == Some((word.clone(), PrefixMode::Approximate)))
-        && hit(row) < hit(a)
+        && hit(row) + 0.005 < hit(a)
     {
         out.push("precise < approximate hit".into());
     }
@@ -201,5 +202,75 @@ fn throughput_at_slo(m: &mut String, spec: &MatrixSpec, rows: &[Row]) {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::Summary;
+
+    fn row(load: f64, policy: &str, hit: f64, p99: f64, share: f64) -> Row {
+        let mut summary = Summary {
+            prefix_hit_rate: Some(hit),
+            goodput_rps: 10.0 * hit,
+            ..Summary::default()
+        };
+        summary.ttft_ms.p99 = p99;
+        Row {
+            cluster: "c".into(),
+            workload: "w".into(),
+            load,
+            policy: policy.into(),
+            summary,
+            max_fair_share: Some(share),
+        }
+    }
+
+    #[test]
+    fn prefix_rows_are_held_to_round_robin_the_oracle_and_fair_share() {
+        let spec: MatrixSpec = toml::from_str(
+            r#"
+            loads = [0.8]
+            policies = ["adaptive/prefix", "adaptive/prefix_precise", "adaptive/prefix_oracle", "fifo/round_robin"]
+            default = "adaptive/prefix"
+            baselines = ["fifo/round_robin"]
+            [[clusters]]
+            name = "c"
+            path = "c.toml"
+            [[workloads]]
+            name = "w"
+            spec = "w.toml"
+            "#,
+        )
+        .unwrap();
+        let rows = vec![
+            row(0.8, "adaptive/prefix", 0.5, 40.0, 1.2),
+            row(0.8, "adaptive/prefix_precise", 0.4, 80.0, 1.7),
+            row(0.8, "adaptive/prefix_oracle", 0.52, 40.0, 1.0),
+            row(0.8, "fifo/round_robin", 0.2, 100.0, 1.0),
+        ];
+        let runs: Vec<&Row> = rows.iter().collect();
+        assert!(failures(&spec, &rows[0], &runs).is_empty());
+        let f = failures(&spec, &rows[1], &runs).join("; ");
+        for want in [
+            "hit < 90% of oracle",
+            "TTFT p99 > 0.5x RR",
+            "1.5x fair",
+            "precise <",
+        ] {
+            assert!(f.contains(want), "{want}: {f}");
+        }
+        assert!(
+            failures(&spec, &rows[3], &runs).is_empty(),
+            "not a prefix row"
+        );
+        let mut m = String::new();
+        section(&mut m, &spec, &rows);
+        assert!(
+            m.contains("| c | w | 0.8 | adaptive/prefix | 50.0 | 20.0 | 2.50 | 96 |"),
+            "{m}"
+        );
+        assert!(m.contains("### Throughput at SLO"));
     }
 }

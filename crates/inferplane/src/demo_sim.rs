@@ -55,6 +55,7 @@ fn mix(rate: f64) -> WorkloadSpec {
             share: 1.0,
             groups: 4,
             tokens: 330,
+            zipf: 0.0,
         },
     }
 }
