@@ -5,12 +5,14 @@
 //! [policy]                      # plain strings, the seed's snake_case names
 //! policy = "fifo"               # fifo, priority, slo_aware, cost_optimized, adaptive
 //! routing = "round_robin"       # load_balanced, round_robin, random, affinity, locality, prefix
+//! prefix_mode = "approximate"   # with prefix: approximate, precise, oracle (crate::des_cache)
 //! balance = "least_ttft"        # weighted_round_robin, least_connections,
 //!                               # least_response_time, power_of_two
 //!
 //! [scheduler]
 //! max_queue = 10000
 //! queue_timeout = "30s"
+//! kv_event_delay = "20ms"       # precise mode: engine step end -> the strategy
 //!
 //! [[instances]]
 //! id = "h100"                   # prefix; `count` instances become h100-0, h100-1, ...
@@ -21,8 +23,10 @@
 //! max_inflight = 64             # default: the engine's max_num_seqs
 //! price_per_gpu_hour = 2.49
 //! # profile = "tiny"            # a simulator preset instead of model + gpu
+//! # kv_blocks = 4000            # override the engine's KV blocks (a small-KV cluster)
 //! ```
 
+use crate::des_cache::{DEFAULT_KV_EVENT_DELAY, PrefixMode};
 use crate::error::BenchError;
 use inferplane_core::{
     InstanceSpec, Layout, PolicyConfig, Price, QueueAt, RoutingConfig, SchedulerConfig,
@@ -66,6 +70,8 @@ pub struct PolicyChoice {
     /// A plain router instead of the control plane (a baseline): round robin over ready
     /// instances, no gateway queue, every request sent at once so the engines queue.
     pub plain_router: bool,
+    /// With `prefix` routing: what the strategy knows of the engines' caches.
+    pub prefix_mode: PrefixMode,
 }
 
 /// The label (and `--policies` entry) of the plain-router baseline.
@@ -78,27 +84,28 @@ impl Default for PolicyChoice {
             routing: "load_balanced".into(),
             balance: inferplane_core::BalanceConfig::default().name().into(),
             plain_router: false,
+            prefix_mode: PrefixMode::Approximate,
         }
     }
 }
 
 impl PolicyChoice {
-    /// Parses `policy[/routing[/balance]]`; omitted parts take the defaults.
+    /// Parses `policy[/routing[/balance]]`; omitted parts take the defaults. The routing
+    /// words `prefix_precise` and `prefix_oracle` are `prefix` in those [`PrefixMode`]s.
     pub fn parse(s: &str) -> Result<Self, BenchError> {
         if s.trim() == PLAIN_ROUTER {
             return Ok(PolicyChoice::plain());
         }
         let mut parts = s.split('/').map(str::trim);
         let d = PolicyChoice::default();
+        let policy = parts.next().filter(|p| !p.is_empty()).unwrap_or(&d.policy);
+        let (routing, prefix_mode) = PrefixMode::split_routing(parts.next().unwrap_or(&d.routing));
         let c = PolicyChoice {
-            policy: parts
-                .next()
-                .filter(|p| !p.is_empty())
-                .unwrap_or(&d.policy)
-                .into(),
-            routing: parts.next().unwrap_or(&d.routing).into(),
+            policy: policy.into(),
+            routing: routing.into(),
             balance: parts.next().unwrap_or(&d.balance).into(),
             plain_router: false,
+            prefix_mode,
         };
         if parts.next().is_some() {
             return Err(BenchError::Cluster(format!(
@@ -123,6 +130,12 @@ impl PolicyChoice {
         };
         check("policy", &self.policy, &policies())?;
         check("routing", &self.routing, &routings())?;
+        if self.prefix_mode != PrefixMode::Approximate && self.routing != "prefix" {
+            return Err(BenchError::Cluster(format!(
+                "policy.prefix_mode {:?} needs routing \"prefix\", not {:?}",
+                self.prefix_mode, self.routing
+            )));
+        }
         check("balance", &self.balance, &balances())
     }
 
@@ -133,15 +146,22 @@ impl PolicyChoice {
             routing: "round_robin".into(),
             balance: "least_connections".into(),
             plain_router: true,
+            prefix_mode: PrefixMode::Approximate,
         }
     }
 
-    /// `policy/routing/balance`, or `plain_router`.
+    /// `policy/routing/balance` (routing `prefix_precise`, `prefix_oracle` in those
+    /// modes), or `plain_router`.
     pub fn label(&self) -> String {
         if self.plain_router {
             return PLAIN_ROUTER.to_string();
         }
-        format!("{}/{}/{}", self.policy, self.routing, self.balance)
+        let routing = if self.routing == "prefix" {
+            self.prefix_mode.routing_word()
+        } else {
+            &self.routing
+        };
+        format!("{}/{routing}/{}", self.policy, self.balance)
     }
 }
 
@@ -159,6 +179,10 @@ pub struct Limits {
     /// How often engine load is read (the gateway's scrape interval).
     #[serde(with = "humantime_serde")]
     pub reading_interval: Duration,
+    /// Precise prefix mode: from the end of an engine step to its cache changes reaching
+    /// the routing strategy (see [`DEFAULT_KV_EVENT_DELAY`]).
+    #[serde(with = "humantime_serde")]
+    pub kv_event_delay: Duration,
 }
 
 impl Default for Limits {
@@ -169,6 +193,7 @@ impl Default for Limits {
             queue_timeout: d.queue_timeout,
             seed: d.seed,
             reading_interval: inferplane_core::load::DEFAULT_READING_INTERVAL,
+            kv_event_delay: DEFAULT_KV_EVENT_DELAY,
         }
     }
 }
@@ -236,6 +261,10 @@ pub struct InstanceGroup {
     /// Price in dollars per GPU-hour.
     #[serde(default)]
     pub price_per_gpu_hour: Option<f64>,
+    /// KV-cache blocks of each engine, overriding its profile's (a small-KV cluster puts
+    /// the prefix caches under pressure).
+    #[serde(default)]
+    pub kv_blocks: Option<u32>,
 }
 
 fn one() -> u32 {
@@ -320,9 +349,13 @@ impl Cluster {
                     )));
                 }
             };
-            if group.max_inflight == Some(0) || group.count == 0 {
+            let mut profile = profile;
+            if let Some(b) = group.kv_blocks {
+                profile.kv_blocks = b;
+            }
+            if group.max_inflight == Some(0) || group.count == 0 || group.kv_blocks == Some(0) {
                 return Err(BenchError::Cluster(format!(
-                    "{path}: count and max_inflight must be at least 1"
+                    "{path}: count, max_inflight and kv_blocks must be at least 1"
                 )));
             }
             for k in 0..group.count {
@@ -367,12 +400,25 @@ impl Cluster {
     /// `max_num_seqs` and KV capacity permitting) decodes one token per sequence per step,
     /// and every prompt token costs its prefill time. Ignores prefix-cache hits.
     pub fn capacity_rps(&self, mean_prompt: f64, mean_output: f64) -> Result<f64, BenchError> {
+        Ok(self
+            .instance_capacity_rps(mean_prompt, mean_output)?
+            .iter()
+            .sum())
+    }
+
+    /// Each instance's part of [`Cluster::capacity_rps`], in instance order: its fair
+    /// share of the load is its part of the sum.
+    pub fn instance_capacity_rps(
+        &self,
+        mean_prompt: f64,
+        mean_output: f64,
+    ) -> Result<Vec<f64>, BenchError> {
         if !(mean_prompt >= 1.0 && mean_output >= 1.0) {
             return Err(BenchError::Workload(
                 "empty workload: no sizes to plan for".into(),
             ));
         }
-        let mut total = 0.0;
+        let mut out = Vec::with_capacity(self.instances.len());
         for i in &self.instances {
             let p = &i.profile;
             let kv_batch = p.kv_capacity_tokens() as f64 / (mean_prompt + mean_output);
@@ -383,99 +429,12 @@ impl Cluster {
                 + b * p.decode_secs_per_seq
                 + ctx * p.decode_secs_per_kv_token;
             let per_request = mean_output * step / b + mean_prompt * p.prefill_secs_per_token;
-            total += 1.0 / per_request.max(1e-12);
+            out.push(1.0 / per_request.max(1e-12));
         }
-        Ok(total)
+        Ok(out)
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cluster_files_resolve_expand_counts_and_name_what_is_wrong() {
-        let f: ClusterFile = toml::from_str(
-            r#"
-            [policy]
-            policy = "adaptive"
-            routing = "load_balanced"
-            [[instances]]
-            id = "h"
-            model = "llama-3.1-8b"
-            gpu = "h100-sxm"
-            count = 3
-            price_per_gpu_hour = 2.5
-            [[instances]]
-            model = "m"
-            profile = "tiny"
-            max_inflight = 8
-            "#,
-        )
-        .unwrap();
-        let c = Cluster::resolve(f).unwrap();
-        assert_eq!(c.instance_count(), 4);
-        assert_eq!(c.instances[2].spec.id.as_str(), "h-2");
-        assert_eq!(c.instances[3].spec.max_inflight, Some(8));
-        assert_eq!(c.instances[0].spec.max_inflight, None);
-        assert_eq!(c.policy.label(), "adaptive/load_balanced/least_ttft");
-        assert!(c.capacity_rps(500.0, 200.0).unwrap() > 1.0);
-        let bad: ClusterFile = toml::from_str("[[instances]]\nmodel = \"m\"\n").unwrap();
-        assert!(
-            Cluster::resolve(bad)
-                .unwrap_err()
-                .to_string()
-                .contains("instances[0]")
-        );
-        assert!(
-            toml::from_str::<ClusterFile>("[policy]\nrouting = 3\n[[instances]]\nmodel=\"m\"")
-                .is_err()
-        );
-    }
-
-    #[test]
-    fn policy_choices_parse_with_defaults_and_reject_unknown_names() {
-        let c = PolicyChoice::parse("priority/round_robin").unwrap();
-        assert_eq!(c.balance, "least_ttft", "the core's default");
-        let e = PolicyChoice::parse("fifo/sticky").unwrap_err().to_string();
-        assert!(e.contains("affinity"), "{e}");
-        assert!(PolicyChoice::parse("a/b/c/d").is_err());
-        let cfg = scheduler_config(
-            &c,
-            &Limits {
-                max_queue: 7,
-                queue_timeout: None,
-                seed: 3,
-                ..Limits::default()
-            },
-        )
-        .unwrap();
-        assert_eq!(cfg.max_queue, 7);
-        assert_eq!(cfg.queue_timeout, None);
-        assert!(matches!(cfg.policy, PolicyConfig::Priority(_)));
-        assert!(matches!(cfg.routing, RoutingConfig::RoundRobin(_)));
-        let lb = scheduler_config(
-            &PolicyChoice::parse("adaptive/load_balanced/power_of_two").unwrap(),
-            &Limits::default(),
-        )
-        .unwrap();
-        assert!(matches!(
-            lb.routing,
-            RoutingConfig::LoadBalanced(ref c) if matches!(c.algorithm, inferplane_core::BalanceConfig::PowerOfTwo(_))
-        ));
-        // Every name the validator accepts is one the core knows.
-        for p in policies() {
-            for r in routings() {
-                for b in balances() {
-                    let c = PolicyChoice {
-                        policy: p.into(),
-                        routing: r.into(),
-                        balance: b.into(),
-                        plain_router: false,
-                    };
-                    scheduler_config(&c, &Limits::default()).unwrap();
-                }
-            }
-        }
-    }
-}
+#[path = "cluster_tests.rs"]
+mod tests;

@@ -15,7 +15,10 @@
 //! - **reading**: every [`Limits::reading_interval`](crate::cluster::Limits::reading_interval) (the gateway's scrape interval), each
 //!   engine's running and waiting requests and KV usage are reported with `update_load`,
 //!   never more often: the scheduler sees the engines as the gateway would;
-//! - **wake**: a poll due (an expiry, a budget running out).
+//! - **wake**: a poll due (an expiry, a budget running out);
+//! - **cache**: with `prefix` routing in precise mode, one engine step's KV-cache changes
+//!   reach the strategy (oracle mode delivers them at the step's end; see
+//!   [`crate::des_cache`]).
 //!
 //! What the scheduler is told about a request is what the gateway would read from it: the
 //! client's `max_tokens` (or the gateway's default), never the true output length, which
@@ -27,6 +30,7 @@
 //! Every request ends exactly once: served, failed (engine refusal) or rejected.
 
 use crate::cluster::{Cluster, scheduler_config};
+use crate::des_cache::CacheFeed;
 use crate::error::BenchError;
 use crate::prompt::prompt_text;
 use crate::record::{Failure, InstanceUsage, Record, RunRecords};
@@ -46,6 +50,7 @@ enum Ev {
     StepEnd(u32),
     Wake(u32),
     Reading,
+    Cache(u32),
 }
 
 struct Inst {
@@ -80,6 +85,7 @@ struct Sim<'a> {
     remaining: usize,
     reading: Duration,
     end: Time,
+    cache: CacheFeed,
 }
 
 /// Runs `items` through `cluster` in virtual time and returns one record per item.
@@ -88,11 +94,22 @@ pub fn simulate(
     items: &[WorkItem],
     label: &str,
 ) -> Result<RunRecords, BenchError> {
+    let sim = run(cluster, items)?;
+    Ok(sim.into_records(cluster, label))
+}
+
+/// The whole run, its state kept for [`Sim::into_records`] (and for tests to inspect).
+fn run<'a>(cluster: &Cluster, items: &'a [WorkItem]) -> Result<Sim<'a>, BenchError> {
     if items.len() > u32::MAX as usize {
         return Err(BenchError::Workload("more than 2^32 requests".into()));
     }
     let mut pools: Vec<Pool> = Vec::new();
     let mut insts = Vec::with_capacity(cluster.instances.len());
+    let cache = CacheFeed::new(
+        cluster.policy.prefix_mode,
+        cluster.limits.kv_event_delay,
+        cluster.instances.len(),
+    );
     for (g, si) in cluster.instances.iter().enumerate() {
         let p = match pools.iter().position(|p| p.model == si.spec.model) {
             Some(p) => p,
@@ -127,8 +144,10 @@ pub fn simulate(
         );
         pool.sched.set_ready(&si.spec.id, true);
         pool.by_ix.insert(ix, g);
+        let mut engine = Engine::new(si.profile.clone(), None);
+        cache.prepare(&mut engine);
         insts.push(Inst {
-            engine: Engine::new(si.profile.clone(), None),
+            engine,
             pool: p,
             id: si.spec.id.clone(),
             pending: Vec::new(),
@@ -154,6 +173,7 @@ pub fn simulate(
             .reading_interval
             .max(Duration::from_millis(1)),
         end: Time::ZERO,
+        cache,
     };
     // Arrivals are pushed lazily (one ahead) to keep the heap small.
     if !items.is_empty() {
@@ -176,57 +196,69 @@ pub fn simulate(
                 }
             }
             Ev::Reading => sim.read_loads(now),
+            Ev::Cache(g) => {
+                let inst = &sim.insts[g as usize];
+                let sched = &mut sim.pools[inst.pool].sched;
+                sim.cache.deliver(g as usize, sched, &inst.id, now);
+            }
         }
     }
-    let duration = sim.end.as_secs_f64();
-    let records = sim
-        .records
-        .into_iter()
-        .enumerate()
-        .map(|(i, r)| {
-            // Unreachable when the scheduler and engines conserve requests; kept explicit.
-            r.unwrap_or(Record {
-                item: i as u32,
-                arrival: items[i].t - sim.t0,
-                failure: Some(Failure::Timeout),
-                instance: None,
-                ttft: None,
-                e2e: 0.0,
-                output_tokens: 0,
-                cached_tokens: None,
-            })
-        })
-        .collect();
-    let instances = cluster
-        .instances
-        .iter()
-        .zip(&sim.insts)
-        .map(|(si, inst)| {
-            let st = inst.engine.stats();
-            InstanceUsage {
-                id: si.spec.id.to_string(),
-                gpus: si.spec.gpu_count(),
-                price_per_gpu_hour: match si.spec.price {
-                    Some(inferplane_core::Price::PerGpuHour(p)) => Some(p),
-                    _ => None,
-                },
-                busy_secs: Some(inst.busy.as_secs_f64()),
-                prefix_queries: Some(st.prefix_cache_queries),
-                prefix_hits: Some(st.prefix_cache_hits),
-            }
-        })
-        .collect();
-    Ok(RunRecords {
-        label: label.to_string(),
-        mode: "simulated".into(),
-        duration,
-        records,
-        instances,
-        itl_us: None,
-    })
+    Ok(sim)
 }
 
 impl Sim<'_> {
+    /// The run's records and per-instance usage.
+    fn into_records(self, cluster: &Cluster, label: &str) -> RunRecords {
+        let items = self.items;
+        let sim = self;
+        let duration = sim.end.as_secs_f64();
+        let records = sim
+            .records
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| {
+                // Unreachable when the scheduler and engines conserve requests; kept explicit.
+                r.unwrap_or(Record {
+                    item: i as u32,
+                    arrival: items[i].t - sim.t0,
+                    failure: Some(Failure::Timeout),
+                    instance: None,
+                    ttft: None,
+                    e2e: 0.0,
+                    output_tokens: 0,
+                    cached_tokens: None,
+                })
+            })
+            .collect();
+        let instances = cluster
+            .instances
+            .iter()
+            .zip(&sim.insts)
+            .map(|(si, inst)| {
+                let st = inst.engine.stats();
+                InstanceUsage {
+                    id: si.spec.id.to_string(),
+                    gpus: si.spec.gpu_count(),
+                    price_per_gpu_hour: match si.spec.price {
+                        Some(inferplane_core::Price::PerGpuHour(p)) => Some(p),
+                        _ => None,
+                    },
+                    busy_secs: Some(inst.busy.as_secs_f64()),
+                    prefix_queries: Some(st.prefix_cache_queries),
+                    prefix_hits: Some(st.prefix_cache_hits),
+                }
+            })
+            .collect();
+        RunRecords {
+            label: label.to_string(),
+            mode: "simulated".into(),
+            duration,
+            records,
+            instances,
+            itl_us: None,
+        }
+    }
+
     fn push(&mut self, at: Time, ev: Ev) {
         self.seq += 1;
         self.heap.push(Reverse((at, self.seq, ev)));
@@ -420,6 +452,14 @@ impl Sim<'_> {
             }
         }
         self.insts[g].pending = pending;
+        let inst = &mut self.insts[g];
+        let sched = &mut self.pools[p].sched;
+        if let Some(at) = self
+            .cache
+            .after_step(g, &mut inst.engine, sched, &inst.id, now)
+        {
+            self.push(at, Ev::Cache(g as u32));
+        }
         self.start_step(g, now);
         if freed {
             self.poll(p, now);

@@ -190,3 +190,90 @@ fn shared_prefixes_hit_the_simulated_prefix_cache() {
     let s = crate::report::Summary::new(&run, &none);
     assert!(s.prefix_hit_rate.unwrap() < 0.01, "{:?}", s.prefix_hit_rate);
 }
+
+fn prefix_cluster(n: usize, kv_blocks: u32, mode: crate::des_cache::PrefixMode) -> Cluster {
+    let profile = EngineProfile {
+        kv_blocks,
+        ..flat_profile()
+    };
+    let mut c = cluster(n, 8, profile, Limits::default());
+    c.policy = PolicyChoice::parse(&format!("fifo/{}", mode.routing_word())).unwrap();
+    c
+}
+
+#[test]
+fn precise_mode_drops_an_evicted_holder_that_approximate_mode_keeps_believing() {
+    use crate::des_cache::PrefixMode;
+    // A 160-token shared prefix (10 blocks), then 8 requests at once whose outputs need
+    // 9 blocks each of a 40-block cache: the engine evicts the prefix, while the 26 blocks
+    // the strategy was sent stay well inside the capacity its index bounds it to.
+    let mut first = WorkItem::plain(0.0, 160, 4);
+    first.prefix_group = Some(1);
+    first.prefix_tokens = 160;
+    let mut items = vec![first];
+    items.extend((0..8).map(|k| WorkItem::plain(0.5 + 0.001 * f64::from(k), 32, 100)));
+    let hash = inferplane_sim::tokens::block_hashes(&prompt_text(&items[0], 0))[0];
+    let believes = |mode| {
+        let sim = run(&prefix_cluster(1, 40, mode), &items).unwrap();
+        assert!(
+            sim.records
+                .iter()
+                .all(|r| r.as_ref().is_some_and(|r| r.failure.is_none()))
+        );
+        let sched = &sim.pools[0].sched;
+        let ix = sched.instances().next().unwrap().ix;
+        sched.prefix_index().unwrap().holds(ix, hash)
+    };
+    assert!(
+        believes(PrefixMode::Approximate),
+        "placements only: still believed"
+    );
+    assert!(
+        !believes(PrefixMode::Precise),
+        "the engine said it evicted it"
+    );
+    assert!(!believes(PrefixMode::Oracle));
+}
+
+#[test]
+fn the_oracle_hits_at_least_as_often_as_precise_and_runs_are_deterministic() {
+    use crate::des_cache::PrefixMode;
+    let spec: WorkloadSpec = toml::from_str(
+        r#"
+        seed = 3
+        requests = 1500
+        rate = 60.0
+        prompt = { dist = "log_normal", median = 64.0, sigma = 0.5, min = 4, max = 512 }
+        output = { dist = "log_normal", median = 32.0, sigma = 0.5, min = 4, max = 128 }
+        classes = []
+        [sessions]
+        share = 0.6
+        active = 32
+        mean_turns = 4.0
+        max_context = 4096
+        [prefixes]
+        share = 1.0
+        groups = 32
+        tokens = 256
+        "#,
+    )
+    .unwrap();
+    let items = spec.generate().unwrap();
+    let hit = |mode| {
+        let c = prefix_cluster(4, 300, mode);
+        let a = simulate(&c, &items, "x").unwrap();
+        let b = simulate(&c, &items, "x").unwrap();
+        assert_eq!(a.records, b.records, "{mode:?}: deterministic");
+        assert_eq!(a.instances, b.instances);
+        crate::report::Summary::new(&a, &items)
+            .prefix_hit_rate
+            .unwrap()
+    };
+    let (approx, precise, oracle) = (
+        hit(PrefixMode::Approximate),
+        hit(PrefixMode::Precise),
+        hit(PrefixMode::Oracle),
+    );
+    assert!(oracle >= precise, "oracle {oracle} < precise {precise}");
+    assert!(precise > 0.2 && approx > 0.2, "{approx} {precise}");
+}

@@ -6,7 +6,9 @@
 //!   endpoint (the gateway, a simulator, a peer router) and measures TTFT, inter-token
 //!   latency, end-to-end latency, errors by kind and throughput;
 //! - **simulated** ([`des`]): a discrete-event simulation runs the very same
-//!   `inferplane_core::Scheduler` over `inferplane_sim::Engine`s in virtual time.
+//!   `inferplane_core::Scheduler` over `inferplane_sim::Engine`s in virtual time;
+//!   [`des_cache`] says what a `prefix` strategy is told of the engines' caches
+//!   (approximate, precise through KV-cache events after a delay, or an oracle).
 //!
 //! [`workload`] generates seeded open-loop workloads (Poisson or bursty gamma arrivals,
 //! long-tailed lengths, priority and SLO classes, cost budgets, multi-turn sessions, shared
@@ -14,15 +16,17 @@
 //! inference trace CSV; [`report`] turns runs into markdown, JSON and SVG plots; [`compare`]
 //! runs one workload under several policy choices; [`matrix`] runs every policy and two
 //! baselines over clusters, workloads and loads and [`matrix_report`] holds the default to
-//! its targets; [`source`] is where every command's requests come from.
+//! its targets, [`matrix_prefix`] the prefix-cache routing section; [`source`] is where every command's requests come from.
 
 pub mod cluster;
 pub mod compare;
 pub mod des;
+pub mod des_cache;
 pub mod dist;
 pub mod error;
 pub mod load;
 pub mod matrix;
+pub mod matrix_prefix;
 pub mod matrix_report;
 pub mod plot;
 pub mod prompt;

@@ -98,6 +98,10 @@ pub struct Row {
     pub policy: String,
     /// What it measured.
     pub summary: Summary,
+    /// The largest instance's share of the placed requests over its fair share (its part
+    /// of the cluster's estimated capacity, [`Cluster::instance_capacity_rps`]): 1 is
+    /// perfectly fair; `None` when nothing was placed.
+    pub max_fair_share: Option<f64>,
 }
 
 /// What to run.
@@ -287,12 +291,26 @@ fn run_one(sc: &Scenario, policy: &str) -> Result<Row, BenchError> {
     cluster.policy = PolicyChoice::parse(policy)?;
     let label = cluster.policy.label();
     let records = des::simulate(&cluster, &sc.items, &label)?;
+    let summary = Summary::new(&records, &sc.items);
+    let (p, o) = crate::workload::mean_sizes(&sc.items);
+    let caps = cluster.instance_capacity_rps(p, o)?;
+    let total: f64 = caps.iter().sum();
+    let placed: u64 = summary.instances.iter().map(|i| i.requests).sum();
+    let max_fair_share = (placed > 0 && total > 0.0).then(|| {
+        summary
+            .instances
+            .iter()
+            .zip(&caps)
+            .map(|(i, c)| i.share / (c / total))
+            .fold(0.0, f64::max)
+    });
     Ok(Row {
         cluster: sc.cluster.clone(),
         workload: sc.workload.clone(),
         load: sc.load,
         policy: policy.to_string(),
-        summary: Summary::new(&records, &sc.items),
+        summary,
+        max_fair_share,
     })
 }
 

@@ -205,11 +205,11 @@ pub fn markdown(spec: &MatrixSpec, rows: &[Row], skipped: &[String], command: &s
     let _ = writeln!(m, "## Every run\n");
     let _ = writeln!(
         m,
-        "| cluster | workload | load | policy | SLO % | SLO by class % | TTFT p50 | TTFT p99 | e2e p99 | completed | rejected by reason | goodput req/s |"
+        "| cluster | workload | load | policy | SLO % | SLO by class % | TTFT p50 | TTFT p99 | e2e p99 | completed | rejected by reason | goodput req/s | prefix hit % | max share / fair |"
     );
     let _ = writeln!(
         m,
-        "|---|---|---:|---|---:|---|---:|---:|---:|---:|---|---:|"
+        "|---|---|---:|---|---:|---|---:|---:|---:|---:|---|---:|---:|---:|"
     );
     for runs in scenarios.values() {
         for r in runs {
@@ -229,7 +229,7 @@ pub fn markdown(spec: &MatrixSpec, rows: &[Row], skipped: &[String], command: &s
                 .join(", ");
             let _ = writeln!(
                 m,
-                "| {} | {} | {} | {} | {} | {} | {:.0} | {:.0} | {:.0} | {} | {} | {:.1} |",
+                "| {} | {} | {} | {} | {} | {} | {:.0} | {:.0} | {:.0} | {} | {} | {:.1} | {} | {} |",
                 r.cluster,
                 r.workload,
                 r.load,
@@ -245,10 +245,14 @@ pub fn markdown(spec: &MatrixSpec, rows: &[Row], skipped: &[String], command: &s
                 } else {
                     rejected
                 },
-                s.goodput_rps
+                s.goodput_rps,
+                fmt_pct(s.prefix_hit_rate.map(|h| h * 100.0)),
+                r.max_fair_share
+                    .map_or_else(|| "n/a".into(), |x| format!("{x:.2}"))
             );
         }
     }
+    crate::matrix_prefix::section(&mut m, spec, rows);
     m
 }
 

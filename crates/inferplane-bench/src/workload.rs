@@ -160,6 +160,9 @@ pub struct PrefixSpec {
     pub groups: u32,
     /// Length of each prefix in tokens.
     pub tokens: u32,
+    /// Popularity skew: group `k` (from 0) is drawn with weight `1 / (k + 1)^zipf`
+    /// (0: uniform).
+    pub zipf: f64,
 }
 
 impl Default for PrefixSpec {
@@ -168,6 +171,7 @@ impl Default for PrefixSpec {
             share: 0.5,
             groups: 8,
             tokens: 512,
+            zipf: 0.0,
         }
     }
 }
@@ -297,6 +301,9 @@ impl WorkloadSpec {
         if !share(self.sessions.share) || !share(self.prefixes.share) {
             return bad("sessions.share and prefixes.share must be within 0..=1");
         }
+        if !(self.prefixes.zipf.is_finite() && self.prefixes.zipf >= 0.0) {
+            return bad("prefixes.zipf must be a non-negative number");
+        }
         if self.prefixes.share > 0.0 && self.prefixes.groups == 0 {
             return bad("prefixes.groups must be at least 1 when prefixes.share > 0");
         }
@@ -312,6 +319,7 @@ impl WorkloadSpec {
     pub fn generate(&self) -> Result<Vec<WorkItem>, BenchError> {
         self.validate()?;
         let mut rng = SmallRng::seed_from_u64(self.seed);
+        let popularity = self.popularity();
         let total_weight: f64 = self.classes.iter().map(|c| c.weight).sum();
         let mut out = Vec::with_capacity(self.requests);
         let mut open: Vec<OpenSession> = Vec::new();
@@ -331,7 +339,7 @@ impl WorkloadSpec {
                     while turns < 1000 && !rng.random_bool(p) {
                         turns += 1;
                     }
-                    let group = self.draw_group(&mut rng);
+                    let group = self.draw_group(&mut rng, &popularity);
                     open.push(OpenSession {
                         id: next_session,
                         turns_left: turns,
@@ -361,7 +369,7 @@ impl WorkloadSpec {
                 }
                 item
             } else {
-                let group = self.draw_group(&mut rng);
+                let group = self.draw_group(&mut rng, &popularity);
                 let prompt = group.map_or(0, |_| self.prefixes.tokens) + fresh;
                 let class = self.draw_class(&mut rng, total_weight);
                 self.item(t, prompt, output, class, group)
@@ -371,9 +379,32 @@ impl WorkloadSpec {
         Ok(out)
     }
 
-    fn draw_group(&self, rng: &mut SmallRng) -> Option<u32> {
-        (self.prefixes.share > 0.0 && rng.random_bool(self.prefixes.share))
-            .then(|| rng.random_range(0..self.prefixes.groups))
+    /// The cumulative Zipf weights of the groups (empty: uniform).
+    fn popularity(&self) -> Vec<f64> {
+        if self.prefixes.zipf == 0.0 || self.prefixes.share == 0.0 {
+            return Vec::new();
+        }
+        let mut sum = 0.0;
+        (0..self.prefixes.groups)
+            .map(|k| {
+                sum += (f64::from(k) + 1.0).powf(-self.prefixes.zipf);
+                sum
+            })
+            .collect()
+    }
+
+    fn draw_group(&self, rng: &mut SmallRng, popularity: &[f64]) -> Option<u32> {
+        (self.prefixes.share > 0.0 && rng.random_bool(self.prefixes.share)).then(
+            || match popularity.last() {
+                Some(&total) => {
+                    let x = rng.random::<f64>() * total;
+                    popularity
+                        .partition_point(|&c| c <= x)
+                        .min(popularity.len() - 1) as u32
+                }
+                None => rng.random_range(0..self.prefixes.groups),
+            },
+        )
     }
 
     fn draw_class(&self, rng: &mut SmallRng, total: f64) -> usize {

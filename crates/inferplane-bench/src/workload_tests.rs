@@ -117,3 +117,39 @@ fn invalid_specs_say_what_is_wrong() {
     assert_eq!(spec.generate().unwrap().len(), 10);
     assert!(toml::from_str::<WorkloadSpec>("bogus = 1").is_err());
 }
+
+#[test]
+fn zipf_popularity_makes_the_first_prefixes_hot() {
+    let spec = WorkloadSpec {
+        requests: 4000,
+        sessions: SessionSpec {
+            share: 0.0,
+            ..SessionSpec::default()
+        },
+        prefixes: PrefixSpec {
+            share: 1.0,
+            groups: 64,
+            tokens: 16,
+            zipf: 1.0,
+        },
+        ..WorkloadSpec::default()
+    };
+    let items = spec.generate().unwrap();
+    let count = |g: u32| items.iter().filter(|i| i.prefix_group == Some(g)).count();
+    // weight 1 vs 1/64 of a harmonic sum of ~4.74: ~840 vs ~13
+    assert!(
+        count(0) > 600 && count(63) < 40,
+        "{} {}",
+        count(0),
+        count(63)
+    );
+    assert!(items.iter().all(|i| i.prefix_group.is_some_and(|g| g < 64)));
+    let bad = WorkloadSpec {
+        prefixes: PrefixSpec {
+            zipf: -1.0,
+            ..PrefixSpec::default()
+        },
+        ..WorkloadSpec::default()
+    };
+    assert!(bad.validate().is_err());
+}

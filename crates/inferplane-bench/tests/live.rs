@@ -126,6 +126,7 @@ async fn simulation_and_live_run_agree_on_ttft_percentiles() {
             share: 0.5,
             groups: 2,
             tokens: 64,
+            zipf: 0.0,
         },
     }
     .generate()

@@ -55,6 +55,7 @@ fn mix(rate: f64) -> WorkloadSpec {
             share: 1.0,
             groups: 4,
             tokens: 330,
+            zipf: 0.0,
         },
     }
 }
@@ -75,6 +76,7 @@ pub fn compare(model: &str, nodes: &[Node]) -> anyhow::Result<()> {
                 count: 1,
                 max_inflight: None,
                 price_per_gpu_hour: Some(price),
+                kv_blocks: None,
             })
             .collect(),
     };

@@ -85,6 +85,15 @@ impl<T> Scheduler<T> {
         }
     }
 
+    /// The `prefix` strategy's index of which instance holds which block, when routing is
+    /// `prefix` (for views and tests: what the strategy believes each engine caches).
+    pub fn prefix_index(&self) -> Option<&crate::prefix::PrefixIndex> {
+        match &self.router {
+            Router::Prefix(p) => Some(p.index()),
+            _ => None,
+        }
+    }
+
     /// Counters: admissions, placements, outcomes, rejects by reason, SLO attainment.
     pub fn stats(&self) -> &Stats {
         &self.stats
