@@ -102,6 +102,9 @@ pub struct PoolMetrics {
     pub cost: FloatCounter,
     /// Requests that missed their SLO.
     pub slo_violations: Counter,
+    /// Not a metric: whether the edge hashes this pool's prompt blocks (shared with the
+    /// handlers through the pool table they already read).
+    pub blocks: std::sync::Arc<crate::prompt::BlockRouting>,
 }
 
 impl PoolMetrics {
@@ -360,6 +363,7 @@ impl Telemetry {
             retries: self.retries.get_or_create(&m).clone(),
             cost: self.cost.get_or_create(&m).clone(),
             slo_violations: self.slo_violations.get_or_create(&m).clone(),
+            blocks: std::sync::Arc::default(),
         }
     }
 
