@@ -85,6 +85,11 @@ fn a_pools_tokenizer_gives_real_ids_counts_and_the_simulators_blocks() {
         // <|im_start|> assistant
         assert_eq!(sim.prompt_tokens as usize, words + 11);
         assert!(!sim.block_hashes.is_empty());
+        // the KV events' token_ids hash back to the same chain
+        assert_eq!(
+            inferplane_core::prefix::block_hashes_of_ids(&sim.block_tokens),
+            sim.block_hashes
+        );
         if words < 9000 {
             assert_eq!(gw.prompt_tokens, sim.prompt_tokens, "exact below the bound");
             assert_eq!(&gw.blocks[..], &sim.block_hashes[..], "{words} words");
