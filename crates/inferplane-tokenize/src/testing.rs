@@ -31,14 +31,12 @@ pub const CHATML: &str = "{{ bos_token }}{% for message in messages %}{{ '<|im_s
 pub fn write_tiny_tokenizer(dir: &Path) -> std::io::Result<PathBuf> {
     let mut vocab = serde_json::Map::new();
     vocab.insert("[UNK]".into(), 0.into());
-    let mut next = 1u32;
-    for w in WORDS
+    let words = WORDS
         .iter()
         .map(|w| w.to_string())
-        .chain((0..500).map(|i| format!("w{i}")))
-    {
-        vocab.insert(w, next.into());
-        next += 1;
+        .chain((0..500).map(|i| format!("w{i}")));
+    for (w, id) in words.zip(1u32..) {
+        vocab.insert(w, id.into());
     }
     let special = |id: u32, content: &str| {
         serde_json::json!({"id": id, "content": content, "single_word": false, "lstrip": false,
