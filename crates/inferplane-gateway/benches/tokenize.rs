@@ -13,10 +13,10 @@ fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let path = testing::write_tiny_tokenizer(dir.path()).unwrap();
     let tk = PromptTokenizer::load(&path, None).unwrap();
-    // the template adds 8 tokens to the message's 2,040
+    // the template adds 6 tokens to the message's 2,042
     let body = serde_json::to_vec(&serde_json::json!({
         "model": "m",
-        "messages": [{"role": "user", "content": testing::words(2040)}],
+        "messages": [{"role": "user", "content": testing::words(2042)}],
     }))
     .unwrap();
     let bm = BodyMeta::parse(&body).unwrap();
