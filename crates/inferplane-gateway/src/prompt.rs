@@ -4,7 +4,7 @@
 //! With the pool's tokenizer (`[[pools]] tokenizer`), the prompt is tokenized in the
 //! request's own task (never the dispatcher) as the engine would (the chat template for
 //! chats, see `inferplane_tokenize`), bounded to the first
-//! [`PREFIX_LIMIT_BYTES`](inferplane_tokenize::PREFIX_LIMIT_BYTES) of prompt text: only
+//! [`PREFIX_LIMIT_BYTES`] of prompt text: only
 //! trailing blocks are lost, and a longer prompt's count is extrapolated. Without one, or
 //! when the prompt cannot be tokenized (a template that does not render, a prompt of
 //! another shape), the stand-in is used (4 bytes per token, `inferplane_core::prefix`); a
