@@ -35,6 +35,7 @@ pub mod listener;
 pub mod meta;
 pub mod plane_error;
 pub mod probe;
+pub mod prompt;
 pub mod relay;
 pub mod scrape;
 pub mod server;

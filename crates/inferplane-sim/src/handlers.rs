@@ -17,10 +17,9 @@ use crate::engine::{AddError, SeqInput};
 use crate::faults::{FaultConfig, Verdict};
 use crate::openai;
 use crate::openai::{ApiError, ChatRequest, CompletionRequest, Prompt, parse_error};
-use crate::profile::BLOCK_SIZE;
+use crate::prompt::{Prompted, real};
 use crate::respond::{AbortGuard, Answer, Api};
 use crate::server::AppState;
-use crate::tokens;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
@@ -69,22 +68,22 @@ pub(crate) async fn chat(
                 Some("messages"),
             ));
         }
-        let text = req.prompt_text();
+        let prompted = match s.tokenizer.as_deref() {
+            Some(tk) => {
+                let m: crate::prompt::Messages =
+                    serde_json::from_slice(&body).map_err(|e| parse_error(&e))?;
+                real(tk, tk.chat_ids(&m.messages), || req.prompt_text())
+            }
+            None => Prompted::stand_in(&req.prompt_text()),
+        };
         let max = req.max_completion_tokens.or(req.max_tokens);
-        let prompt_tokens = tokens::count_tokens(&text);
-        let max_tokens = s.max_tokens(max, prompt_tokens, s.default_max_tokens)?;
+        let max_tokens = s.max_tokens(max, prompted.prompt_tokens, s.default_max_tokens)?;
         Ok(Job {
             api: Api::Chat,
             stream: req.stream.unwrap_or(false),
             include_usage: include_usage(&req.stream_options),
             min_tokens: openai::min_tokens(req.min_tokens.as_ref(), max_tokens)?,
-            input: SeqInput {
-                prompt_tokens,
-                block_hashes: tokens::block_hashes(&text),
-                max_tokens,
-                content_hash: tokens::content_hash(&text),
-                block_tokens: tokens::block_token_ids(&text),
-            },
+            input: prompted.input(max_tokens),
             model: req.model,
         })
     })();
@@ -101,29 +100,15 @@ pub(crate) async fn completions(
         let body = body.map_err(body_error)?;
         let req: CompletionRequest = serde_json::from_slice(&body).map_err(|e| parse_error(&e))?;
         check_n(req.n)?;
-        let (prompt_tokens, block_hashes, content_hash, block_tokens) = match &req.prompt {
-            Prompt::Text(t) => (
-                tokens::count_tokens(t),
-                tokens::block_hashes(t),
-                tokens::content_hash(t),
-                tokens::block_token_ids(t),
-            ),
-            Prompt::Texts(ts) if ts.len() == 1 => (
-                tokens::count_tokens(&ts[0]),
-                tokens::block_hashes(&ts[0]),
-                tokens::content_hash(&ts[0]),
-                tokens::block_token_ids(&ts[0]),
-            ),
-            Prompt::Ids(ids) => {
-                let bytes: Vec<u8> = ids.iter().flat_map(|t| t.to_le_bytes()).collect();
-                let full = ids.len() / BLOCK_SIZE as usize * BLOCK_SIZE as usize;
-                (
-                    u32::try_from(ids.len()).unwrap_or(u32::MAX),
-                    tokens::block_hashes_of_ids(ids),
-                    xxhash_rust::xxh3::xxh3_64(&bytes),
-                    ids[..full].to_vec(),
-                )
-            }
+        let text = match &req.prompt {
+            Prompt::Text(t) => Some(t),
+            Prompt::Texts(ts) if ts.len() == 1 => Some(&ts[0]),
+            _ => None,
+        };
+        let prompted = match (&req.prompt, text, s.tokenizer.as_deref()) {
+            (_, Some(t), Some(tk)) => real(tk, tk.completion_ids(t), || t.clone()),
+            (_, Some(t), None) => Prompted::stand_in(t),
+            (Prompt::Ids(ids), _, _) => Prompted::of_ids(ids),
             _ => {
                 return Err(ApiError::bad_request(
                     "the simulator serves one prompt per request; send batched prompts as separate requests",
@@ -132,19 +117,13 @@ pub(crate) async fn completions(
             }
         };
         // OpenAI's documented default for legacy completions is 16 tokens.
-        let max_tokens = s.max_tokens(req.max_tokens, prompt_tokens, 16)?;
+        let max_tokens = s.max_tokens(req.max_tokens, prompted.prompt_tokens, 16)?;
         Ok(Job {
             api: Api::Completions,
             stream: req.stream.unwrap_or(false),
             include_usage: include_usage(&req.stream_options),
             min_tokens: openai::min_tokens(req.min_tokens.as_ref(), max_tokens)?,
-            input: SeqInput {
-                prompt_tokens,
-                block_hashes,
-                max_tokens,
-                content_hash,
-                block_tokens,
-            },
+            input: prompted.input(max_tokens),
             model: req.model,
         })
     })();

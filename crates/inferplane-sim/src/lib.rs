@@ -9,7 +9,8 @@
 //! - [`kv`]: the block budget and prefix cache.
 //! - [`kv_events`]: vLLM's KV cache events (`--kv-events-config`) from the real prefix
 //!   cache: the engine records, the driver publishes over ZMQ with a replay socket.
-//! - [`tokens`]: the stand-in tokenizer, prompt block hashes and deterministic pseudo-text.
+//! - [`tokens`]: the stand-in tokenizer, prompt block hashes and deterministic pseudo-text;
+//!   [`prompt`]: a prompt's blocks by the stand-in or a real tokenizer (`--tokenizer`).
 //! - [`server`]: the vLLM-compatible HTTP face ([`SimServer`]), with [`driver`] (the task
 //!   that runs the engine in scaled real time), [`respond`] (JSON and SSE answers),
 //!   [`openai`] (wire shapes and errors), [`metrics`] (vLLM metric names), [`faults`] and
@@ -33,6 +34,7 @@ pub mod listener;
 pub mod metrics;
 pub mod openai;
 pub mod profile;
+pub mod prompt;
 pub mod respond;
 pub mod server;
 pub mod tokens;

@@ -50,6 +50,9 @@ pub struct SimConfig {
     pub api_key: Option<String>,
     /// Publish KV cache events as `vllm serve --kv-events-config` does.
     pub kv_events: Option<KvEventsConfig>,
+    /// Tokenize prompts with this tokenizer (and its chat template) as the engine would,
+    /// so cache blocks and KV events' `token_ids` are real token ids; none: the stand-in.
+    pub tokenizer: Option<Arc<inferplane_tokenize::PromptTokenizer>>,
 }
 
 impl SimConfig {
@@ -67,6 +70,7 @@ impl SimConfig {
             max_body_bytes: 8 << 20,
             api_key: None,
             kv_events: None,
+            tokenizer: None,
         }
     }
 }
@@ -102,6 +106,7 @@ pub(crate) struct AppState {
     pub(crate) default_max_tokens: u32,
     pub(crate) next_id: AtomicU64,
     pub(crate) api_key: Option<String>,
+    pub(crate) tokenizer: Option<Arc<inferplane_tokenize::PromptTokenizer>>,
 }
 
 /// A running simulated engine.
@@ -171,6 +176,7 @@ impl SimServer {
             default_max_tokens: config.default_max_tokens,
             next_id: AtomicU64::new(0),
             api_key: config.api_key.clone(),
+            tokenizer: config.tokenizer.clone(),
         });
         let app = app(state, config.max_body_bytes);
         let (tx, rx) = oneshot::channel::<()>();

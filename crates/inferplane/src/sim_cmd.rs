@@ -68,6 +68,15 @@ pub struct SimArgs {
     /// With --count > 1, instance i binds each port + i (as vLLM offsets by DP rank).
     #[arg(long, value_parser = parse_kv_events_config)]
     pub kv_events_config: Option<KvEventsConfig>,
+    /// Tokenize prompts with this Hugging Face tokenizer.json (chats through the chat
+    /// template of the tokenizer_config.json beside it, or --chat-template), so cache
+    /// blocks and KV events' token_ids are real token ids, as the gateway's pool with
+    /// the same `tokenizer` hashes them; without it the stand-in (4 bytes per token).
+    #[arg(long, value_name = "PATH")]
+    pub tokenizer: Option<std::path::PathBuf>,
+    /// The chat template for --tokenizer (Jinja text, or JSON with a chat_template field).
+    #[arg(long, value_name = "PATH", requires = "tokenizer")]
+    pub chat_template: Option<std::path::PathBuf>,
     /// Fault: fail the Nth completion request.
     #[arg(long)]
     pub fail_nth: Option<u64>,
@@ -167,6 +176,15 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
         bail!("--count must be at least 1");
     }
     let profile = args.profile()?;
+    let tokenizer = match &args.tokenizer {
+        Some(path) => Some(std::sync::Arc::new(
+            inferplane_tokenize::PromptTokenizer::load(path, args.chat_template.as_deref())
+                .map_err(|e| {
+                    anyhow::anyhow!("--tokenizer: {}", inferplane_tokenize::ErrorChain(&e))
+                })?,
+        )),
+        None => None,
+    };
     let mut servers = Vec::new();
     for i in 0..args.count {
         let port = match args.base_port {
@@ -184,6 +202,7 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
         cfg.legacy_metric_names = args.legacy_metric_names;
         cfg.api_key = args.api_key.clone();
         cfg.faults = args.faults();
+        cfg.tokenizer = tokenizer.clone();
         if let Some(kv) = &args.kv_events_config {
             let mut kv = kv.clone();
             kv.endpoint = offset_port(&kv.endpoint, i)?;

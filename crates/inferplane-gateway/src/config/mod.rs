@@ -214,6 +214,15 @@ pub struct PoolSection {
     /// This pool's own attempt timeouts (default: `[timeouts]`).
     #[serde(default)]
     pub timeouts: PoolTimeouts,
+    /// The model's Hugging Face `tokenizer.json` (a path, relative to the working
+    /// directory): prompts are tokenized with it for block hashes and prompt counts
+    /// (none: the stand-in, 4 bytes per token).
+    #[serde(default)]
+    pub tokenizer: Option<std::path::PathBuf>,
+    /// The chat template (Jinja text, or a JSON file with a `chat_template` field); by
+    /// default the `tokenizer_config.json` beside `tokenizer`.
+    #[serde(default)]
+    pub chat_template: Option<std::path::PathBuf>,
     /// The instances.
     #[serde(default)]
     pub instances: Vec<InstanceSection>,
@@ -233,6 +242,8 @@ impl PoolSection {
             max_model_len: None,
             max_batch: None,
             timeouts: PoolTimeouts::default(),
+            tokenizer: None,
+            chat_template: None,
             instances: Vec::new(),
         }
     }
@@ -291,6 +302,8 @@ pub struct PoolConfig {
     pub engine: EngineInfo,
     /// Attempt timeouts (`[timeouts]` with the pool's own over it).
     pub timeouts: TimeoutSection,
+    /// The model's tokenizer and chat template, loaded at validation (none: the stand-in).
+    pub tokenizer: Option<std::sync::Arc<inferplane_tokenize::PromptTokenizer>>,
     /// Instances from the file.
     pub instances: Vec<InstanceSpec>,
 }
@@ -370,6 +383,14 @@ impl GatewayConfig {
             .iter()
             .find(|p| p.model == model)
             .map_or(&self.timeouts, |p| &p.timeouts)
+    }
+
+    /// The tokenizer of `model`'s pool (none: the stand-in).
+    pub fn tokenizer_for(&self, model: &str) -> Option<&inferplane_tokenize::PromptTokenizer> {
+        self.pools
+            .iter()
+            .find(|p| p.model == model)
+            .and_then(|p| p.tokenizer.as_deref())
     }
 
     /// The default in-flight cap for a new instance of `model` (none: the engine's own).

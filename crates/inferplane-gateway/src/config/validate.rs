@@ -170,6 +170,7 @@ impl FileConfig {
             }
             inferplane_core::settings::check_policy(&policy).map_err(|e| at("policy", e))?;
             inferplane_core::settings::check_routing(&routing).map_err(|e| at("routing", e))?;
+            let tokenizer = load_tokenizer(p, pool)?;
             pools.push(PoolConfig {
                 model: pool.model.clone(),
                 max_inflight: pool.max_inflight,
@@ -186,6 +187,7 @@ impl FileConfig {
                 },
                 engine: pool_engine,
                 timeouts: pool.timeouts.over(&self.timeouts),
+                tokenizer,
                 instances,
             });
         }
@@ -393,4 +395,34 @@ fn at_least_one(path: &str, n: u32) -> Result<(), ConfigError> {
     } else {
         Ok(())
     }
+}
+
+/// Loads pool `p`'s tokenizer and chat template; the error names the pool and the file.
+fn load_tokenizer(
+    p: usize,
+    pool: &super::PoolSection,
+) -> Result<Option<std::sync::Arc<inferplane_tokenize::PromptTokenizer>>, ConfigError> {
+    let Some(path) = &pool.tokenizer else {
+        if pool.chat_template.is_some() {
+            return Err(ConfigError::new(
+                format!("pools[{p}].chat_template"),
+                format!("pool {:?}: a chat template needs a tokenizer", pool.model),
+            ));
+        }
+        return Ok(None);
+    };
+    inferplane_tokenize::PromptTokenizer::load(path, pool.chat_template.as_deref())
+        .map(|t| Some(std::sync::Arc::new(t)))
+        .map_err(|e| {
+            let what = match e {
+                inferplane_tokenize::LoadError::Tokenizer { .. } => "tokenizer",
+                _ => "chat_template",
+            };
+            let message = format!(
+                "pool {:?}: {}",
+                pool.model,
+                inferplane_tokenize::ErrorChain(&e)
+            );
+            ConfigError::new(format!("pools[{p}].{what}"), message)
+        })
 }

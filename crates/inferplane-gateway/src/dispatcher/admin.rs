@@ -152,6 +152,7 @@ impl Dispatcher {
                 }
                 if let Some(r) = &change.routing {
                     pool.scheduler.set_routing(r.clone());
+                    pool.metrics.blocks.set(pool.scheduler.routes_by_blocks());
                 }
                 if let Some(b) = &change.balancing {
                     pool.scheduler.set_balancing(b.clone());

@@ -146,10 +146,12 @@ impl Dispatcher {
         }
         let key: Arc<str> = Arc::from(model);
         let metrics = Arc::new(self.telemetry.pool(model));
+        let scheduler = Scheduler::new(self.config.scheduler_for(model));
+        metrics.blocks.set(scheduler.routes_by_blocks());
         self.pools.insert(
             key.clone(),
             Pool {
-                scheduler: Scheduler::new(self.config.scheduler_for(model)),
+                scheduler,
                 metrics: metrics.clone(),
                 stats: Stats::default(),
                 switches_seen: 0,

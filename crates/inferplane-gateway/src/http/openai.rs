@@ -104,20 +104,26 @@ async fn handle(
         .await
         .map_err(|e| invalid(s, route, e))?;
     let bm = BodyMeta::parse(&body).map_err(|e| invalid(s, route, e))?;
-    if s.cp.pool(&bm.model).is_none() {
+    let Some(pool) = s.cp.pool(&bm.model) else {
         let unknown = PlaneError::UnknownModel {
             model: bm.model.clone(),
             known: s.cp.models(),
         };
         return Err(invalid(s, route, unknown.into()));
-    }
+    };
     let stream = bm.stream.unwrap_or(false);
     let forward = if stream {
         body_with_usage(&body, &bm)?
     } else {
         body.clone()
     };
-    let prompt_estimate = bm.prompt_tokens_estimate();
+    let prompt = crate::prompt::facts(
+        &bm.model,
+        &bm,
+        cfg.tokenizer_for(&bm.model),
+        Some(&pool.blocks),
+    );
+    let prompt_estimate = prompt.prompt_tokens;
     let meta = RequestMeta {
         id: s.cp.next_request_id(),
         model: bm.model.clone(),
@@ -130,7 +136,7 @@ async fn handle(
         prompt_tokens: prompt_estimate,
         session: hm.session.clone().or_else(|| bm.user.clone()),
         prefix_hash: bm.prefix_hash(),
-        prefix_blocks: bm.prefix_blocks(),
+        prefix_blocks: prompt.blocks,
         parallelism_hint: hm.parallelism_hint,
         arrival: s.cp.clock().at(arrival),
     };

@@ -112,6 +112,9 @@ pub struct PoolMetrics {
     pub slo_violations: Counter,
     /// Placements by prefix-routing reason.
     pub prefix: prefix::PoolPrefix,
+    /// Not a metric: whether the edge hashes this pool's prompt blocks (shared with the
+    /// handlers through the pool table they already read).
+    pub blocks: std::sync::Arc<crate::prompt::BlockRouting>,
 }
 
 impl PoolMetrics {
@@ -377,6 +380,7 @@ impl Telemetry {
             cost: self.cost.get_or_create(&m).clone(),
             slo_violations: self.slo_violations.get_or_create(&m).clone(),
             prefix: self.prefix.pool(model),
+            blocks: std::sync::Arc::default(),
         }
     }
 
