@@ -34,6 +34,19 @@ pub mod headers {
     pub const PREFIX: &str = "x-inferplane-prefix";
 }
 
+/// A completion's `prompt` in the shapes routing reads: one text, a list of one text, or
+/// token ids (several prompts are another shape).
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(crate) enum Prompt {
+    /// One text.
+    Text(String),
+    /// A list holding one text.
+    Texts([String; 1]),
+    /// Token ids.
+    Ids(Vec<u32>),
+}
+
 /// What the headers say.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HeaderMeta {
@@ -251,13 +264,6 @@ impl BodyMeta<'_> {
             kind: String,
             #[serde(default)]
             text: Option<String>,
-        }
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Prompt {
-            Text(String),
-            Texts([String; 1]),
-            Ids(Vec<u32>),
         }
         if let Some(raw) = self.messages {
             let Ok(messages) = serde_json::from_str::<Vec<Message<'_>>>(raw.get()) else {

@@ -11,10 +11,9 @@
 //! request never fails because of routing metadata, and a tokenizer's first failure is
 //! logged once.
 
-use crate::meta::BodyMeta;
+use crate::meta::{BodyMeta, Prompt};
 use inferplane_core::prefix::block_hashes_of_ids;
 use inferplane_tokenize::{PREFIX_LIMIT_BYTES, PromptTokenizer, Tokens};
-use serde::Deserialize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -51,15 +50,6 @@ pub struct PromptFacts {
     pub prompt_tokens: u32,
     /// Chained block hashes of the leading full blocks.
     pub blocks: Arc<[u64]>,
-}
-
-/// The completion prompt shapes the tokenizer reads.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Prompt {
-    Text(String),
-    Texts([String; 1]),
-    Ids(Vec<u32>),
 }
 
 /// Tokenizes a prompt with the pool's tokenizer (`None`: the prompt has another shape).
