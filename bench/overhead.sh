@@ -5,6 +5,8 @@
 # CPU seconds per second of load (from /proc). Loopback only; every run is bounded.
 #
 #   bash bench/overhead.sh [RATES...]        default: 1000 3000 5000 requests/s, 10 s each
+#   OVERHEAD_REDIS=redis://127.0.0.1:6379 bash bench/overhead.sh 5000
+#                                            the same with the replicas' shared store on
 #
 # Everything runs on this machine: the load generator, the gateway and the engine share
 # its cores, so at high rates the numbers include contention between them.
@@ -29,6 +31,9 @@ max_inflight = 4096
 id = "sim"
 url = "http://127.0.0.1:$SIM_PORT"
 TOML
+if [ -n "${OVERHEAD_REDIS:-}" ]; then
+  printf '[shared]\nredis = "%s"\nreplica_id = "overhead"\n' "$OVERHEAD_REDIS" >> "$OUT/gateway.toml"
+fi
 
 $BIN sim --port "$SIM_PORT" --model m --profile zero > "$OUT/sim.log" 2>&1 &
 SIM_PID=$!

@@ -10,6 +10,7 @@
 //! time takes `now: Time` as an argument, so the gateway and the discrete-event simulation
 //! drive exactly the same code.
 
+pub mod fleet;
 pub mod instance;
 pub mod load;
 pub mod outcome;

@@ -275,7 +275,9 @@ pub fn refresh(
     } else {
         None
     };
-    let open = inst.routable() && inst.inflight < limit && !engine_saturated(inst, config);
+    let open = inst.routable()
+        && inst.fleet.allows(inst.inflight, limit)
+        && !engine_saturated(inst, config);
     let protected_room =
         open && deadline.is_none_or(|d| (inst.deadlines.len() as u64) < u64::from(d));
     let room = open && deadline.is_none_or(|d| inst.inflight < d);

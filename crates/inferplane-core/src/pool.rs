@@ -68,6 +68,9 @@ pub struct InstanceState {
     pub probe_limit: Option<u32>,
     /// Attempts placed and not yet completed.
     pub inflight: u32,
+    /// What other gateway replicas have in flight on it, and this replica's share of
+    /// the room until the next sync (see `fleet`); zero for a single gateway.
+    pub fleet: crate::fleet::FleetShare,
     /// What the engine says about itself (batch limit, context, KV capacity).
     pub engine: EngineInfo,
     /// The last engine-reported load.
@@ -81,6 +84,8 @@ pub struct InstanceState {
     pub latency: PeakEwma,
     /// Placements made on it.
     pub placed_total: u64,
+    /// `placed_total` at the last fleet sync (see `Scheduler::fleet_demand`).
+    pub fleet_placed_at_sync: u64,
     /// End-to-end deadlines of the attempts in flight on it (see `load::deadline_limit`).
     pub deadlines: Vec<crate::load::DeadlineInFlight>,
 }
@@ -96,11 +101,13 @@ impl InstanceState {
             draining: false,
             probe_limit: None,
             inflight: 0,
+            fleet: crate::fleet::FleetShare::default(),
             engine: EngineInfo::default(),
             load: EngineLoad::default(),
             signals: LoadSignals::default(),
             latency: PeakEwma::default(),
             placed_total: 0,
+            fleet_placed_at_sync: 0,
             deadlines: Vec::new(),
         }
     }
@@ -136,11 +143,17 @@ impl InstanceState {
         self.signals.limit
     }
 
-    /// Comparable busyness, lower is better: attempts in flight plus the requests still
-    /// waiting inside the engine, relative to the in-flight limit.
+    /// Attempts in flight on it from the whole fleet of gateway replicas: this one's and,
+    /// as of the last sync, the others' (see `fleet`).
+    pub fn fleet_inflight(&self) -> u32 {
+        self.inflight.saturating_add(self.fleet.others)
+    }
+
+    /// Comparable busyness, lower is better: attempts in flight (the fleet's) plus the
+    /// requests still waiting inside the engine, relative to the in-flight limit.
     pub fn load_score(&self) -> f64 {
         let extra = self.signals.engine_waiting(&self.load);
-        (f64::from(self.inflight) + extra) / f64::from(self.limit().max(1))
+        (f64::from(self.fleet_inflight()) + extra) / f64::from(self.limit().max(1))
     }
 
     /// Predicted seconds per output token for a request placed here now: the decode model
@@ -149,7 +162,7 @@ impl InstanceState {
     pub fn tpot_secs(&self) -> f64 {
         let d = &self.rates.decode;
         if d.samples > 0 || d.base > 0.0 {
-            d.tpot(f64::from(self.inflight + 1))
+            d.tpot(f64::from(self.fleet_inflight() + 1))
         } else {
             self.rates.decode_secs_per_token
         }

@@ -31,6 +31,9 @@ pub enum StartError {
     /// The engine HTTP client could not be built.
     #[error("cannot build the engine HTTP client")]
     Client(#[source] reqwest::Error),
+    /// The shared store's client could not be built.
+    #[error("cannot set up the shared store")]
+    Shared(#[source] crate::shared::StoreError),
 }
 
 struct Inner {
@@ -45,6 +48,10 @@ struct Inner {
     task: JoinHandle<()>,
     /// Set when the shutdown grace ran out: open streams end with an error event.
     cut: tokio::sync::watch::Sender<bool>,
+    /// Set when shutdown begins (a signal): `/ready` fails from then on.
+    leaving: std::sync::atomic::AtomicBool,
+    /// The sync task of the state shared with other replicas, if configured.
+    shared: Option<JoinHandle<()>>,
 }
 
 /// A handle to a running control plane. Cheap to clone.
@@ -98,6 +105,13 @@ impl ControlPlane {
             ctl_tx.clone(),
         );
         let task = tokio::spawn(dispatcher.run(sub_rx, ctl_rx));
+        let shared = match &config.shared {
+            Some(settings) => Some(
+                crate::shared::spawn(settings, ctl_tx.clone(), telemetry.shared_store())
+                    .map_err(StartError::Shared)?,
+            ),
+            None => None,
+        };
         let inner = Inner {
             sub_tx,
             ctl_tx,
@@ -109,6 +123,8 @@ impl ControlPlane {
             next_id: AtomicU64::new(1),
             task,
             cut: tokio::sync::watch::Sender::new(false),
+            leaving: std::sync::atomic::AtomicBool::new(false),
+            shared,
         };
         Ok(ControlPlane {
             inner: Arc::new(inner),
@@ -356,6 +372,21 @@ impl ControlPlane {
     /// Stops the dispatcher. Queued requests get a shutting-down error.
     pub fn shutdown(&self) {
         self.inner.task.abort();
+        if let Some(shared) = &self.inner.shared {
+            shared.abort();
+        }
+    }
+
+    /// Marks the gateway as leaving (a shutdown signal came): [`Self::is_leaving`] is
+    /// true from now on, so `/ready` fails and load balancers stop sending traffic,
+    /// while requests are still served until the listener closes.
+    pub fn begin_leaving(&self) {
+        self.inner.leaving.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether shutdown has begun (see [`Self::begin_leaving`]).
+    pub fn is_leaving(&self) -> bool {
+        self.inner.leaving.load(Ordering::Relaxed)
     }
 
     /// Ends every open stream with an error event (the shutdown grace ran out).

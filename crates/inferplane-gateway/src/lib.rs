@@ -39,6 +39,7 @@ pub mod prompt;
 pub mod relay;
 pub mod scrape;
 pub mod server;
+pub mod shared;
 pub mod stats;
 pub mod telemetry;
 

@@ -35,6 +35,7 @@ pub struct Gateway {
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
     grace: std::time::Duration,
+    delay: std::time::Duration,
 }
 
 impl Gateway {
@@ -43,6 +44,7 @@ impl Gateway {
     pub async fn start(config: GatewayConfig) -> Result<Gateway, GatewayError> {
         let listen = config.listen;
         let grace = config.shutdown_grace;
+        let delay = config.shutdown_delay;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|source| GatewayError::Bind {
@@ -70,6 +72,7 @@ impl Gateway {
             stop: Some(stop),
             task,
             grace,
+            delay,
         })
     }
 
@@ -112,16 +115,39 @@ impl Gateway {
     /// Serves until SIGINT or SIGTERM, then shuts down gracefully; or until the dispatcher
     /// stops (a bug), then at once: a gateway that cannot schedule must not keep accepting
     /// connections. The caller exits non-zero unless this is [`Stopped::Clean`].
+    ///
+    /// On SIGTERM (what Kubernetes sends) `/ready` fails at once and the gateway keeps
+    /// serving for `shutdown_delay`, so the load balancer stops routing to it before it
+    /// stops accepting; a second signal, or SIGINT, skips the rest of the delay. Then it
+    /// drains within `shutdown_grace`, as [`Self::shutdown`] does.
     pub async fn run_until_signal(self) -> Stopped {
         let cp = self.cp.clone();
-        let dispatcher_gone = async move {
+        let dispatcher_gone = |cp: ControlPlane| async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
             while cp.is_alive() {
                 tick.tick().await;
             }
         };
+        let mut signals = Signals::new();
         tokio::select! {
-            () = wait_for_signal() => {
+            signal = signals.next() => {
+                self.cp.begin_leaving();
+                if signal == Signal::Terminate && !self.delay.is_zero() {
+                    tracing::info!(
+                        delay = ?self.delay,
+                        "SIGTERM: /ready fails now; serving on until load balancers notice"
+                    );
+                    tokio::select! {
+                        () = tokio::time::sleep(self.delay) => {}
+                        _ = signals.next() => tracing::info!("second signal: not waiting any longer"),
+                        () = dispatcher_gone(self.cp.clone()) => {}
+                    }
+                }
+                if !self.cp.is_alive() {
+                    tracing::error!("the dispatcher stopped: shutting down");
+                    self.shutdown().await;
+                    return Stopped::DispatcherFailed;
+                }
                 tracing::info!("shutting down: no new connections, draining in-flight requests");
                 if self.shutdown().await {
                     Stopped::Clean
@@ -129,7 +155,7 @@ impl Gateway {
                     Stopped::GraceExceeded
                 }
             }
-            () = dispatcher_gone => {
+            () = dispatcher_gone(cp) => {
                 tracing::error!("the dispatcher stopped: shutting down");
                 self.shutdown().await;
                 Stopped::DispatcherFailed
@@ -149,24 +175,41 @@ pub enum Stopped {
     DispatcherFailed,
 }
 
-async fn wait_for_signal() {
+/// Which shutdown signal came.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Signal {
+    /// SIGINT (Ctrl-C).
+    Interrupt,
+    /// SIGTERM (an orchestrator stopping the process).
+    Terminate,
+}
+
+/// The process's shutdown signals, installed once so a second one is seen too.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Self {
+        Signals {
+            #[cfg(unix)]
+            term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .map_err(|e| tracing::warn!(error = %e, "cannot watch SIGTERM; Ctrl-C only"))
+                .ok(),
         }
     }
-    #[cfg(not(unix))]
-    {
+
+    /// Waits for the next SIGINT or SIGTERM.
+    async fn next(&mut self) -> Signal {
+        #[cfg(unix)]
+        if let Some(term) = self.term.as_mut() {
+            return tokio::select! {
+                _ = tokio::signal::ctrl_c() => Signal::Interrupt,
+                _ = term.recv() => Signal::Terminate,
+            };
+        }
         let _ = tokio::signal::ctrl_c().await;
+        Signal::Interrupt
     }
 }

@@ -180,6 +180,9 @@ pub struct EngineStats {
     pub finished: u64,
     /// Requests aborted before finishing.
     pub aborted: u64,
+    /// The most requests in the engine at once (running and waiting) since it started:
+    /// what tests read to check that gateways never put more on it than its limit.
+    pub peak_requests: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -387,6 +390,7 @@ impl Engine {
             },
         );
         self.waiting.push_back(id);
+        self.stats.peak_requests = self.stats.peak_requests.max(self.seqs.len() as u64);
         Ok(id)
     }
 

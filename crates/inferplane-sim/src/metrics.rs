@@ -10,7 +10,9 @@
 //! `CacheConfig` fields the simulator can fill truthfully (`block_size`, `cache_dtype`
 //! `"auto"`, `enable_prefix_caching` `"True"`, `num_gpu_blocks`, all strings, Python's
 //! spelling of booleans), with no `model_name` label, as in vLLM.
-//! `vllm:num_preemptions_total` counts recompute preemptions.
+//! `vllm:num_preemptions_total` counts recompute preemptions. One gauge is the
+//! simulator's own, not vLLM's: `inferplane_sim_peak_requests`, the most requests in the
+//! engine at once since it started.
 
 use crate::engine::{EngineStats, FinishReason};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -74,6 +76,7 @@ pub struct SimMetrics {
     prefix_hits: Counter,
     preemptions: Counter,
     success: Family<FinishedLabel, Counter>,
+    peak: Gauge,
     /// Time to first token, seconds (observed by the HTTP handler).
     pub ttft: Histogram,
     /// End-to-end latency, seconds (observed by the HTTP handler).
@@ -108,6 +111,7 @@ impl SimMetrics {
             prefix_hits: Counter::default(),
             preemptions: Counter::default(),
             success: Family::default(),
+            peak: Gauge::default(),
             ttft: Histogram::new(LATENCY_BUCKETS),
             e2e: Histogram::new(LATENCY_BUCKETS),
             registry: Registry::default(),
@@ -157,6 +161,12 @@ impl SimMetrics {
             "Cumulative number of recompute preemptions",
             m.preemptions.clone(),
         );
+        // not one of vLLM's: the simulator's own, for tests that count at the engine
+        reg.register(
+            "inferplane_sim_peak_requests",
+            "Most requests in the engine at once (running and waiting) since it started",
+            m.peak.clone(),
+        );
         reg.register(
             "vllm:request_success",
             "Finished requests by finish reason",
@@ -191,6 +201,8 @@ impl SimMetrics {
         self.running.set(running as i64);
         self.waiting.set(waiting as i64);
         self.kv_usage.set(kv_usage);
+        self.peak
+            .set(i64::try_from(stats.peak_requests).unwrap_or(i64::MAX));
         let d = |now: u64, before: u64| now.saturating_sub(before);
         self.prompt_tokens
             .inc_by(d(stats.prompt_tokens, last.prompt_tokens));

@@ -3,6 +3,7 @@
 
 use super::DuplicateInstance;
 use super::machine::{HINTS, Scheduler, Totals, view};
+use crate::fleet::{FleetDemand, FleetShare};
 use crate::instance::{EngineInfo, InstanceId, InstanceSpec};
 use crate::pool::{EngineLoad, InstanceIx, InstanceState};
 use crate::predict::Rates;
@@ -168,6 +169,40 @@ impl<T> Scheduler<T> {
         inst.signals.finished_since = 0;
         self.refresh_room_of(ix.slot(), had_room);
         true
+    }
+
+    /// Sets, per instance (by id), what the other gateway replicas have in flight on it
+    /// and this replica's reservation of it until the next sync (see `fleet`);
+    /// `FleetShare::default()` for every instance: a single gateway again.
+    pub fn set_fleet(&mut self, share: &dyn Fn(&InstanceId) -> FleetShare, now: Time) {
+        self.advance(now);
+        for slot in 0..self.instances.len() {
+            let Some(inst) = self.instances[slot].as_mut() else {
+                continue;
+            };
+            let had_room = inst.rooms();
+            inst.fleet = share(&inst.spec.id);
+            self.refresh_room_of(slot, had_room);
+        }
+    }
+
+    /// This replica's part in the fleet's reservations, per instance: its id, attempts in
+    /// flight, in-flight limit, and whether it wants more room there (it placed work
+    /// there since the last call, or its queue is not empty). Resets the "placed since".
+    pub fn fleet_demand(&mut self) -> Vec<FleetDemand> {
+        let queued = self.queue_len() > 0;
+        let mut out = Vec::with_capacity(self.instances.len());
+        for inst in self.instances.iter_mut().flatten() {
+            let placed = inst.placed_total != inst.fleet_placed_at_sync;
+            inst.fleet_placed_at_sync = inst.placed_total;
+            out.push(FleetDemand {
+                id: inst.spec.id.clone(),
+                inflight: inst.inflight,
+                limit: inst.limit(),
+                wants: inst.routable() && (queued || placed),
+            });
+        }
+        out
     }
 
     /// Records what the engine says about itself (batch limit, context, KV capacity).

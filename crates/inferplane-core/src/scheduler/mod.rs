@@ -18,6 +18,8 @@
 //! `switching.rs` run-time switching and read-only accessors.
 
 mod dispatch;
+#[cfg(test)]
+mod fleet_tests;
 mod instances;
 mod lifecycle;
 mod machine;

@@ -7,12 +7,14 @@
 
 mod secret;
 mod sections;
+mod shared;
 mod validate;
 pub use secret::Secret;
 pub use sections::{
     AdminSection, CircuitSection, HealthSection, KvEventsSection, PoolTimeouts, RetrySection,
     ScrapeSection, ServerSection, TimeoutSection,
 };
+pub use shared::SharedSection;
 pub use validate::{UrlError, check_url, engine_override, instance_spec, kv_events_of};
 
 use inferplane_core::{
@@ -284,6 +286,9 @@ pub struct FileConfig {
     /// `[scheduler]`.
     #[serde(default)]
     pub scheduler: SchedulerSection,
+    /// `[shared]`.
+    #[serde(default)]
+    pub shared: SharedSection,
     /// `[[pools]]`.
     #[serde(default)]
     pub pools: Vec<PoolSection>,
@@ -317,6 +322,8 @@ pub struct GatewayConfig {
     pub max_body_bytes: usize,
     /// Shutdown grace period.
     pub shutdown_grace: Duration,
+    /// After SIGTERM: how long to keep serving with `/ready` failing before draining.
+    pub shutdown_delay: Duration,
     /// Limits on client connections and request reads.
     pub client: crate::listener::ClientLimits,
     /// Assumed output tokens when a request gives none.
@@ -345,6 +352,8 @@ pub struct GatewayConfig {
     pub engine_overrides: std::collections::HashMap<inferplane_core::InstanceId, EngineInfo>,
     /// Where each instance that publishes KV cache events publishes them.
     pub kv_events: std::collections::HashMap<inferplane_core::InstanceId, KvEventsSection>,
+    /// The state shared with other gateway replicas (`None`: this replica alone).
+    pub shared: Option<crate::shared::SharedSettings>,
     /// Pools by model.
     pub pools: Vec<PoolConfig>,
 }

@@ -17,6 +17,11 @@ pub struct ServerSection {
     /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// After SIGTERM, how long the gateway keeps serving with `/ready` failing before it
+    /// stops accepting connections, so load balancers (a Kubernetes Service) stop sending
+    /// it traffic first. SIGINT (Ctrl-C) skips it. `0s`: no delay.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_delay: Duration,
     /// Output tokens assumed for requests that give no `max_tokens` (for predictions).
     pub default_max_tokens: u32,
     /// Priority of requests without `x-priority`.
@@ -40,6 +45,7 @@ impl Default for ServerSection {
             listen: "127.0.0.1:8080".into(),
             max_body_bytes: 8 << 20,
             shutdown_grace: Duration::from_secs(30),
+            shutdown_delay: Duration::from_secs(5),
             default_max_tokens: inferplane_core::request::DEFAULT_MAX_TOKENS,
             default_priority: Priority::Normal,
             header_read_timeout: Duration::from_secs(30),

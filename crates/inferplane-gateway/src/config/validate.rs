@@ -195,6 +195,7 @@ impl FileConfig {
             listen,
             max_body_bytes: self.server.max_body_bytes,
             shutdown_grace: self.server.shutdown_grace,
+            shutdown_delay: self.server.shutdown_delay,
             client: crate::listener::ClientLimits {
                 header_read_timeout: self.server.header_read_timeout,
                 body_read_timeout: self.server.body_read_timeout,
@@ -215,6 +216,7 @@ impl FileConfig {
             api_keys,
             engine_overrides,
             kv_events,
+            shared: self.shared.validate()?,
             pools,
         })
     }

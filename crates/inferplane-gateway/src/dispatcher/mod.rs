@@ -13,6 +13,7 @@
 //! KV cache events ([`crate::kv_events`], one subscriber task per instance that has them).
 
 mod admin;
+mod fleet;
 mod instances;
 mod requests;
 pub mod types;
@@ -228,6 +229,7 @@ impl Dispatcher {
                     Some(Ctl::Load { instance, load }) => self.load(instance, load),
                     Some(Ctl::EngineInfo { instance, info }) => self.engine_info(instance, info),
                     Some(Ctl::Admin(cmd)) => self.admin(cmd),
+                    Some(Ctl::Fleet(msg)) => self.fleet(msg),
                     None => break,
                 },
                 sub = sub_rx.recv(), if sub_open => match sub {

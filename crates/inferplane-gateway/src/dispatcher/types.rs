@@ -344,4 +344,6 @@ pub enum Ctl {
     },
     /// An admin command.
     Admin(AdminCmd),
+    /// The state shared with other gateway replicas (see `shared`).
+    Fleet(crate::shared::FleetMsg),
 }

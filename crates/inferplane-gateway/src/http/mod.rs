@@ -1,5 +1,5 @@
 //! The HTTP edge: `fn app(state) -> Router` with the OpenAI routes, the admin API,
-//! `/metrics`, `/health`, the `/dashboard` page and the JSON error fallbacks. Tests call [`app`] directly.
+//! `/metrics`, `/health`, `/ready`, the `/dashboard` page and the JSON error fallbacks. Tests call [`app`] directly.
 //! Handlers return `Result<_, ApiError>` and use `?` on control-plane calls: `plane_error.rs`
 //! is the one place a library [`PlaneError`](crate::PlaneError) becomes an [`ApiError`]
 //! (status, OpenAI `type`/`code`/`param`, message, `Retry-After`).
@@ -46,6 +46,50 @@ async fn health(State(s): State<Arc<AppState>>) -> Result<StatusCode, ApiError> 
     }
 }
 
+/// `GET /ready`: whether this gateway should get traffic. 200 `{"ready":true,...}` once
+/// at least one instance of some pool may take work and while no shutdown has begun; 503
+/// (OpenAI-shaped, `code` saying why) before the first instance is ready, when none is,
+/// from a shutdown signal on, and when the dispatcher has stopped. Kubernetes' readiness
+/// probe: a replica that cannot serve, or is leaving, is taken out of its Service.
+async fn ready(State(s): State<Arc<AppState>>) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let unready = |code: &'static str, message: String| ApiError {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        message,
+        kind: "server_error",
+        param: None,
+        code,
+        retry_after: None,
+    };
+    if !s.cp.is_alive() {
+        return Err(unready(
+            "dispatcher_stopped",
+            "the scheduler stopped; this gateway cannot serve".into(),
+        ));
+    }
+    if s.cp.is_leaving() {
+        return Err(unready(
+            "shutting_down",
+            "this gateway is shutting down; send requests to another replica".into(),
+        ));
+    }
+    let instances = s.cp.instances().await?;
+    let routable = instances.iter().filter(|i| i.ready && !i.draining).count();
+    if routable == 0 {
+        return Err(unready(
+            "no_ready_instance",
+            format!(
+                "no instance is ready to serve yet ({} registered)",
+                instances.len()
+            ),
+        ));
+    }
+    Ok(axum::Json(serde_json::json!({
+        "ready": true,
+        "instances_ready": routable,
+        "instances": instances.len(),
+    })))
+}
+
 /// The gateway's router.
 pub fn app(state: Arc<AppState>) -> Router {
     let max_body = state.cp.config().max_body_bytes;
@@ -54,6 +98,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/completions", post(openai::completions))
         .route("/v1/models", get(openai::models))
         .route("/health", get(health))
+        .route("/ready", get(ready))
         .route("/metrics", get(prometheus))
         .route("/dashboard", get(dashboard))
         .merge(admin::routes(state.clone()))

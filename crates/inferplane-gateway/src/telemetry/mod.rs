@@ -14,13 +14,15 @@
 //! `inferplane_instance_engine_max_batch`, `..._engine_max_model_len`,
 //! `..._engine_kv_capacity_tokens` (a series only while known; see `engine.rs`), prefix
 //! routing's token counters and placement reasons (see `prefix.rs`), and the KV cache
-//! events consumed for precise prefix routing (`kv.rs`).
+//! events consumed for precise prefix routing (`kv.rs`), and the state shared by gateway
+//! replicas (`shared.rs`).
 
 mod engine;
 mod kv;
 mod labels;
 mod optional;
 mod prefix;
+mod shared;
 
 pub use engine::EngineInfoGauges;
 pub use kv::{KvEventKind, KvEventMetrics, KvLossReason};
@@ -28,6 +30,7 @@ pub use labels::{AttemptOutcome, Route, Status, policies};
 use optional::FloatGauge;
 pub use optional::OptionalGauge;
 pub use prefix::{InstancePrefix, PoolPrefix};
+pub use shared::SharedMetrics;
 
 use labels::*;
 use prometheus_client::metrics::counter::Counter;
@@ -74,6 +77,7 @@ pub struct Telemetry {
     inst_engine: engine::EngineFamilies,
     prefix: prefix::PrefixFamilies,
     kv: kv::KvFamilies,
+    shared: shared::SharedFamilies,
     /// Requests refused before a model was known (bad body, bad headers).
     pub invalid_requests: Counter,
 }
@@ -186,6 +190,7 @@ impl Telemetry {
             inst_engine: engine::EngineFamilies::default(),
             prefix: prefix::PrefixFamilies::default(),
             kv: kv::KvFamilies::default(),
+            shared: shared::SharedFamilies::default(),
             invalid_requests: Counter::default(),
             registry: Registry::default(),
         };
@@ -303,6 +308,7 @@ impl Telemetry {
         t.inst_engine.register(r);
         t.prefix.register(r);
         t.kv.register(r);
+        t.shared.register(r);
         r.register(
             "inferplane_invalid_requests",
             "Requests refused before reaching a pool (bad body or headers)",
@@ -419,6 +425,11 @@ impl Telemetry {
             model: model.to_string(),
             instance: instance.to_string(),
         })
+    }
+
+    /// The shared store's handles (their series appear with the first call).
+    pub fn shared_store(&self) -> SharedMetrics {
+        self.shared.handle()
     }
 
     /// KV event subscriber tasks running now.
