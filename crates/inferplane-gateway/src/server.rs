@@ -112,6 +112,15 @@ impl Gateway {
         finished
     }
 
+    /// Leaves as a replica behind a load balancer should: `/ready` fails at once, it
+    /// serves on for `delay` so the balancer stops sending it traffic, then drains as
+    /// [`Self::shutdown`] does. Returns whether everything finished within the grace.
+    pub async fn leave(self, delay: std::time::Duration) -> bool {
+        self.cp.begin_leaving();
+        tokio::time::sleep(delay).await;
+        self.shutdown().await
+    }
+
     /// Serves until SIGINT or SIGTERM, then shuts down gracefully; or until the dispatcher
     /// stops (a bug), then at once: a gateway that cannot schedule must not keep accepting
     /// connections. The caller exits non-zero unless this is [`Stopped::Clean`].

@@ -85,8 +85,19 @@ async fn sims() -> Vec<SimServer> {
     sims
 }
 
-/// Three gateways over `sims`, sharing `redis` (none: each alone), routing by `routing`.
+/// Three gateways over `sims` (instance limit [`LIMIT`]), sharing `redis` (none: each
+/// alone), routing by `routing`.
 async fn replicas(sims: &[SimServer], redis: Option<&str>, routing: &str) -> Vec<Gateway> {
+    replicas_with(sims, redis, routing, LIMIT).await
+}
+
+/// [`replicas`] with each instance's in-flight limit `limit`.
+async fn replicas_with(
+    sims: &[SimServer],
+    redis: Option<&str>,
+    routing: &str,
+    limit: u32,
+) -> Vec<Gateway> {
     let mut gws = Vec::new();
     for r in 0..REPLICAS {
         let mut f = fast_config();
@@ -97,7 +108,7 @@ async fn replicas(sims: &[SimServer], redis: Option<&str>, routing: &str) -> Vec
             .collect();
         let servers: Vec<(&str, &SimServer)> =
             named.iter().map(|(n, s)| (n.as_str(), *s)).collect();
-        add_pool(&mut f, MODEL, &servers, LIMIT);
+        add_pool(&mut f, MODEL, &servers, limit);
         f.scheduler.routing = toml::from_str(routing).unwrap();
         f.shared.redis = redis.map(str::to_string);
         f.shared.replica_id = Some(format!("gw-{r}"));
@@ -246,6 +257,60 @@ async fn a_sessions_turns_land_on_one_instance_whichever_replica_serves_them() {
     let share = same as f64 / follow_ups as f64;
     eprintln!("follow-ups on the first turn's instance: {same} of {follow_ups}");
     assert!(share >= 0.95, "{same} of {follow_ups}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefix_routing_keeps_a_conversation_on_one_instance_across_replicas() {
+    let Some(redis) = Redis::start() else { return };
+    let sims = sims().await;
+    // an engine's usual batch: the home's slack (a quarter of it) is more than a request
+    let gws = replicas_with(&sims, Some(&redis.url()), r#"kind = "prefix""#, 64).await;
+    for gw in &gws {
+        eventually("every replica sees three", || async {
+            metrics_text(gw)
+                .await
+                .contains("inferplane_fleet_replicas{store=\"redis\"} 3")
+        })
+        .await;
+    }
+    let http = reqwest::Client::new();
+    let (conversations, turns) = (24, 4);
+    let (mut same, mut follow_ups) = (0, 0);
+    for c in 0..conversations {
+        // a system prompt of its own, long enough for several KV blocks, then turns
+        let system = format!("conversation {c}: ").repeat(40);
+        let mut messages = vec![serde_json::json!({"role": "system", "content": system})];
+        let mut first = None;
+        for t in 0..turns {
+            messages.push(serde_json::json!({"role": "user", "content": format!("turn {t}")}));
+            let gw = &gws[(c + t) % REPLICAS];
+            let r = http
+                .post(format!("{}/v1/chat/completions", gw.url()))
+                .json(&serde_json::json!({"model": MODEL, "max_tokens": 4, "messages": messages}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            let inst = r.headers()["x-inferplane-instance"]
+                .to_str()
+                .unwrap()
+                .to_string();
+            let answer: serde_json::Value = r.json().await.unwrap();
+            messages.push(answer["choices"][0]["message"].clone());
+            match &first {
+                None => first = Some(inst),
+                Some(f) => {
+                    follow_ups += 1;
+                    same += usize::from(*f == inst);
+                }
+            }
+        }
+    }
+    eprintln!("prefix: follow-ups on the first turn's instance: {same} of {follow_ups}");
+    assert!(
+        same as f64 / follow_ups as f64 >= 0.95,
+        "{same} of {follow_ups}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

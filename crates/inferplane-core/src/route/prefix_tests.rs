@@ -240,3 +240,24 @@ fn prefix_in_a_large_pool_scores_holders_and_a_rotating_window() {
     let next = place(&mut p, &mut st, &req(3, 19_000));
     assert!(next >= SCAN, "the next window: {next}");
 }
+
+#[test]
+fn replicas_sharing_counts_send_a_new_prompt_to_the_same_home() {
+    // two replicas' strategies over the same instances and the same shared loads: neither
+    // knows the other's placements, yet new prompts go to the same instance on both
+    let mut st = testkit::states(&[(100, 0); 4]);
+    for inst in st.iter_mut().flatten() {
+        inst.fleet.cap = Some(100);
+    }
+    testkit::refresh_all(&mut st);
+    let (mut a, mut b) = (strategy(&st), strategy(&st));
+    let mut spread = std::collections::HashSet::new();
+    for c in 0..16u64 {
+        let r = req(c, c * 1000);
+        let on_a = a.pick(&r, &testkit::view(&st), Allowed::All).unwrap();
+        let on_b = b.pick(&r, &testkit::view(&st), Allowed::All).unwrap();
+        assert_eq!(on_a, on_b, "conversation {c}");
+        spread.insert(on_a);
+    }
+    assert!(spread.len() > 1, "homes differ by prompt: {spread:?}");
+}
