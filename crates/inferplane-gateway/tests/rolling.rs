@@ -9,10 +9,11 @@
 
 mod common;
 
+use arc_swap::ArcSwap;
 use common::*;
 use inferplane_gateway::Gateway;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 const MODEL: &str = "m";
@@ -21,8 +22,8 @@ const REPLICAS: usize = 3;
 /// The replicas' URLs the balancer knows, and those whose `/ready` said 200 last.
 #[derive(Default)]
 struct Balancer {
-    known: RwLock<Vec<String>>,
-    ready: RwLock<Vec<String>>,
+    known: ArcSwap<Vec<String>>,
+    ready: ArcSwap<Vec<String>>,
     next: AtomicUsize,
 }
 
@@ -31,9 +32,9 @@ impl Balancer {
     async fn probe(self: Arc<Self>, stop: Arc<AtomicBool>) {
         let http = reqwest::Client::new();
         while !stop.load(Ordering::Relaxed) {
-            let known = self.known.read().unwrap().clone();
+            let known = self.known.load_full();
             let mut ready = Vec::new();
-            for url in known {
+            for url in known.iter() {
                 let ok = http
                     .get(format!("{url}/ready"))
                     .timeout(Duration::from_millis(500))
@@ -41,16 +42,16 @@ impl Balancer {
                     .await
                     .is_ok_and(|r| r.status() == 200);
                 if ok {
-                    ready.push(url);
+                    ready.push(url.clone());
                 }
             }
-            *self.ready.write().unwrap() = ready;
+            self.ready.store(Arc::new(ready));
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
     fn pick(&self) -> Option<String> {
-        let ready = self.ready.read().unwrap();
+        let ready = self.ready.load();
         if ready.is_empty() {
             return None;
         }
@@ -73,13 +74,13 @@ async fn a_rolling_restart_under_load_loses_no_request() {
     let mut gws = Vec::new();
     for _ in 0..REPLICAS {
         let gw = replica(&sims).await;
-        lb.known.write().unwrap().push(gw.url());
+        lb.known.rcu(|k| [k.as_slice(), &[gw.url()]].concat());
         gws.push(gw);
     }
     let stop = Arc::new(AtomicBool::new(false));
     let prober = tokio::spawn(lb.clone().probe(stop.clone()));
     eventually("the balancer sees every replica", || async {
-        lb.ready.read().unwrap().len() == REPLICAS
+        lb.ready.load().len() == REPLICAS
     })
     .await;
 
@@ -94,7 +95,7 @@ async fn a_rolling_restart_under_load_loses_no_request() {
                 let mut i = 0u32;
                 while !done.load(Ordering::Relaxed) && i < 400 {
                     i += 1;
-                    let stream = (c + i) % 2 == 0;
+                    let stream = (c + i).is_multiple_of(2);
                     // retry only when the connection was refused: nothing was sent
                     let mut answer = None;
                     for _ in 0..50 {
@@ -137,12 +138,17 @@ async fn a_rolling_restart_under_load_loses_no_request() {
         let old = gws.remove(0);
         let old_url = old.url();
         let fresh = replica(&sims).await;
-        lb.known.write().unwrap().push(fresh.url());
+        lb.known.rcu(|k| [k.as_slice(), &[fresh.url()]].concat());
         assert!(
             old.leave(Duration::from_millis(200)).await,
             "replica {r} drained within its grace"
         );
-        lb.known.write().unwrap().retain(|u| *u != old_url);
+        lb.known.rcu(|k| {
+            k.iter()
+                .filter(|u| **u != old_url)
+                .cloned()
+                .collect::<Vec<_>>()
+        });
         gws.push(fresh);
     }
     tokio::time::sleep(Duration::from_millis(150)).await;
