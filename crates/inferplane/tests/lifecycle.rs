@@ -133,3 +133,90 @@ async fn sigterm_fails_ready_first_serves_through_the_delay_then_drains_and_exit
     );
     drop(sim);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_one_replica_loses_nothing_that_had_not_started_streaming() {
+    let (_sim, urls) = sim(&["--model", MODEL, "--port", "0"], 1);
+    let dir = tempfile::tempdir().unwrap();
+    let mut gws = Vec::new();
+    for r in 0..2 {
+        let config = dir.path().join(format!("gateway-{r}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\nlisten = \"127.0.0.1:0\"\n[health]\ninterval = \"50ms\"\n\
+                 healthy_after = 1\n[[pools]]\nmodel = \"{MODEL}\"\n\
+                 [[pools.instances]]\nid = \"sim-0\"\nurl = \"{}\"\n",
+                urls[0]
+            ),
+        )
+        .unwrap();
+        gws.push(gateway(&config));
+    }
+    let http = reqwest::Client::new();
+    for (_, url) in &gws {
+        ready_until(&http, url, Duration::from_secs(10), |(s, _)| *s == 200).await;
+    }
+    let targets: Vec<String> = gws.iter().map(|(_, u)| u.clone()).collect();
+    // clients that go to either replica and, on an error before any answer, to the other
+    let clients: Vec<_> = (0..6)
+        .map(|c| {
+            let (http, targets) = (http.clone(), targets.clone());
+            tokio::spawn(async move {
+                let (mut ok, mut cut, mut retried) = (0u32, 0u32, 0u32);
+                for i in 0..30usize {
+                    let stream = i % 2 == 0;
+                    let mut done = false;
+                    for attempt in 0..4usize {
+                        let url = &targets[(c + i + attempt) % targets.len()];
+                        let sent = http
+                            .post(format!("{url}/v1/chat/completions"))
+                            .json(&json!({"model": MODEL, "stream": stream, "max_tokens": 40,
+                                "messages": [{"role": "user", "content": "hi"}]}))
+                            .timeout(Duration::from_secs(20))
+                            .send()
+                            .await;
+                        let Ok(r) = sent else {
+                            retried += 1; // nothing came back: safe to send elsewhere
+                            continue;
+                        };
+                        assert_eq!(r.status(), 200);
+                        match r.text().await {
+                            Ok(body) if !stream || body.trim_end().ends_with("data: [DONE]") => {
+                                ok += 1
+                            }
+                            // the stream had started on the replica that died: lost
+                            _ if stream => cut += 1,
+                            Ok(body) => panic!("a whole answer was cut: {body}"),
+                            Err(_) => {
+                                retried += 1;
+                                continue;
+                            }
+                        }
+                        done = true;
+                        break;
+                    }
+                    assert!(done, "a request found no replica in 4 attempts");
+                }
+                (ok, cut, retried)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    gws[0].0.signal("KILL");
+    let (mut ok, mut cut, mut retried) = (0, 0, 0);
+    for c in clients {
+        let (o, x, r) = c.await.unwrap();
+        (ok, cut, retried) = (ok + o, cut + x, retried + r);
+    }
+    eprintln!("{ok} served, {cut} streams cut mid-way by the kill, {retried} retried elsewhere");
+    assert_eq!(
+        ok + cut,
+        180,
+        "every request was served or was a stream already under way"
+    );
+    assert!(
+        cut <= 6,
+        "only the streams open on the killed replica were lost: {cut}"
+    );
+}
