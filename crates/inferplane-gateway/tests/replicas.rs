@@ -201,6 +201,11 @@ async fn three_replicas_never_put_more_than_its_limit_on_an_engine() {
         })
         .await;
     }
+    let views = gws[0].control_plane().instances().await.unwrap();
+    assert!(
+        views.iter().all(|v| v.fleet_reservation.is_some()),
+        "each instance is reserved through the store: {views:?}"
+    );
     let statuses = load(&gws, 96, 36, 48).await;
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     let mut shared = Vec::new();

@@ -135,6 +135,8 @@ impl Dispatcher {
             engine_kv_capacity_tokens: st.engine.kv_capacity_tokens,
             placed_total: st.placed_total,
             prefix_blocks: pool.scheduler.prefix_blocks_of(id),
+            fleet_others_inflight: st.fleet.others,
+            fleet_reservation: st.fleet.cap,
         })
     }
 

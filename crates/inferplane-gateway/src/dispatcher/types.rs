@@ -170,6 +170,13 @@ pub struct InstanceView {
     /// Blocks the pool's prefix index holds for it, from placements and its engine's KV
     /// events (absent when the pool's routing keeps no prefix index).
     pub prefix_blocks: Option<usize>,
+    /// With `[shared]`: the other gateway replicas' requests in flight on it, as of the
+    /// last sync.
+    pub fleet_others_inflight: u32,
+    /// With `[shared]`: the most requests this replica may have in flight on it until
+    /// the next sync (its reservation); absent without a shared store or while it is
+    /// unreachable.
+    pub fleet_reservation: Option<u32>,
 }
 
 /// `GET /admin/metrics`: the whole gateway, each pool and each instance.
