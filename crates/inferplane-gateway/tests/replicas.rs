@@ -174,6 +174,59 @@ async fn load(gws: &[Gateway], n: usize, clients: usize, max_tokens: u32) -> Vec
     all
 }
 
+/// Waits until every replica has seen all of them through the store.
+async fn wait_for_each_other(gws: &[Gateway]) {
+    for gw in gws {
+        eventually("every replica sees three", || async {
+            metrics_text(gw)
+                .await
+                .contains("inferplane_fleet_replicas{store=\"redis\"} 3")
+        })
+        .await;
+    }
+}
+
+/// How often a conversation's follow-up turns went where its first turn went.
+#[derive(Default)]
+struct Sticky {
+    first: Option<String>,
+    same: usize,
+    follow_ups: usize,
+}
+
+impl Sticky {
+    /// A new conversation starts.
+    fn start(&mut self) {
+        self.first = None;
+    }
+
+    /// A turn was served by the instance the answer names.
+    fn served(&mut self, r: &reqwest::Response) {
+        assert_eq!(r.status(), 200);
+        let inst = r.headers()["x-inferplane-instance"].to_str().unwrap();
+        match &self.first {
+            None => self.first = Some(inst.to_string()),
+            Some(f) => {
+                self.follow_ups += 1;
+                self.same += usize::from(f == inst);
+            }
+        }
+    }
+
+    fn assert_at_least(&self, share: f64, what: &str) {
+        eprintln!(
+            "{what}: follow-ups on the first turn's instance: {} of {}",
+            self.same, self.follow_ups
+        );
+        assert!(
+            self.same as f64 >= share * self.follow_ups as f64,
+            "{what}: {} of {}",
+            self.same,
+            self.follow_ups
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_never_put_more_than_its_limit_on_an_engine() {
     let Some(redis) = Redis::start() else { return };
@@ -192,15 +245,7 @@ async fn three_replicas_never_put_more_than_its_limit_on_an_engine() {
 
     let sims = sims().await;
     let gws = replicas(&sims, Some(&redis.url()), lb).await;
-    // the replicas find each other
-    for gw in &gws {
-        eventually("every replica sees three", || async {
-            metrics_text(gw)
-                .await
-                .contains("inferplane_fleet_replicas{store=\"redis\"} 3")
-        })
-        .await;
-    }
+    wait_for_each_other(&gws).await;
     let views = gws[0].control_plane().instances().await.unwrap();
     assert!(
         views.iter().all(|v| v.fleet_reservation.is_some()),
@@ -232,11 +277,10 @@ async fn a_sessions_turns_land_on_one_instance_whichever_replica_serves_them() {
     let sims = sims().await;
     let gws = replicas(&sims, Some(&redis.url()), r#"kind = "affinity""#).await;
     let http = reqwest::Client::new();
-    let (sessions, turns) = (24, 4);
-    let (mut same, mut follow_ups) = (0, 0);
-    for s in 0..sessions {
-        let mut first = None;
-        for t in 0..turns {
+    let mut sticky = Sticky::default();
+    for s in 0..24 {
+        sticky.start();
+        for t in 0..4 {
             let gw = &gws[(s + t) % REPLICAS];
             let r = http
                 .post(format!("{}/v1/chat/completions", gw.url()))
@@ -245,23 +289,10 @@ async fn a_sessions_turns_land_on_one_instance_whichever_replica_serves_them() {
                 .send()
                 .await
                 .unwrap();
-            assert_eq!(r.status(), 200);
-            let inst = r.headers()["x-inferplane-instance"]
-                .to_str()
-                .unwrap()
-                .to_string();
-            match &first {
-                None => first = Some(inst),
-                Some(f) => {
-                    follow_ups += 1;
-                    same += usize::from(*f == inst);
-                }
-            }
+            sticky.served(&r);
         }
     }
-    let share = same as f64 / follow_ups as f64;
-    eprintln!("follow-ups on the first turn's instance: {same} of {follow_ups}");
-    assert!(share >= 0.95, "{same} of {follow_ups}");
+    sticky.assert_at_least(0.95, "affinity");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -270,23 +301,15 @@ async fn prefix_routing_keeps_a_conversation_on_one_instance_across_replicas() {
     let sims = sims().await;
     // an engine's usual batch: the home's slack (a quarter of it) is more than a request
     let gws = replicas_with(&sims, Some(&redis.url()), r#"kind = "prefix""#, 64).await;
-    for gw in &gws {
-        eventually("every replica sees three", || async {
-            metrics_text(gw)
-                .await
-                .contains("inferplane_fleet_replicas{store=\"redis\"} 3")
-        })
-        .await;
-    }
+    wait_for_each_other(&gws).await;
     let http = reqwest::Client::new();
-    let (conversations, turns) = (24, 4);
-    let (mut same, mut follow_ups) = (0, 0);
-    for c in 0..conversations {
+    let mut sticky = Sticky::default();
+    for c in 0..24 {
         // a system prompt of its own, long enough for several KV blocks, then turns
         let system = format!("conversation {c}: ").repeat(40);
         let mut messages = vec![serde_json::json!({"role": "system", "content": system})];
-        let mut first = None;
-        for t in 0..turns {
+        sticky.start();
+        for t in 0..4 {
             messages.push(serde_json::json!({"role": "user", "content": format!("turn {t}")}));
             let gw = &gws[(c + t) % REPLICAS];
             let r = http
@@ -295,27 +318,12 @@ async fn prefix_routing_keeps_a_conversation_on_one_instance_across_replicas() {
                 .send()
                 .await
                 .unwrap();
-            assert_eq!(r.status(), 200);
-            let inst = r.headers()["x-inferplane-instance"]
-                .to_str()
-                .unwrap()
-                .to_string();
+            sticky.served(&r);
             let answer: serde_json::Value = r.json().await.unwrap();
             messages.push(answer["choices"][0]["message"].clone());
-            match &first {
-                None => first = Some(inst),
-                Some(f) => {
-                    follow_ups += 1;
-                    same += usize::from(*f == inst);
-                }
-            }
         }
     }
-    eprintln!("prefix: follow-ups on the first turn's instance: {same} of {follow_ups}");
-    assert!(
-        same as f64 / follow_ups as f64 >= 0.95,
-        "{same} of {follow_ups}"
-    );
+    sticky.assert_at_least(0.95, "prefix");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
