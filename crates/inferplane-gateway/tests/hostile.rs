@@ -13,57 +13,10 @@ mod common;
 mod standins;
 
 use axum::Router;
-use axum::body::Body;
-use axum::http::header;
-use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::get;
+use common::engines::{endless_line_engine, garbage_engine, pool_of};
 use common::*;
-use futures_util::StreamExt;
 use serde_json::json;
-
-/// Answers every chat request with `200 text/html` garbage.
-fn garbage_engine() -> Router {
-    Router::new()
-        .route("/health", get(|| async { "ok" }))
-        .route(
-            "/v1/chat/completions",
-            post(|| async {
-                Response::builder()
-                    .header(header::CONTENT_TYPE, "application/json")
-                    .body(Body::from("<html>502 Bad Gateway</html>"))
-                    .unwrap()
-            }),
-        )
-}
-
-/// Streams one `data:` line that never ends: 64 KiB chunks, up to 16 MiB, no newline.
-fn endless_line_engine() -> Router {
-    Router::new()
-        .route("/health", get(|| async { "ok" }))
-        .route(
-            "/v1/chat/completions",
-            post(|| async {
-                let first = futures_util::stream::once(async {
-                    Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"data: {\"x\":\""))
-                });
-                let rest = futures_util::stream::iter(
-                    (0..256).map(|_| Ok(bytes::Bytes::from(vec![b'a'; 64 << 10]))),
-                );
-                Response::builder()
-                    .header(header::CONTENT_TYPE, "text/event-stream")
-                    .body(Body::from_stream(first.chain(rest)))
-                    .unwrap()
-            }),
-        )
-}
-
-fn pool_of(f: &mut inferplane_gateway::FileConfig, instances: &[(&str, &str)]) {
-    let mut text = format!("model = \"{MODEL}\"\n");
-    for (id, url) in instances {
-        text.push_str(&format!("[[instances]]\nid = \"{id}\"\nurl = \"{url}\"\n"));
-    }
-    f.pools.push(toml::from_str(&text).unwrap());
-}
 
 #[tokio::test]
 async fn a_success_status_with_a_body_that_is_not_json_is_a_502_not_a_success() {

@@ -226,7 +226,9 @@ impl Exec<'_> {
         let instance_header = HeaderValue::from_str(backend.spec.id.as_str()).ok();
         // one budget for the whole request, not one per attempt
         let deadline = self.arrival + t.total;
-        let sent = tokio::time::timeout_at(
+        // the shutdown grace running out ends a wait on the engine too, not only streams
+        let mut cut = self.s.cp.cut_signal();
+        let sending = tokio::time::timeout_at(
             deadline,
             backend::send(
                 self.s.cp.http(),
@@ -236,9 +238,12 @@ impl Exec<'_> {
                 self.request_id,
                 t,
             ),
-        )
-        .await
-        .unwrap_or_else(|_| {
+        );
+        let Some(sent) = unless_cut(&mut cut, sending).await else {
+            guard.finish(Outcome::Failed { retrying: false });
+            return Err(Failed::cut());
+        };
+        let sent = sent.unwrap_or_else(|_| {
             Err(AttemptError::TotalTimeout {
                 instance: backend.spec.id.to_string(),
                 timeout: t.total,
@@ -309,9 +314,13 @@ impl Exec<'_> {
             }
         } else {
             let left = deadline.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(left, backend::read_answer(resp, backend.spec.id.as_str()))
-                .await
-            {
+            let reading =
+                tokio::time::timeout(left, backend::read_answer(resp, backend.spec.id.as_str()));
+            let Some(read) = unless_cut(&mut cut, reading).await else {
+                guard.finish(Outcome::Failed { retrying: false });
+                return Err(Failed::cut());
+            };
+            match read {
                 Ok(Ok(bytes)) => {
                     let usage = usage_of(&bytes).unwrap_or(backend::Usage {
                         prompt_tokens: self.prompt_estimate,
@@ -379,7 +388,29 @@ struct Failed {
     response: Response,
 }
 
+/// Waits for `fut`, unless the shutdown grace runs out first (`None`): a request still
+/// waiting on its engine then gets the gateway's own 503 instead of an answer that would
+/// come after the gateway is gone.
+async fn unless_cut<F: std::future::Future>(
+    cut: &mut tokio::sync::watch::Receiver<bool>,
+    fut: F,
+) -> Option<F::Output> {
+    tokio::select! {
+        out = fut => Some(out),
+        Ok(_) = cut.wait_for(|c| *c) => None,
+    }
+}
+
 impl Failed {
+    /// The attempt was ended by the shutdown grace running out: not retried.
+    fn cut() -> Self {
+        Failed {
+            retryable: false,
+            error: "the gateway is shutting down".into(),
+            response: ApiError::from(PlaneError::ShuttingDown).into_response(),
+        }
+    }
+
     fn from_attempt(e: AttemptError, retryable: bool) -> Self {
         let error = e.to_string();
         let response = match e {

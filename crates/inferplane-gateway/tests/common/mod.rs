@@ -2,6 +2,15 @@
 
 #![allow(dead_code, clippy::unwrap_used)] // each test binary uses a subset; a failed unwrap fails the test
 
+pub mod accounting;
+pub mod answers;
+pub mod engines;
+
+#[allow(unused_imports)] // each test binary uses a subset
+pub use accounting::{Counted, assert_accounted, assert_accounted_after_shutdown};
+#[allow(unused_imports)]
+pub use answers::{Answer, Seen, send, send_all};
+
 use inferplane_gateway::config::{FileConfig, PoolSection};
 use inferplane_gateway::{Gateway, GatewayConfig};
 use inferplane_sim::{EngineProfile, SimConfig, SimServer};

@@ -7,13 +7,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
-/// Serves `app` on 127.0.0.1:0 for the rest of the test; returns its base URL.
-pub async fn serve(app: Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    format!("http://{addr}")
-}
+pub use super::common::engines::serve;
 
 /// An engine that is healthy and answers chat requests, plus `extra` routes.
 pub fn engine(extra: Router) -> Router {
