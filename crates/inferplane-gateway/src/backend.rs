@@ -64,6 +64,15 @@ pub enum AttemptError {
         #[source]
         source: reqwest::Error,
     },
+    /// A whole answer's body stalled: nothing for the idle timeout after its headers or
+    /// between its chunks (nothing reached the client, so it may be retried elsewhere).
+    #[error("{instance} sent nothing for {timeout:?} in the middle of its answer")]
+    IdleTimeout {
+        /// The instance.
+        instance: String,
+        /// The timeout.
+        timeout: Duration,
+    },
     /// The whole request took longer than the total timeout.
     #[error("{instance} did not finish within {timeout:?}")]
     TotalTimeout {
@@ -104,6 +113,7 @@ impl AttemptError {
             AttemptError::Connect { .. }
             | AttemptError::FirstByteTimeout { .. }
             | AttemptError::Transport { .. }
+            | AttemptError::IdleTimeout { .. }
             | AttemptError::BadAnswer { .. } => true,
             AttemptError::TotalTimeout { .. } => false,
             AttemptError::Status { status, .. } => matches!(status.as_u16(), 502..=504),
@@ -242,17 +252,37 @@ pub(crate) async fn read_limited(
     Ok(Bytes::from(out))
 }
 
-/// Reads a whole (non-streamed) answer: at most [`MAX_ANSWER_BYTES`], and for a success
+/// Reads a whole (non-streamed) answer: at most [`MAX_ANSWER_BYTES`], each chunk within
+/// `idle` of the previous one (else [`AttemptError::IdleTimeout`]), and for a success
 /// status it must be JSON; otherwise [`AttemptError::BadAnswer`] (nothing reached the
 /// client, so the request may be retried elsewhere).
-pub async fn read_answer(resp: reqwest::Response, instance: &str) -> Result<Bytes, AttemptError> {
+pub async fn read_answer(
+    mut resp: reqwest::Response,
+    instance: &str,
+    idle: Duration,
+) -> Result<Bytes, AttemptError> {
     let status = resp.status();
-    let bytes = read_limited(resp, MAX_ANSWER_BYTES + 1)
-        .await
-        .map_err(|source| AttemptError::Transport {
-            instance: instance.to_string(),
-            source,
-        })?;
+    let limit = MAX_ANSWER_BYTES + 1;
+    let mut out = Vec::new();
+    loop {
+        let chunk = tokio::time::timeout(idle, resp.chunk())
+            .await
+            .map_err(|_| AttemptError::IdleTimeout {
+                instance: instance.to_string(),
+                timeout: idle,
+            })?
+            .map_err(|source| AttemptError::Transport {
+                instance: instance.to_string(),
+                source,
+            })?;
+        let Some(chunk) = chunk else { break };
+        let room = limit.saturating_sub(out.len());
+        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if out.len() >= limit {
+            break;
+        }
+    }
+    let bytes = Bytes::from(out);
     let bad = |why| AttemptError::BadAnswer {
         instance: instance.to_string(),
         status,

@@ -193,17 +193,17 @@ impl ControlPlane {
     }
 
     /// Queues the next attempt of a request whose attempt `failed` (reported with
-    /// `Outcome::Failed { retrying: true }`) failed on `instance` before any byte reached
-    /// the client: it goes ahead of the queue and avoids that instance.
+    /// `Outcome::Failed { retrying: true }`) failed before any byte reached the client:
+    /// it goes ahead of the queue and avoids the instances in `tried` (where its attempts
+    /// failed so far) while another has room.
     pub async fn retry(
         &self,
         meta: RequestMeta,
         route: Route,
         failed: AttemptId,
-        instance: InstanceId,
+        tried: Vec<InstanceId>,
     ) -> Result<Assignment, PlaneError> {
-        self.place(meta, route, Some((failed, instance)), None)
-            .await
+        self.place(meta, route, Some((failed, tried)), None).await
     }
 
     /// [`retry`](Self::retry), with the caller's request id for the access log.
@@ -212,10 +212,10 @@ impl ControlPlane {
         meta: RequestMeta,
         route: Route,
         failed: AttemptId,
-        instance: InstanceId,
+        tried: Vec<InstanceId>,
         request_id: Arc<str>,
     ) -> Result<Assignment, PlaneError> {
-        self.place(meta, route, Some((failed, instance)), Some(request_id))
+        self.place(meta, route, Some((failed, tried)), Some(request_id))
             .await
     }
 
@@ -223,7 +223,7 @@ impl ControlPlane {
         &self,
         meta: RequestMeta,
         route: Route,
-        retry: Option<(AttemptId, InstanceId)>,
+        retry: Option<(AttemptId, Vec<InstanceId>)>,
         tag: Option<Arc<str>>,
     ) -> Result<Assignment, PlaneError> {
         let (reply, rx) = oneshot::channel();

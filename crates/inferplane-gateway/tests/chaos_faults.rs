@@ -137,8 +137,8 @@ async fn an_engine_refusing_connections_under_load_loses_nothing_that_had_not_st
 
 #[tokio::test]
 async fn garbage_answers_are_retried_on_a_good_engine_and_every_client_is_served() {
-    // one hostile engine next to a good one at a time: a retry avoids the instance that
-    // just failed (only that one), so one retry always lands on the good engine
+    // one hostile engine next to a good one at a time: a retry avoids the instances that
+    // failed the request before, so one retry always lands on the good engine
     for (name, engine) in [
         ("garbage", garbage_engine as fn() -> axum::Router),
         ("wrong_type", wrong_type_engine),
@@ -165,6 +165,36 @@ async fn garbage_answers_are_retried_on_a_good_engine_and_every_client_is_served
         );
         gw.shutdown().await;
     }
+}
+
+#[tokio::test]
+async fn a_whole_answer_stalled_after_its_headers_is_retried_elsewhere_after_the_idle_timeout() {
+    let bad = serve(stalled_body_engine()).await;
+    let good = sim("good", MODEL).await;
+    let mut f = fast_config();
+    f.retry.max_attempts = 2;
+    f.timeouts.idle = Duration::from_millis(200);
+    f.circuit.failures_to_open = 1000; // the stalled engine stays in rotation
+    pool_of(&mut f, &[("stalled", &bad), ("good", &good.url())]);
+    let gw = gateway(f, 2).await;
+    let http = reqwest::Client::new();
+    let sent = 8;
+    for i in 0..sent {
+        let (status, inst, body) = post_chat(&http, &gw, &chat(MODEL, 3, false)).await;
+        assert_eq!(
+            (status, inst.as_deref()),
+            (200, Some("good")),
+            "request {i}: {body}"
+        );
+    }
+    let counted = assert_accounted(&gw, sent).await;
+    assert_eq!(counted.status("success"), sent, "{counted:?}");
+    let text = metrics_text(&gw).await;
+    assert!(
+        !text.contains("inferplane_retries_total{model=\"sim-model\"} 0"),
+        "the stalled engine met requests and they were retried: {text}"
+    );
+    gw.shutdown().await;
 }
 
 /// What a client asking for a stream, and one asking for a whole answer, get from a

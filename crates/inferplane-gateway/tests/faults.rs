@@ -44,6 +44,36 @@ async fn a_retried_request_succeeds_elsewhere_and_the_client_sees_one_clean_resp
 }
 
 #[tokio::test]
+async fn a_retry_avoids_every_instance_that_failed_the_request_before() {
+    // two engines answer 503 and stay in rotation; with three attempts every request
+    // must reach the good one, whatever order the strategy tries them in
+    let bad = |id: &'static str| {
+        sim_with(id, MODEL, |c| {
+            c.faults.fail_all = true;
+            c.faults.fail_status = 503;
+        })
+    };
+    let (a, b) = (bad("a").await, bad("b").await);
+    let good = sim("good", MODEL).await;
+    let mut f = fast_config();
+    f.circuit.failures_to_open = 1000;
+    f.retry.max_attempts = 3;
+    f.scheduler.routing = toml::from_str(r#"kind = "round_robin""#).unwrap();
+    add_pool(&mut f, MODEL, &[("a", &a), ("b", &b), ("good", &good)], 4);
+    let gw = gateway(f, 3).await;
+    let http = reqwest::Client::new();
+    for i in 0..12 {
+        let (status, inst, body) = post_chat(&http, &gw, &chat(MODEL, 2, i % 2 == 0)).await;
+        assert_eq!(
+            (status, inst.as_deref()),
+            (200, Some("good")),
+            "request {i}: {body}"
+        );
+    }
+    gw.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_failing_instance_is_ejected_by_its_circuit_and_traffic_moves() {
     let a = sim_with("a", MODEL, |c| c.faults.fail_all = true).await; // 500: not retried
     let b = sim("b", MODEL).await;

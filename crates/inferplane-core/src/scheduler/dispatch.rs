@@ -191,10 +191,7 @@ impl<T> Scheduler<T> {
             .parallelism_hint
             .map(hint_index)
             .filter(|&h| self.totals.hint_room[h] > 0);
-        let avoid = q
-            .avoid
-            .filter(|a| self.index_is_current(*a))
-            .map(InstanceIx::slot);
+        let avoid = q.avoid.iter().any(|a| self.index_is_current(*a));
         // a protected request with a deadline goes to a lane (see `reserve`) if one has room
         // and its first token would come there within half its TTFT budget (lanes must not
         // pile up prefill)
@@ -202,7 +199,7 @@ impl<T> Scheduler<T> {
             && q.meta.deadline.is_some()
             && self.config.saturation.deadlines
             && self.config.queue_at == super::QueueAt::Gateway;
-        let allowed = if tight || hint.is_some() || avoid.is_some() || lanes {
+        let allowed = if tight || hint.is_some() || avoid || lanes {
             let n = self.instances.len();
             self.narrowed.reset(n);
             for (slot, inst) in v.with_room_iter() {
@@ -235,10 +232,18 @@ impl<T> Scheduler<T> {
                     self.narrowed.retain(is_lane);
                 }
             }
-            if let Some(a) = avoid
-                && self.narrowed.len() > 1
-            {
-                self.narrowed.remove(a);
+            // every instance tried before, while another remains
+            let instances = &self.instances;
+            let current = |a: &InstanceIx| {
+                instances
+                    .get(a.slot())
+                    .and_then(Option::as_ref)
+                    .is_some_and(|i| i.ix == *a)
+            };
+            for a in q.avoid.iter().filter(|a| current(a)) {
+                if self.narrowed.len() > 1 {
+                    self.narrowed.remove(a.slot());
+                }
             }
             Allowed::Only(&self.narrowed)
         } else {

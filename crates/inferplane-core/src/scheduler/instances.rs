@@ -108,8 +108,8 @@ impl<T> Scheduler<T> {
         self.generations[ix.slot()] = self.generations[ix.slot()].wrapping_add(1);
         self.inflight.retain(|_, f| f.ix != ix);
         for q in self.slots.iter_mut().flatten() {
-            if q.avoid == Some(ix) {
-                q.avoid = None;
+            if q.avoid.contains(&ix) {
+                q.avoid = q.avoid.iter().copied().filter(|a| *a != ix).collect();
             }
         }
         self.instances_changed();

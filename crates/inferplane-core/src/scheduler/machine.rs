@@ -36,7 +36,8 @@ pub(super) struct Queued<T> {
     pub(super) meta: RequestMeta,
     pub(super) payload: T,
     pub(super) enqueued: Time,
-    pub(super) avoid: Option<InstanceIx>,
+    /// Instances earlier attempts failed on (a retry prefers any other).
+    pub(super) avoid: Box<[InstanceIx]>,
     pub(super) seq: u64,
     pub(super) best_effort: bool,
     pub(super) attempt: AttemptId,
@@ -360,7 +361,7 @@ impl<T> Scheduler<T> {
             meta,
             payload,
             enqueued: now,
-            avoid: None,
+            avoid: Box::default(),
             seq,
             best_effort,
             attempt,
@@ -378,17 +379,21 @@ impl<T> Scheduler<T> {
 
     /// Queues the next attempt of a request whose attempt `previous` failed before any
     /// byte reached the client (report it first with `complete` and `Failed { retrying:
-    /// true }`). It goes ahead of the policy's order, preferring any instance but `avoid`.
+    /// true }`). It goes ahead of the policy's order, preferring any instance but those in
+    /// `avoid` (the instances its earlier attempts failed on), while one has room.
     pub fn retry(
         &mut self,
         previous: AttemptId,
         meta: RequestMeta,
         payload: T,
-        avoid: &InstanceId,
+        avoid: &[InstanceId],
         now: Time,
     ) {
         let now = self.advance(now);
-        let avoid = self.index.get(avoid).copied();
+        let avoid = avoid
+            .iter()
+            .filter_map(|id| self.index.get(id).copied())
+            .collect();
         self.stats.retried += 1;
         let seq = self.next_seq();
         let virtual_start = now;

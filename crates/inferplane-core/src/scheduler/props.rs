@@ -339,7 +339,7 @@ impl Model {
                     let failed = Outcome::Failed { retrying: true };
                     prop_assert!(self.s.complete(a, failed, now).is_some());
                     let m = self.metas[&id].clone();
-                    self.s.retry(a, m, id, &on, now);
+                    self.s.retry(a, m, id, std::slice::from_ref(&on), now);
                     self.retried.insert(id);
                     self.status.insert(id, St::Queued);
                 }

@@ -307,7 +307,7 @@ fn a_retry_goes_first_avoids_the_failed_instance_and_is_the_next_attempt() {
     assert_eq!(c.slo_met, None, "a retried attempt is not judged");
     assert_eq!(h.s.stats().slo.missed, 0, "and is no SLO miss");
     h.submit(meta(2, ms(5)), ms(5));
-    h.s.retry(first, m, 1, &failed_on, ms(5));
+    h.s.retry(first, m, 1, std::slice::from_ref(&failed_on), ms(5));
     assert_eq!(h.poll(ms(5)), [1, 2]);
     assert_ne!(h.placed[1].instance, failed_on);
     assert_eq!(h.placed[1].attempt.attempt, 2);
@@ -318,6 +318,35 @@ fn a_retry_goes_first_avoids_the_failed_instance_and_is_the_next_attempt() {
         h.s.complete(first, success(1, 1), ms(300)).is_none(),
         "the old attempt is gone"
     );
+}
+
+#[test]
+fn a_retry_avoids_every_instance_tried_before_while_another_has_room() {
+    let mut h = H::fifo(&[4, 4, 4]);
+    let m = meta(1, Time::ZERO);
+    h.submit(m.clone(), Time::ZERO);
+    h.poll(Time::ZERO);
+    let first = h.instance_of(1);
+    h.finish(1, Outcome::Failed { retrying: true }, ms(1));
+    let a1 = h.attempt_of(1);
+    h.s.retry(a1, m.clone(), 1, std::slice::from_ref(&first), ms(1));
+    h.poll(ms(1));
+    let second = h.instance_of(1);
+    assert_ne!(second, first);
+    h.finish(1, Outcome::Failed { retrying: true }, ms(2));
+    let a2 = h.attempt_of(1);
+    h.s.retry(a2, m.clone(), 1, &[first.clone(), second.clone()], ms(2));
+    h.poll(ms(2));
+    let third = h.instance_of(1);
+    assert!(
+        third != first && third != second,
+        "the one not tried: {third:?}"
+    );
+    // all tried: any instance with room rather than none
+    h.finish(1, Outcome::Failed { retrying: true }, ms(3));
+    let a3 = h.attempt_of(1);
+    h.s.retry(a3, m, 1, &[first, second, third], ms(3));
+    assert_eq!(h.poll(ms(3)), [1], "placed anyway");
 }
 
 #[test]

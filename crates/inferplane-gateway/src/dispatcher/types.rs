@@ -282,8 +282,9 @@ pub struct Submission {
     pub meta: RequestMeta,
     /// The route, for metrics.
     pub route: Route,
-    /// For a retry: the attempt that failed and the instance it failed on.
-    pub retry: Option<(AttemptId, InstanceId)>,
+    /// For a retry: the attempt that failed and the instances the request's attempts
+    /// failed on so far (the retry avoids them while another has room).
+    pub retry: Option<(AttemptId, Vec<InstanceId>)>,
     /// The client's request id (`x-request-id`), for the access log.
     pub tag: Option<Arc<str>>,
     /// Where the placement (or rejection) goes.

@@ -183,8 +183,10 @@ impl Exec<'_> {
             .submit_with_id(meta.clone(), self.route, tag.clone())
             .await?;
         let mut attempt = 1;
+        // where attempts failed: a retry avoids all of them while another has room
+        let mut tried = Vec::new();
         loop {
-            let failed_instance = assignment.backend.spec.id.clone();
+            tried.push(assignment.backend.spec.id.clone());
             let failed_attempt = assignment.guard.attempt();
             let may_retry = attempt < retry.max_attempts;
             match self.attempt(assignment, may_retry).await {
@@ -203,7 +205,7 @@ impl Exec<'_> {
                             meta.clone(),
                             self.route,
                             failed_attempt,
-                            failed_instance,
+                            tried.clone(),
                             tag.clone(),
                         )
                         .await?;
@@ -314,8 +316,10 @@ impl Exec<'_> {
             }
         } else {
             let left = deadline.saturating_duration_since(Instant::now());
-            let reading =
-                tokio::time::timeout(left, backend::read_answer(resp, backend.spec.id.as_str()));
+            let reading = tokio::time::timeout(
+                left,
+                backend::read_answer(resp, backend.spec.id.as_str(), t.idle),
+            );
             let Some(read) = unless_cut(&mut cut, reading).await else {
                 guard.finish(Outcome::Failed { retrying: false });
                 return Err(Failed::cut());
@@ -428,7 +432,9 @@ impl Failed {
                 }
                 r
             }
-            AttemptError::FirstByteTimeout { .. } | AttemptError::TotalTimeout { .. } => ApiError {
+            AttemptError::FirstByteTimeout { .. }
+            | AttemptError::IdleTimeout { .. }
+            | AttemptError::TotalTimeout { .. } => ApiError {
                 status: StatusCode::GATEWAY_TIMEOUT,
                 code: "upstream_timeout",
                 ..ApiError::upstream(error.clone())

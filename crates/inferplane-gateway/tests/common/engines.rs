@@ -1,6 +1,7 @@
 //! Hostile engines: small raw axum servers on 127.0.0.1:0 that answer health checks and
 //! get chat requests wrong in one way each (garbage with a success status, the wrong
-//! content type, an event that never ends, an oversized event, a stream that never ends).
+//! content type, an event that never ends, an oversized event, a stream that never ends, a
+//! body that stalls after its headers).
 
 use super::MODEL;
 use axum::Router;
@@ -94,6 +95,21 @@ pub fn endless_stream_engine() -> Router {
             ))
         });
         sse(Body::from_stream(events))
+    })
+}
+
+/// Answers `200 application/json` at once with the start of a body, then stalls forever
+/// (an engine hung after its headers).
+pub fn stalled_body_engine() -> Router {
+    answering(|| {
+        let first = futures_util::stream::once(async {
+            Ok::<_, std::io::Error>(Bytes::from_static(b"{\"id\":\"c\","))
+        });
+        let never = futures_util::stream::pending();
+        Response::builder()
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from_stream(first.chain(never)))
+            .unwrap()
     })
 }
 
