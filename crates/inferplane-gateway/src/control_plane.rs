@@ -302,6 +302,13 @@ impl ControlPlane {
         self.admin(|tx| AdminCmd::Drain(id.clone(), tx)).await?
     }
 
+    /// Sends new work to a drained instance again (Kubernetes discovery: an endpoint ready
+    /// again after it was not). Fails with [`PlaneError::NotFound`] for an id not
+    /// registered.
+    pub async fn undrain_instance(&self, id: &InstanceId) -> Result<InstanceView, PlaneError> {
+        self.admin(|tx| AdminCmd::Undrain(id.clone(), tx)).await?
+    }
+
     /// Every instance.
     pub async fn instances(&self) -> Result<Vec<InstanceView>, PlaneError> {
         self.admin(AdminCmd::List).await

@@ -25,6 +25,7 @@ pub mod backend;
 pub mod builder;
 pub mod config;
 pub mod control_plane;
+pub mod discovery;
 pub mod dispatcher;
 pub mod engine_info;
 pub mod error;

@@ -84,6 +84,12 @@ impl FileConfig {
         positive("timeouts.idle", self.timeouts.idle)?;
         positive("timeouts.total", self.timeouts.total)?;
         self.scheduler.validate()?;
+        let kubernetes = self
+            .discovery
+            .kubernetes
+            .as_ref()
+            .map(super::KubernetesSection::validate)
+            .transpose()?;
 
         let mut models = HashSet::new();
         let mut ids = HashSet::new();
@@ -216,6 +222,7 @@ impl FileConfig {
             engine_overrides,
             kv_events,
             pools,
+            kubernetes,
         })
     }
 }

@@ -1,0 +1,1 @@
+//! Kubernetes discovery against a stand-in API server (placeholder while it is written).
