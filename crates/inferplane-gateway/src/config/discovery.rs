@@ -256,7 +256,10 @@ mod tests {
         } else {
             let e = r.unwrap_err();
             assert_eq!(e.path, "discovery.kubernetes");
-            assert!(e.message.contains("without the `kubernetes` feature"), "{e}");
+            assert!(
+                e.message.contains("without the `kubernetes` feature"),
+                "{e}"
+            );
         }
         let both = parse("[discovery.kubernetes]\nservice = \"a\"\nselector = \"app=x\"\n");
         assert_eq!(both.unwrap_err().path, "discovery.kubernetes.selector");

@@ -99,6 +99,11 @@ impl Reconciler {
         self.objects.keys().map(String::as_str)
     }
 
+    /// The ids of the endpoints watched now.
+    pub fn ids(&self) -> impl Iterator<Item = &InstanceId> {
+        self.objects.values().flatten().map(|e| &e.id)
+    }
+
     /// The endpoints watched now, one per instance id: when an id is in two objects (a
     /// pod moving between EndpointSlices), the readier entry wins.
     fn desired(&self) -> BTreeMap<&InstanceId, &Endpoint> {

@@ -162,7 +162,10 @@ fn an_id_in_two_slices_counts_once_and_the_readier_entry_wins() {
     let mut r = Reconciler::new();
     r.apply("s1", vec![ep("a", "10.0.0.1", Terminating)]);
     r.apply("s2", vec![ep("a", "10.0.0.1", Ready)]);
-    assert_eq!(settle(&mut r), [Action::Register(ep("a", "10.0.0.1", Ready))]);
+    assert_eq!(
+        settle(&mut r),
+        [Action::Register(ep("a", "10.0.0.1", Ready))]
+    );
     assert_eq!(
         r.counts(),
         Counts {

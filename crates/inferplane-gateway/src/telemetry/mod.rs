@@ -14,14 +14,17 @@
 //! `inferplane_instance_engine_max_batch`, `..._engine_max_model_len`,
 //! `..._engine_kv_capacity_tokens` (a series only while known; see `engine.rs`), prefix
 //! routing's token counters and placement reasons (see `prefix.rs`), and the KV cache
-//! events consumed for precise prefix routing (`kv.rs`).
+//! events consumed for precise prefix routing (`kv.rs`), and instance discovery's watch
+//! events and endpoints by state (`discovery.rs`).
 
+mod discovery;
 mod engine;
 mod kv;
 mod labels;
 mod optional;
 mod prefix;
 
+pub use discovery::{DiscoveryEventKind, DiscoveryMetrics};
 pub use engine::EngineInfoGauges;
 pub use kv::{KvEventKind, KvEventMetrics, KvLossReason};
 pub use labels::{AttemptOutcome, Route, Status, policies};
@@ -74,6 +77,7 @@ pub struct Telemetry {
     inst_engine: engine::EngineFamilies,
     prefix: prefix::PrefixFamilies,
     kv: kv::KvFamilies,
+    discovery: discovery::DiscoveryFamilies,
     /// Requests refused before a model was known (bad body, bad headers).
     pub invalid_requests: Counter,
 }
@@ -186,6 +190,7 @@ impl Telemetry {
             inst_engine: engine::EngineFamilies::default(),
             prefix: prefix::PrefixFamilies::default(),
             kv: kv::KvFamilies::default(),
+            discovery: discovery::DiscoveryFamilies::default(),
             invalid_requests: Counter::default(),
             registry: Registry::default(),
         };
@@ -303,6 +308,7 @@ impl Telemetry {
         t.inst_engine.register(r);
         t.prefix.register(r);
         t.kv.register(r);
+        t.discovery.register(r);
         r.register(
             "inferplane_invalid_requests",
             "Requests refused before reaching a pool (bad body or headers)",
@@ -419,6 +425,11 @@ impl Telemetry {
             model: model.to_string(),
             instance: instance.to_string(),
         })
+    }
+
+    /// Instance discovery's handles (its series appear when it is resolved).
+    pub fn discovery(&self) -> DiscoveryMetrics {
+        self.discovery.handle()
     }
 
     /// KV event subscriber tasks running now.
