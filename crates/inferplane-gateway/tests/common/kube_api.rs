@@ -464,13 +464,22 @@ fn get_one(sh: Shared, kind: Kind, ns: String, name: String) -> Response {
     }
 }
 
-/// An EndpointSlice of Service `service` with one port (`name`, `port`) and endpoints
-/// `(pod name or none, address, ready, serving, terminating)`.
+/// One endpoint of [`endpoint_slice`]: (pod name or none, address, `ready`, `serving`,
+/// `terminating`; `None`: the condition left out).
+pub type SliceEndpoint<'a> = (
+    Option<&'a str>,
+    &'a str,
+    Option<bool>,
+    Option<bool>,
+    Option<bool>,
+);
+
+/// An EndpointSlice of Service `service` with one port (`name`, `port`) and `endpoints`.
 pub fn endpoint_slice(
     name: &str,
     service: &str,
     port: (&str, u16),
-    endpoints: &[(Option<&str>, &str, Option<bool>, Option<bool>, Option<bool>)],
+    endpoints: &[SliceEndpoint<'_>],
 ) -> Value {
     let eps: Vec<Value> = endpoints
         .iter()

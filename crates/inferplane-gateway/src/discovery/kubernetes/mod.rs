@@ -4,7 +4,7 @@
 //! resourceVersion with bookmarks, resumes from the last resourceVersion after a broken
 //! connection and re-lists after `410 Gone`), paced by its default backoff after errors.
 //! Each object becomes [`Endpoint`](super::Endpoint)s (`convert.rs`), the
-//! [`Reconciler`](super::reconcile::Reconciler) plans, and `actions.rs` carries the plan out
+//! [`Reconciler`] plans, and `actions.rs` carries the plan out
 //! on the [`ControlPlane`]: register (model from the pod, else the engine's `/v1/models`;
 //! overrides from its annotations; API key from a Secret), drain, take back, remove.
 //! Every few seconds the plan is made again, so a registration that failed is retried.
