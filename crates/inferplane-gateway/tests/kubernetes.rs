@@ -229,7 +229,7 @@ async fn service_endpoints_register_drain_while_a_stream_finishes_and_go_when_de
             "other",
             "other",
             ("http", 1),
-            &[(None, "10.9.9.9", None, None, None)],
+            &[(None, "127.0.0.9", None, None, None)],
         ),
     );
     let gw = discovering(&api, |k| {
@@ -378,13 +378,15 @@ async fn a_410_and_broken_or_failing_watches_relist_or_resume_without_an_instanc
             "unrelated",
             &[("app", "other")],
             &[],
-            "10.0.0.1",
+            "127.0.0.2",
             ("http", 1),
             true,
         ),
     );
     let rv = api.bookmark();
-    tokio::time::sleep(Duration::from_millis(200)).await; // let the bookmark arrive (not the assertion)
+    // a moment for the bookmark line to cross the loopback connection (not the assertion:
+    // that is the resourceVersion the watch resumes from below)
+    tokio::time::sleep(Duration::from_millis(500)).await;
     api.compact();
     let before = lists(&api);
     api.drop_watches();
@@ -406,7 +408,7 @@ async fn a_410_and_broken_or_failing_watches_relist_or_resume_without_an_instanc
             "unrelated",
             &[("app", "other")],
             &[],
-            "10.0.0.2",
+            "127.0.0.3",
             ("http", 1),
             true,
         ),
@@ -449,7 +451,7 @@ async fn a_410_and_broken_or_failing_watches_relist_or_resume_without_an_instanc
             "unrelated",
             &[("app", "other")],
             &[],
-            "10.0.0.3",
+            "127.0.0.4",
             ("http", 1),
             true,
         ),
