@@ -338,3 +338,35 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(api_server: &str) -> KubernetesDiscovery {
+        KubernetesDiscovery {
+            namespace: Some("llm".into()),
+            target: Target::Service("vllm".into()),
+            port: crate::config::PortRef::Number(8000),
+            model_label: crate::config::DEFAULT_MODEL_LABEL.into(),
+            api_server: Some(api_server.into()),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_https_api_server_gets_a_rustls_client_and_a_bad_url_a_clear_error() {
+        let cp = ControlPlane::builder()
+            .health_checks(false)
+            .scrape_engines(false)
+            .start()
+            .unwrap();
+        // building the TLS connector picks the one crypto provider compiled in (ring);
+        // nothing listens there: the watch only backs off
+        let d = start(cp.clone(), cfg("https://127.0.0.1:1")).await.unwrap();
+        assert!(d.is_running());
+        d.stop();
+        let e = start(cp, cfg("http://bad host")).await.unwrap_err();
+        assert!(matches!(e, DiscoveryError::ApiServer { .. }), "{e}");
+        assert!(e.to_string().contains("api_server"), "{e}");
+    }
+}
