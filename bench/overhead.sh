@@ -32,7 +32,8 @@ id = "sim"
 url = "http://127.0.0.1:$SIM_PORT"
 TOML
 if [ -n "${OVERHEAD_REDIS:-}" ]; then
-  printf '[shared]\nredis = "%s"\nreplica_id = "overhead"\n' "$OVERHEAD_REDIS" >> "$OUT/gateway.toml"
+  printf '[shared]\nredis = "%s"\nreplica_id = "overhead"\nperiod = "%s"\nfallback_after = "5s"\n' \
+    "$OVERHEAD_REDIS" "${OVERHEAD_REDIS_PERIOD:-100ms}" >> "$OUT/gateway.toml"
 fi
 
 $BIN sim --port "$SIM_PORT" --model m --profile zero > "$OUT/sim.log" 2>&1 &

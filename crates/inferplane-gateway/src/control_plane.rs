@@ -104,14 +104,19 @@ impl ControlPlane {
             http.clone(),
             ctl_tx.clone(),
         );
-        let task = tokio::spawn(dispatcher.run(sub_rx, ctl_rx));
+        let mut dispatcher = dispatcher;
         let shared = match &config.shared {
-            Some(settings) => Some(
-                crate::shared::spawn(settings, ctl_tx.clone(), telemetry.shared_store())
-                    .map_err(StartError::Shared)?,
-            ),
+            Some(settings) => {
+                let wake = Arc::new(tokio::sync::Notify::new());
+                dispatcher.set_fleet_wake(wake.clone());
+                Some(
+                    crate::shared::spawn(settings, ctl_tx.clone(), telemetry.shared_store(), wake)
+                        .map_err(StartError::Shared)?,
+                )
+            }
             None => None,
         };
+        let task = tokio::spawn(dispatcher.run(sub_rx, ctl_rx));
         let inner = Inner {
             sub_tx,
             ctl_tx,
@@ -316,6 +321,13 @@ impl ControlPlane {
     /// [`PlaneError::NotFound`] for an id not registered.
     pub async fn drain_instance(&self, id: &InstanceId) -> Result<InstanceView, PlaneError> {
         self.admin(|tx| AdminCmd::Drain(id.clone(), tx)).await?
+    }
+
+    /// Sends new work to a drained instance again (Kubernetes discovery: an endpoint ready
+    /// again after it was not). Fails with [`PlaneError::NotFound`] for an id not
+    /// registered.
+    pub async fn undrain_instance(&self, id: &InstanceId) -> Result<InstanceView, PlaneError> {
+        self.admin(|tx| AdminCmd::Undrain(id.clone(), tx)).await?
     }
 
     /// Every instance.

@@ -17,6 +17,8 @@
 //! - [`probe`], [`health`], [`scrape`]: health checks, circuit breakers, load scraping.
 //! - [`engine_info`]: what each engine says about itself (batch limit, context length, KV
 //!   capacity), discovered when it becomes healthy.
+//! - [`discovery`]: instances from the Kubernetes API (the pure reconciler and pod
+//!   annotations always; the kube-rs watch behind the cargo feature `kubernetes`).
 //! - [`config`], [`meta`], [`error`], [`telemetry`], [`stats`]: configuration, request
 //!   metadata from headers and body, the HTTP error type (the edge's only: the library
 //!   never builds one), Prometheus metrics, and the JSON `PerformanceMetrics`.
@@ -25,6 +27,7 @@ pub mod backend;
 pub mod builder;
 pub mod config;
 pub mod control_plane;
+pub mod discovery;
 pub mod dispatcher;
 pub mod engine_info;
 pub mod error;

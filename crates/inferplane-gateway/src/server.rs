@@ -1,5 +1,7 @@
 //! `Gateway`: the control plane behind the HTTP edge on a real socket, with graceful
 //! shutdown (stop accepting, let in-flight streams finish within the grace period, exit).
+//! With `[discovery.kubernetes]` (and the `kubernetes` feature) it also starts the
+//! discovery task, and stops it first on shutdown.
 
 use crate::config::GatewayConfig;
 use crate::control_plane::{ControlPlane, StartError};
@@ -16,6 +18,10 @@ pub enum GatewayError {
     /// The control plane could not start.
     #[error(transparent)]
     Start(#[from] StartError),
+    /// Kubernetes discovery could not start.
+    #[cfg(feature = "kubernetes")]
+    #[error("kubernetes discovery cannot start")]
+    Discovery(#[source] crate::discovery::kubernetes::DiscoveryError),
     /// The listener could not bind.
     #[error("cannot listen on {addr}")]
     Bind {
@@ -36,6 +42,9 @@ pub struct Gateway {
     task: JoinHandle<()>,
     grace: std::time::Duration,
     delay: std::time::Duration,
+    /// The Kubernetes discovery task, with `[discovery.kubernetes]`.
+    #[cfg(feature = "kubernetes")]
+    discovery: Option<crate::discovery::kubernetes::Discovery>,
 }
 
 impl Gateway {
@@ -56,6 +65,24 @@ impl Gateway {
             source,
         })?;
         let cp = ControlPlane::start(config)?;
+        #[cfg(feature = "kubernetes")]
+        let discovery = match cp.config().kubernetes.clone() {
+            Some(k) => match crate::discovery::kubernetes::start(cp.clone(), k).await {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    cp.shutdown();
+                    return Err(GatewayError::Discovery(e));
+                }
+            },
+            None => None,
+        };
+        #[cfg(not(feature = "kubernetes"))]
+        if cp.config().kubernetes.is_some() {
+            // validation refuses the section in such a build; a config made by hand may not
+            tracing::error!(
+                "[discovery.kubernetes] is set but this binary was built without the `kubernetes` feature: nothing is discovered"
+            );
+        }
         let state = Arc::new(AppState {
             cp: cp.clone(),
             loopback: addr.ip().is_loopback(),
@@ -73,6 +100,8 @@ impl Gateway {
             task,
             grace,
             delay,
+            #[cfg(feature = "kubernetes")]
+            discovery,
         })
     }
 
@@ -94,6 +123,11 @@ impl Gateway {
     /// Stops accepting connections, lets in-flight requests finish within the grace
     /// period, then stops the control plane. Returns whether everything finished in time.
     pub async fn shutdown(mut self) -> bool {
+        // no more instance changes from Kubernetes while the rest drains
+        #[cfg(feature = "kubernetes")]
+        if let Some(d) = self.discovery.take() {
+            d.stop();
+        }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }

@@ -67,9 +67,11 @@ pub async fn load(args: &ServeArgs) -> anyhow::Result<inferplane_gateway::Gatewa
         };
         file.add_instance_url(&model, &url);
     }
-    if file.pools.is_empty() {
+    // with [discovery.kubernetes] the engines come from the Kubernetes API
+    if file.pools.is_empty() && file.discovery.kubernetes.is_none() {
         bail!(
-            "no engines configured: pass --instance URL, or --config with [[pools]] (see config/)"
+            "no engines configured: pass --instance URL, or --config with [[pools]] or \
+             [discovery.kubernetes] (see config/)"
         );
     }
     Ok(file.validate()?)
@@ -89,6 +91,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 .sum::<usize>(),
             config.listen
         );
+        if let Some(k) = &config.kubernetes {
+            println!("instances also discovered from Kubernetes: {:?}", k.target);
+        }
         return Ok(());
     }
     let gw = Gateway::start(config).await?;

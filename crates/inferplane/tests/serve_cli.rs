@@ -115,3 +115,30 @@ fn engine_api_keys_can_come_from_the_environment_and_a_missing_one_names_its_pat
         "{out}"
     );
 }
+
+#[test]
+fn a_kubernetes_discovery_section_needs_no_pools_and_a_build_without_the_feature_says_so() {
+    let dir = std::env::temp_dir().join(format!("inferplane-serve-k8s-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("k8s.toml");
+    std::fs::write(
+        &path,
+        "[discovery.kubernetes]\nnamespace = \"llm\"\nservice = \"vllm-llama\"\nport = \"http\"\n",
+    )
+    .unwrap();
+    let (ok, out) = serve(&["--config", path.to_str().unwrap()], &[]);
+    if cfg!(feature = "kubernetes") {
+        assert!(ok, "{out}");
+        assert!(out.contains("0 pool(s)"), "{out}");
+        assert!(out.contains("discovered from Kubernetes"), "{out}");
+    } else {
+        assert!(!ok);
+        assert!(
+            out.contains("discovery.kubernetes")
+                && out.contains("without the `kubernetes` feature"),
+            "{out}"
+        );
+        assert!(!out.contains("no engines configured"), "{out}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -5,10 +5,15 @@
 //! Flags and `INFERPLANE_*` variables are applied by the binary on top of the file
 //! (see `inferplane serve --help`) before validation, which lives in `validate.rs`.
 
+mod discovery;
 mod secret;
 mod sections;
 mod shared;
 mod validate;
+pub use discovery::{
+    DEFAULT_MODEL_LABEL, DEFAULT_PORT, DiscoverySection, KubernetesDiscovery, KubernetesSection,
+    PortRef, Target,
+};
 pub use secret::Secret;
 pub use sections::{
     AdminSection, CircuitSection, HealthSection, KvEventsSection, PoolTimeouts, RetrySection,
@@ -292,6 +297,9 @@ pub struct FileConfig {
     /// `[[pools]]`.
     #[serde(default)]
     pub pools: Vec<PoolSection>,
+    /// `[discovery]`: instances from the Kubernetes API.
+    #[serde(default)]
+    pub discovery: DiscoverySection,
 }
 
 /// A validated pool.
@@ -356,6 +364,8 @@ pub struct GatewayConfig {
     pub shared: Option<crate::shared::SharedSettings>,
     /// Pools by model.
     pub pools: Vec<PoolConfig>,
+    /// `[discovery.kubernetes]`, checked: instances discovered from the Kubernetes API.
+    pub kubernetes: Option<KubernetesDiscovery>,
 }
 
 impl GatewayConfig {

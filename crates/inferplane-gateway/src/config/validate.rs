@@ -84,6 +84,12 @@ impl FileConfig {
         positive("timeouts.idle", self.timeouts.idle)?;
         positive("timeouts.total", self.timeouts.total)?;
         self.scheduler.validate()?;
+        let kubernetes = self
+            .discovery
+            .kubernetes
+            .as_ref()
+            .map(super::KubernetesSection::validate)
+            .transpose()?;
 
         let mut models = HashSet::new();
         let mut ids = HashSet::new();
@@ -218,6 +224,7 @@ impl FileConfig {
             kv_events,
             shared: self.shared.validate()?,
             pools,
+            kubernetes,
         })
     }
 }

@@ -39,18 +39,10 @@ impl Dispatcher {
                 let _ = reply.send(res);
             }
             AdminCmd::Drain(id, reply) => {
-                let model = self.model_of(&id);
-                let res = match model {
-                    None => Err(PlaneError::NotFound(id)),
-                    Some(model) => {
-                        if let Some(pool) = self.pools.get_mut(&model) {
-                            pool.scheduler.set_draining(&id, true);
-                        }
-                        tracing::info!(instance = %id, "instance draining");
-                        self.view(&id).ok_or(PlaneError::NotFound(id))
-                    }
-                };
-                let _ = reply.send(res);
+                let _ = reply.send(self.set_draining(id, true));
+            }
+            AdminCmd::Undrain(id, reply) => {
+                let _ = reply.send(self.set_draining(id, false));
             }
             AdminCmd::List(reply) => {
                 let mut ids: Vec<&InstanceId> = self.instances.keys().collect();
@@ -93,6 +85,24 @@ impl Dispatcher {
                 let _ = reply.send(self.set_policy(change));
             }
         }
+    }
+
+    /// Drains an instance (no new work; in-flight requests finish) or takes it back; taken
+    /// back, queued requests may go there at once.
+    fn set_draining(&mut self, id: InstanceId, draining: bool) -> Result<InstanceView, PlaneError> {
+        let Some(model) = self.model_of(&id) else {
+            return Err(PlaneError::NotFound(id));
+        };
+        if let Some(pool) = self.pools.get_mut(&model) {
+            pool.scheduler.set_draining(&id, draining);
+        }
+        if draining {
+            tracing::info!(instance = %id, "instance draining");
+        } else {
+            tracing::info!(instance = %id, "instance taking work again");
+            self.poll(&model);
+        }
+        self.view(&id).ok_or(PlaneError::NotFound(id))
     }
 
     pub(super) fn policy_views(&self) -> Vec<PolicyView> {

@@ -97,6 +97,8 @@ pub struct Dispatcher {
     /// The earliest time an open circuit breaker half-opens; kept up to date on every
     /// circuit change so that the event loop never scans all instances.
     circuit_wake: Option<Time>,
+    /// With `[shared]`: wakes the sync task early when requests wait (see `shared`).
+    fleet_wake: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl Dispatcher {
@@ -122,6 +124,7 @@ impl Dispatcher {
             inflight: HashMap::new(),
             total: Stats::default(),
             circuit_wake: None,
+            fleet_wake: None,
         };
         for pool in &config.pools {
             d.ensure_pool(&pool.model);
@@ -139,6 +142,12 @@ impl Dispatcher {
             }
         }
         d
+    }
+
+    /// Wakes `wake` whenever a poll leaves requests waiting (the shared store's sync task
+    /// then syncs early).
+    pub fn set_fleet_wake(&mut self, wake: Arc<tokio::sync::Notify>) {
+        self.fleet_wake = Some(wake);
     }
 
     pub(super) fn ensure_pool(&mut self, model: &str) -> Arc<str> {

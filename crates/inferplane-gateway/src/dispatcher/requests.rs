@@ -120,6 +120,14 @@ impl Dispatcher {
             }
         }
         pool.wake_at = fx.wake_at;
+        // requests wait: this replica's reservations may be what holds them (a replica
+        // that was idle at its last sync reserved one place), so sync now, not at the
+        // end of the period
+        if pool.scheduler.queue_len() > 0
+            && let Some(wake) = &self.fleet_wake
+        {
+            wake.notify_one();
+        }
         pool.effects = fx;
         sync_pool_metrics(model, pool);
     }

@@ -215,6 +215,11 @@ pub enum AdminCmd {
         InstanceId,
         oneshot::Sender<Result<InstanceView, PlaneError>>,
     ),
+    /// Send new work to a drained instance again.
+    Undrain(
+        InstanceId,
+        oneshot::Sender<Result<InstanceView, PlaneError>>,
+    ),
     /// List instances.
     List(oneshot::Sender<Vec<InstanceView>>),
     /// Metrics snapshot.

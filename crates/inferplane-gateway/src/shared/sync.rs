@@ -1,22 +1,27 @@
-//! The sync task: every `period`, this replica's counts from the dispatcher go to the
-//! store and the others' come back to the dispatcher; failures are bounded in time by
+//! The sync task: every `period`, and early when requests wait in this replica's queue
+//! (at most every 5 ms), this replica's counts from the dispatcher go to the store and
+//! the others' come back to the dispatcher; failures are bounded in time by
 //! [`Fallback`](super::Fallback).
 
 use super::{Fallback, FleetMsg, FleetView, RedisFleet, SharedSettings, StoreError, Transition};
 use crate::dispatcher::Ctl;
 use crate::telemetry::SharedMetrics;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 /// The shortest time a sync may take before it counts as failed.
 const MIN_SYNC_TIME: Duration = Duration::from_millis(50);
+/// Early syncs (requests waiting) come at most this often, at most every period.
+const MIN_EARLY_SPACING: Duration = Duration::from_millis(5);
 
 /// Starts the sync task (it ends when the dispatcher does).
 pub(crate) fn spawn(
     settings: &SharedSettings,
     ctl: mpsc::UnboundedSender<Ctl>,
     metrics: SharedMetrics,
+    early: Arc<Notify>,
 ) -> Result<JoinHandle<()>, StoreError> {
     // a replica's counts outlive a few missed syncs, never the fallback bound
     let ttl = (settings.period * 3).max(settings.fallback_after);
@@ -27,7 +32,7 @@ pub(crate) fn spawn(
         ttl,
     )?;
     let settings = settings.clone();
-    Ok(tokio::spawn(run(store, settings, ctl, metrics)))
+    Ok(tokio::spawn(run(store, settings, ctl, metrics, early)))
 }
 
 async fn run(
@@ -35,14 +40,25 @@ async fn run(
     settings: SharedSettings,
     ctl: mpsc::UnboundedSender<Ctl>,
     metrics: SharedMetrics,
+    early: Arc<Notify>,
 ) {
     let mut fallback = Fallback::new(settings.fallback_after, Instant::now());
     let mut reached = false;
     let mut tick = tokio::time::interval(settings.period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let limit = settings.period.max(MIN_SYNC_TIME);
+    let spacing = MIN_EARLY_SPACING.min(settings.period);
+    let mut last = tokio::time::Instant::now();
     loop {
-        tick.tick().await;
+        // every period, and early (but not more often than `spacing`) when requests wait
+        // in this replica's queue: an idle replica reserved only one place per instance
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = early.notified() => {
+                tokio::time::sleep_until(last + spacing).await;
+            }
+        }
+        last = tokio::time::Instant::now();
         let (tx, rx) = oneshot::channel();
         if ctl.send(Ctl::Fleet(FleetMsg::Counts(tx))).is_err() {
             return;

@@ -14,9 +14,11 @@
 //! `inferplane_instance_engine_max_batch`, `..._engine_max_model_len`,
 //! `..._engine_kv_capacity_tokens` (a series only while known; see `engine.rs`), prefix
 //! routing's token counters and placement reasons (see `prefix.rs`), and the KV cache
-//! events consumed for precise prefix routing (`kv.rs`), and the state shared by gateway
-//! replicas (`shared.rs`).
+//! events consumed for precise prefix routing (`kv.rs`), the state shared by gateway
+//! replicas (`shared.rs`), and instance discovery's watch events and endpoints by state
+//! (`discovery.rs`).
 
+mod discovery;
 mod engine;
 mod kv;
 mod labels;
@@ -24,6 +26,7 @@ mod optional;
 mod prefix;
 mod shared;
 
+pub use discovery::{DiscoveryEventKind, DiscoveryMetrics};
 pub use engine::EngineInfoGauges;
 pub use kv::{KvEventKind, KvEventMetrics, KvLossReason};
 pub use labels::{AttemptOutcome, Route, Status, policies};
@@ -78,6 +81,7 @@ pub struct Telemetry {
     prefix: prefix::PrefixFamilies,
     kv: kv::KvFamilies,
     shared: shared::SharedFamilies,
+    discovery: discovery::DiscoveryFamilies,
     /// Requests refused before a model was known (bad body, bad headers).
     pub invalid_requests: Counter,
 }
@@ -191,6 +195,7 @@ impl Telemetry {
             prefix: prefix::PrefixFamilies::default(),
             kv: kv::KvFamilies::default(),
             shared: shared::SharedFamilies::default(),
+            discovery: discovery::DiscoveryFamilies::default(),
             invalid_requests: Counter::default(),
             registry: Registry::default(),
         };
@@ -309,6 +314,7 @@ impl Telemetry {
         t.prefix.register(r);
         t.kv.register(r);
         t.shared.register(r);
+        t.discovery.register(r);
         r.register(
             "inferplane_invalid_requests",
             "Requests refused before reaching a pool (bad body or headers)",
@@ -430,6 +436,11 @@ impl Telemetry {
     /// The shared store's handles (their series appear with the first call).
     pub fn shared_store(&self) -> SharedMetrics {
         self.shared.handle()
+    }
+
+    /// Instance discovery's handles (its series appear when it is resolved).
+    pub fn discovery(&self) -> DiscoveryMetrics {
+        self.discovery.handle()
     }
 
     /// KV event subscriber tasks running now.
