@@ -326,6 +326,9 @@ def check_render(name: str, objects: list[dict], is_overlay: bool) -> list[str]:
         fail(where, "INFERPLANE_ADMIN_TOKEN must come from an optional secretKeyRef")
     if env.get("HOSTNAME", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") != "metadata.name":
         fail(where, "HOSTNAME (the [shared] replica_id) must be the pod's name")
+    if spec.get("enableServiceLinks") is not False:
+        fail(where, "enableServiceLinks must be false: the Service inferplane would inject "
+                    "INFERPLANE_* variables, the gateway's own settings namespace")
     sa = spec.get("serviceAccountName")
     if not any(s["metadata"]["name"] == sa for s in by_kind(objects, "ServiceAccount")):
         fail(where, f"serviceAccountName {sa!r} is not in the render")
