@@ -29,10 +29,8 @@ and the Grafana dashboard. No cluster, no kubectl, no kustomize binary.
    exports (names read from the gateway's telemetry source, with the suffixes Prometheus
    gives each type: counters `_total`, histograms `_bucket`/`_sum`/`_count`).
 6. Each distinct gateway.toml in the rendered ConfigMaps passes
-   `inferplane serve --check --config FILE` when the binary is there. Until the
-   binary knows [discovery.kubernetes] (or [shared]), exactly the error "unknown field
-   `discovery`" (or "`shared`") is tolerated with a warning: the section is cut out and
-   the rest of the file is checked strictly.
+   `inferplane serve --check --config FILE` when the binary is there (built with the
+   `kubernetes` feature, as the image is).
 """
 
 from __future__ import annotations
@@ -480,41 +478,17 @@ def check_dashboard() -> None:
 # ---------------------------------------------------------------- gateway config
 
 
-def cut_section(text: str, table: str) -> str:
-    """The TOML text without the table `table` and its sub-tables (header to next header)."""
-    out, skipping = [], False
-    for line in text.splitlines(keepends=True):
-        header = re.match(r"\s*\[\[?\s*([A-Za-z0-9_.\-]+)\s*\]\]?", line)
-        if header:
-            skipping = header.group(1) == table or header.group(1).startswith(table + ".")
-        if not skipping:
-            out.append(line)
-    return "".join(out)
-
-
 def check_toml(binary: Path, text: str, label: str) -> None:
     with tempfile.TemporaryDirectory() as d:
-        cut: list[str] = []
-        while True:
-            path = Path(d) / "gateway.toml"
-            path.write_text(text)
-            run = subprocess.run([str(binary), "serve", "--check", "--config", str(path)],
-                                 capture_output=True, text=True, timeout=60,
-                                 env={**os.environ, "RUST_BACKTRACE": "0", "HOSTNAME": "check"})
-            if run.returncode == 0:
-                note = f" (without {', '.join(cut)}: not known to this binary yet)" if cut else ""
-                print(f"ok   {label}: {run.stdout.strip()}{note}")
-                return
-            unknown = re.search(r"unknown field `(discovery|shared)`", run.stderr)
-            if unknown and unknown.group(1) not in cut:
-                section = unknown.group(1)
-                print(f"WARN {label}: this inferplane binary does not know [{section}] yet; "
-                      f"checking the rest of the file without it")
-                cut.append(section)
-                text = cut_section(text, section)
-                continue
+        path = Path(d) / "gateway.toml"
+        path.write_text(text)
+        run = subprocess.run([str(binary), "serve", "--check", "--config", str(path)],
+                             capture_output=True, text=True, timeout=60,
+                             env={**os.environ, "RUST_BACKTRACE": "0", "HOSTNAME": "check"})
+        if run.returncode == 0:
+            print(f"ok   {label}: {run.stdout.strip()}")
+        else:
             fail(label, "inferplane serve --check failed:\n" + run.stderr.strip())
-            return
 
 
 # ---------------------------------------------------------------- main
