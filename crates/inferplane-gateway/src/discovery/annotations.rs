@@ -1,8 +1,8 @@
 //! A pod's overrides, from its `inferplane.io/*` annotations: `model`, `layout` (the
 //! static config's syntax, `{ tp = 2 }`, or JSON), `gpu`, `price-per-hour`,
 //! `max-inflight`, `api-key-secret` (a Secret in the namespace, key `api-key`) and
-//! `kv-events` (a `tcp://` endpoint). Each is checked on its own, by the same checks as the
-//! static config: a bad one is reported ([`BadAnnotation`], which the caller logs naming
+//! `kv-events` (a `tcp://` endpoint; `tcp://*:PORT` means the pod's own address). Each
+//! is checked on its own, by the same checks as the static config: a bad one is reported ([`BadAnnotation`], which the caller logs naming
 //! pod and annotation) and left out; the others still apply.
 
 use super::PodMeta;
@@ -54,8 +54,24 @@ pub fn section(id: &str, url: &str, o: &Overrides) -> InstanceSection {
         api_key: None,
         max_model_len: None,
         max_batch: None,
-        kv_events: o.kv_events.clone(),
+        kv_events: o.kv_events.clone().map(|mut k| {
+            k.endpoint = at_host(&k.endpoint, url);
+            k
+        }),
     }
+}
+
+/// A KV events endpoint that names no host (`tcp://*:5557`, as vLLM's
+/// `--kv-events-config` binds it, so one annotation on a Deployment's pod template fits
+/// every pod) at the host of the engine's `url`; any other endpoint as it is.
+fn at_host(endpoint: &str, url: &str) -> String {
+    let Some(port) = endpoint.strip_prefix("tcp://*:") else {
+        return endpoint.to_string();
+    };
+    let authority = url.split("://").nth(1).unwrap_or(url);
+    let authority = authority.split('/').next().unwrap_or(authority);
+    let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
+    format!("tcp://{host}:{port}")
 }
 
 /// Checks one override as the static config would (`instance_spec`, `kv_events_of`).
@@ -176,6 +192,14 @@ fn is_secret_name(s: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_kv_events_endpoint_without_a_host_is_the_pods_address() {
+        use super::at_host;
+        assert_eq!(at_host("tcp://*:5557", "http://10.0.0.7:8000"), "tcp://10.0.0.7:5557");
+        assert_eq!(at_host("tcp://*:5557", "http://[fd00::7]:8000/"), "tcp://[fd00::7]:5557");
+        assert_eq!(at_host("tcp://kv:5557", "http://10.0.0.7:8000"), "tcp://kv:5557");
+    }
+
     use super::*;
 
     fn meta(labels: &[(&str, &str)], annotations: &[(&str, &str)]) -> PodMeta {
