@@ -195,9 +195,18 @@ mod tests {
     #[test]
     fn a_kv_events_endpoint_without_a_host_is_the_pods_address() {
         use super::at_host;
-        assert_eq!(at_host("tcp://*:5557", "http://10.0.0.7:8000"), "tcp://10.0.0.7:5557");
-        assert_eq!(at_host("tcp://*:5557", "http://[fd00::7]:8000/"), "tcp://[fd00::7]:5557");
-        assert_eq!(at_host("tcp://kv:5557", "http://10.0.0.7:8000"), "tcp://kv:5557");
+        assert_eq!(
+            at_host("tcp://*:5557", "http://10.0.0.7:8000"),
+            "tcp://10.0.0.7:5557"
+        );
+        assert_eq!(
+            at_host("tcp://*:5557", "http://[fd00::7]:8000/"),
+            "tcp://[fd00::7]:5557"
+        );
+        assert_eq!(
+            at_host("tcp://kv:5557", "http://10.0.0.7:8000"),
+            "tcp://kv:5557"
+        );
     }
 
     use super::*;
