@@ -73,6 +73,8 @@ struct Pool {
 
 struct Sim<'a> {
     items: &'a [WorkItem],
+    /// The tenants named in `items`, sorted: a tenant's id is its index.
+    tenants: Vec<String>,
     t0: f64,
     pools: Vec<Pool>,
     insts: Vec<Inst>,
@@ -156,8 +158,12 @@ fn run<'a>(cluster: &Cluster, items: &'a [WorkItem]) -> Result<Sim<'a>, BenchErr
             busy: Duration::ZERO,
         });
     }
+    let mut tenants: Vec<String> = items.iter().filter_map(|i| i.tenant.clone()).collect();
+    tenants.sort_unstable();
+    tenants.dedup();
     let mut sim = Sim {
         items,
+        tenants,
         t0: items.first().map_or(0.0, |i| i.t),
         pools,
         insts,
@@ -308,6 +314,11 @@ impl Sim<'_> {
         meta.deadline = item.e2e_ms.map(Duration::from_millis);
         meta.ttft_target = item.ttft_ms.map(Duration::from_millis);
         meta.cost_budget = item.cost_budget;
+        meta.tenant = item
+            .tenant
+            .as_ref()
+            .and_then(|t| self.tenants.binary_search(t).ok())
+            .map(|ix| inferplane_core::TenantId(ix as u32));
         meta.session = item.session.map(|s| format!("session-{s}"));
         meta.prefix_hash = item
             .prefix_group

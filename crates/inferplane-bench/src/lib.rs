@@ -22,6 +22,8 @@ pub mod cluster;
 pub mod compare;
 pub mod des;
 pub mod des_cache;
+#[cfg(test)]
+mod des_fair_tests;
 pub mod dist;
 pub mod error;
 pub mod load;

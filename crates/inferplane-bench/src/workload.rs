@@ -60,6 +60,9 @@ pub struct WorkItem {
     /// Model name; `None` means the run's default model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// The tenant it comes from (the gateway knows it by the caller's API key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
 }
 
 fn is_normal(p: &Priority) -> bool {
@@ -96,6 +99,7 @@ impl WorkItem {
             prefix_group: None,
             prefix_tokens: 0,
             model: None,
+            tenant: None,
         }
     }
 }
@@ -123,6 +127,10 @@ pub struct ClassSpec {
     /// The `max_tokens` its clients send (overrides the workload's).
     #[serde(default)]
     pub max_tokens: Option<u32>,
+    /// The tenant its requests come from (fair share between tenants inside a priority
+    /// class); absent: no tenant.
+    #[serde(default)]
+    pub tenant: Option<String>,
 }
 
 /// Multi-turn sessions.
@@ -241,6 +249,7 @@ pub fn default_classes() -> Vec<ClassSpec> {
             e2e_ms: Some(15_000),
             cost_budget: None,
             max_tokens: None,
+            tenant: None,
         },
         ClassSpec {
             name: "standard".into(),
@@ -250,6 +259,7 @@ pub fn default_classes() -> Vec<ClassSpec> {
             e2e_ms: Some(30_000),
             cost_budget: Some(0.01),
             max_tokens: None,
+            tenant: None,
         },
         ClassSpec {
             name: "batch".into(),
@@ -259,6 +269,7 @@ pub fn default_classes() -> Vec<ClassSpec> {
             e2e_ms: None,
             cost_budget: None,
             max_tokens: None,
+            tenant: None,
         },
     ]
 }
@@ -429,6 +440,7 @@ impl WorkloadSpec {
             item.ttft_ms = c.ttft_ms;
             item.e2e_ms = c.e2e_ms;
             item.cost_budget = c.cost_budget;
+            item.tenant = c.tenant.clone();
         }
         if group.is_some() {
             item.prefix_group = group;

@@ -33,7 +33,7 @@ pub use outcome::{AttemptId, Outcome, Slo};
 pub use pool::{EngineLoad, InstanceIx, InstanceState};
 pub use predict::Rates;
 pub use reject::{RejectKind, RejectReason};
-pub use request::{ClassDurations, ParallelismKind, Priority, RequestId, RequestMeta};
+pub use request::{ClassDurations, ParallelismKind, Priority, RequestId, RequestMeta, TenantId};
 pub use route::{BalanceConfig, RoutingConfig};
 pub use schedule::{PolicyConfig, PolicySwitch};
 pub use scheduler::{

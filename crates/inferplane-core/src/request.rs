@@ -201,6 +201,19 @@ impl FromStr for ParallelismKind {
     }
 }
 
+/// A tenant (a team behind API keys), by its index in the gateway's configuration: what the
+/// fair share between tenants inside a priority class counts by (see
+/// [`crate::schedule::fair`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TenantId(pub u32);
+
+impl fmt::Display for TenantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "tenant#{}", self.0)
+    }
+}
+
 /// Everything the control plane knows about one request (the seed's `RequestMetadata`).
 ///
 /// Deadlines are relative to `arrival`: `deadline = Some(2s)` means the request should have
@@ -246,6 +259,10 @@ pub struct RequestMeta {
     pub parallelism_hint: Option<ParallelismKind>,
     /// When the request arrived at the control plane.
     pub arrival: Time,
+    /// Its tenant, when the gateway knows callers by key; requests without one share the
+    /// pool as one tenant.
+    #[serde(default)]
+    pub tenant: Option<TenantId>,
 }
 
 impl RequestMeta {
@@ -272,6 +289,7 @@ impl RequestMeta {
             prefix_blocks: std::sync::Arc::default(),
             parallelism_hint: None,
             arrival,
+            tenant: None,
         }
     }
 

@@ -25,6 +25,7 @@ fn class(name: &str, weight: f64, priority: Priority, slo: bool) -> ClassSpec {
         e2e_ms: slo.then_some(8_000),
         cost_budget: None,
         max_tokens: None,
+        tenant: None,
     }
 }
 

@@ -21,6 +21,7 @@
 
 pub mod adaptive;
 pub mod cost_optimized;
+pub mod fair;
 pub mod fifo;
 pub mod order;
 pub mod priority;

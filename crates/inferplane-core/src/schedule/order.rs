@@ -17,6 +17,9 @@
 //!   one with an end-to-end deadline by that deadline, else by its virtual start. One
 //!   binary heap per class, O(log n).
 //!
+//! Inside the class an order picked, [`super::fair`] chooses between tenants (it keeps its
+//! own lanes over the same requests); with one tenant it never does.
+//!
 //! Removal is lazy: a key whose slot no longer holds the same sequence number is stale
 //! ([`Live`]) and is dropped when it reaches a head; [`Queues::compact`] drops them all
 //! when stale keys outnumber live ones. The bands also serve the scheduler's overload
@@ -24,7 +27,7 @@
 //! class's requests that entered before a time is a binary search in its band.
 
 use super::{Live, QueueKey};
-use crate::request::Priority;
+use crate::request::{Priority, TenantId};
 use crate::time::Time;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -53,6 +56,8 @@ pub struct Entry {
     pub virtual_start: Time,
     /// Its urgency (see the module docs).
     pub urgency: Time,
+    /// Its tenant, for the fair share inside its class.
+    pub tenant: Option<TenantId>,
 }
 
 /// A band member: virtual start, entry time, key.
@@ -72,13 +77,19 @@ pub enum Head {
     Band(usize, QueueKey, Time, Time),
     /// The urgency heap of a class.
     Urgency(usize, QueueKey, Time),
+    /// A tenant's lane in a class (the fair share chose it over the order's own head):
+    /// class, lane, key.
+    Fair(usize, usize, QueueKey),
 }
 
 impl Head {
     /// The key at the head.
     pub fn key(&self) -> QueueKey {
         match *self {
-            Head::Arrival(k) | Head::Band(_, k, _, _) | Head::Urgency(_, k, _) => k,
+            Head::Arrival(k)
+            | Head::Band(_, k, _, _)
+            | Head::Urgency(_, k, _)
+            | Head::Fair(_, _, k) => k,
         }
     }
 }
@@ -91,11 +102,13 @@ pub struct Queues {
     arrival: VecDeque<QueueKey>,
     bands: [VecDeque<Member>; 4],
     urgency: [UrgencyHeap; 4],
+    fair: super::fair::Fair,
 }
 
 impl Queues {
     /// Adds a request to every order.
-    pub fn push(&mut self, e: Entry) {
+    pub fn push(&mut self, e: Entry, live: Live<'_>) {
+        self.fair.push(e.key, e.class, e.tenant, live);
         self.arrival.push_back(e.key);
         self.bands[e.class.index()].push_back(Member {
             start: e.virtual_start,
@@ -129,8 +142,27 @@ impl Queues {
             .min_by_key(|(_, m)| (m.start, m.key.seq))
     }
 
+    /// The fair share between tenants (weights, counters).
+    pub fn fair(&mut self) -> &mut super::fair::Fair {
+        &mut self.fair
+    }
+
+    /// `head`, or the request the fair share serves instead of it in its class.
+    fn fair_head(&mut self, head: Option<Head>, live: Live<'_>) -> Option<Head> {
+        let h = head?;
+        match self.fair.instead_of(h.key(), live) {
+            Some((c, lane, k)) => Some(Head::Fair(c, lane, k)),
+            None => Some(h),
+        }
+    }
+
     /// The next request of `kind`, dropping stale keys on the way.
     pub fn peek(&mut self, kind: OrderKind, live: Live<'_>) -> Option<Head> {
+        let head = self.order_head(kind, live);
+        self.fair_head(head, live)
+    }
+
+    fn order_head(&mut self, kind: OrderKind, live: Live<'_>) -> Option<Head> {
         match kind {
             OrderKind::Arrival => {
                 while let Some(&k) = self.arrival.front() {
@@ -154,7 +186,7 @@ impl Queues {
         if classes >= 4 {
             return self.peek(kind, live);
         }
-        match kind {
+        let head = match kind {
             OrderKind::Arrival | OrderKind::ClassAging => {
                 let fronts = self.fronts(live);
                 (0..classes)
@@ -170,7 +202,8 @@ impl Queues {
                     .map(|(c, m)| Head::Band(c, m.key, m.start, m.enqueued))
             }
             OrderKind::Urgency => self.urgency_head(classes, live),
-        }
+        };
+        self.fair_head(head, live)
     }
 
     /// The most urgent request of the class whose turn it is, among the `classes` highest.
@@ -212,6 +245,8 @@ impl Queues {
             Head::Urgency(c, ..) => {
                 self.urgency[c].pop();
             }
+            // the other orders drop it lazily, once its slot moved on
+            Head::Fair(c, lane, _) => self.fair.pop(c, lane),
         }
     }
 
@@ -226,6 +261,7 @@ impl Queues {
                 key,
             }),
             Head::Urgency(c, k, at) => self.urgency[c].push(Reverse((at, k.seq, k.slot))),
+            Head::Fair(c, lane, k) => self.fair.restore(c, lane, k),
         }
     }
 
@@ -254,10 +290,12 @@ impl Queues {
             .len()
             .max(self.urgency.iter().map(BinaryHeap::len).sum())
             .max(self.bands.iter().map(VecDeque::len).sum())
+            .max(self.fair.stored())
     }
 
     /// Drops every stale key.
     pub fn compact(&mut self, live: Live<'_>) {
+        self.fair.compact(live);
         self.arrival.retain(|k| live.contains(*k));
         for band in &mut self.bands {
             band.retain(|m| live.contains(m.key));
@@ -293,6 +331,7 @@ mod tests {
             enqueued: Time::from_millis(enqueued_ms),
             virtual_start: Time::from_millis(enqueued_ms + offset_ms),
             urgency: Time::from_millis(urgency_ms),
+            tenant: None,
         }
     }
 
@@ -310,11 +349,11 @@ mod tests {
         let mut q = Queues::default();
         // step 10 s: low at 0 (start 30 s), normal at 1 s (start 21 s), critical at 25 s,
         // high at 2 s (start 12 s), a second normal at 3 s (start 23 s, urgent)
-        q.push(entry(0, Priority::Low, 0, 30_000, 9_000));
-        q.push(entry(1, Priority::Normal, 1_000, 20_000, 50_000));
-        q.push(entry(2, Priority::Critical, 25_000, 0, 26_000));
-        q.push(entry(3, Priority::High, 2_000, 10_000, 3_000));
-        q.push(entry(4, Priority::Normal, 3_000, 20_000, 4_000));
+        q.push(entry(0, Priority::Low, 0, 30_000, 9_000), Live(&[]));
+        q.push(entry(1, Priority::Normal, 1_000, 20_000, 50_000), Live(&[]));
+        q.push(entry(2, Priority::Critical, 25_000, 0, 26_000), Live(&[]));
+        q.push(entry(3, Priority::High, 2_000, 10_000, 3_000), Live(&[]));
+        q.push(entry(4, Priority::Normal, 3_000, 20_000, 4_000), Live(&[]));
         (q, vec![1, 2, 3, 4, 5])
     }
 
@@ -382,9 +421,9 @@ mod tests {
     #[test]
     fn bands_answer_the_newest_of_a_class_and_how_many_entered_by_a_time() {
         let mut q = Queues::default();
-        q.push(entry(0, Priority::Low, 0, 0, 0));
-        q.push(entry(1, Priority::Low, 10, 0, 0));
-        q.push(entry(2, Priority::Low, 20, 0, 0));
+        q.push(entry(0, Priority::Low, 0, 0, 0), Live(&[]));
+        q.push(entry(1, Priority::Low, 10, 0, 0), Live(&[]));
+        q.push(entry(2, Priority::Low, 20, 0, 0), Live(&[]));
         let mut seqs = vec![1, 2, 3];
         assert_eq!(q.entered_by(Priority::Low, Time::from_millis(10)), 2);
         assert_eq!(

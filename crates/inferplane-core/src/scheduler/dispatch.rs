@@ -313,6 +313,13 @@ impl<T> Scheduler<T> {
         }
         self.stats.placed += 1;
         self.router.placed(&q.meta, ix, now);
+        let charged = q
+            .meta
+            .prompt_tokens
+            .saturating_add(self.outputs.predict(&q.meta));
+        self.queues
+            .fair()
+            .charge(q.meta.priority, q.meta.tenant, f64::from(charged));
         self.inflight.insert(
             q.attempt,
             Inflight {
@@ -324,6 +331,7 @@ impl<T> Scheduler<T> {
                 prompt_tokens: q.meta.prompt_tokens,
                 pending_ahead,
                 first_seen: false,
+                fair_charge: (q.meta.tenant, charged),
                 batch_mark: (now, batch_secs),
             },
         );

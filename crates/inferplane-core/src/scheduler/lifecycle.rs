@@ -67,6 +67,21 @@ impl<T> Scheduler<T> {
     ) -> Option<Completion> {
         let now = self.advance(now);
         let f = self.inflight.remove(&attempt)?;
+        let (tenant, charged) = f.fair_charge;
+        let used = match outcome {
+            Outcome::Success {
+                prompt_tokens,
+                completion_tokens,
+                ..
+            } => prompt_tokens.saturating_add(completion_tokens),
+            // nothing served: a retry is charged again where it runs
+            Outcome::Failed { .. } | Outcome::ClientError => 0,
+            // served in part, how much is unknown: the charge stands
+            Outcome::StreamBroken | Outcome::Cancelled => charged,
+        };
+        self.queues
+            .fair()
+            .charge(f.class, tenant, f64::from(used) - f64::from(charged));
         self.stats.record_outcome(&outcome);
         let slo_met = f.slo.judge(&outcome);
         if let Some(met) = slo_met {

@@ -56,6 +56,9 @@ pub(super) struct Inflight {
     /// Prompt tokens pending on the instance when it was placed, its own excluded.
     pub(super) pending_ahead: u64,
     pub(super) first_seen: bool,
+    /// Its tenant and the tokens the fair share charged it at placement (prompt and
+    /// predicted output), corrected when it ends.
+    pub(super) fair_charge: (Option<crate::request::TenantId>, u32),
     /// The instance's batch integral when its decode began (its first token, else its
     /// placement), to measure the mean batch it decoded in.
     pub(super) batch_mark: (Time, f64),
@@ -356,6 +359,7 @@ impl<T> Scheduler<T> {
         let virtual_start = now + self.class_offset(meta.priority);
         let urgency = self.urgency(&meta, virtual_start);
         let class = meta.priority;
+        let tenant = meta.tenant;
         let attempt = AttemptId::first(meta.id);
         let key = self.insert(Queued {
             meta,
@@ -368,13 +372,17 @@ impl<T> Scheduler<T> {
             budget_at: if best_effort { None } else { budget_at },
             virtual_start,
         });
-        self.queues.push(Entry {
-            key,
-            class,
-            enqueued: now,
-            virtual_start,
-            urgency,
-        });
+        self.queues.push(
+            Entry {
+                key,
+                class,
+                enqueued: now,
+                virtual_start,
+                urgency,
+                tenant,
+            },
+            Live(&self.seqs),
+        );
     }
 
     /// Queues the next attempt of a request whose attempt `previous` failed before any
@@ -458,6 +466,23 @@ impl<T> Scheduler<T> {
 
     pub(super) fn live_slots(&self) -> usize {
         self.slots.len() - self.free.len()
+    }
+
+    /// Sets a tenant's fair-share weight inside a class (default 1): with weights 2 and 1,
+    /// two tenants that both keep requests waiting in one class are served tokens 2:1
+    /// (see [`crate::schedule::fair`]).
+    pub fn set_tenant_weight(&mut self, tenant: crate::request::TenantId, weight: u32) {
+        self.queues.fair().set_weight(tenant, weight);
+    }
+
+    /// A tenant's virtual token counter in a class: the tokens it was served there over its
+    /// weight, lifted when it starts waiting.
+    pub fn tenant_counter(
+        &mut self,
+        class: Priority,
+        tenant: Option<crate::request::TenantId>,
+    ) -> f64 {
+        self.queues.fair().counter(class, tenant)
     }
 
     /// Requests waiting in the queue (retries included).

@@ -19,6 +19,8 @@
 
 mod dispatch;
 #[cfg(test)]
+mod fair_tests;
+#[cfg(test)]
 mod fleet_tests;
 mod instances;
 mod lifecycle;

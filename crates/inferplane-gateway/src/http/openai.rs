@@ -139,6 +139,7 @@ async fn handle(
         prefix_blocks: prompt.blocks,
         parallelism_hint: hm.parallelism_hint,
         arrival: s.cp.clock().at(arrival),
+        tenant: None,
     };
     let strip_usage = stream && !bm.wants_usage();
     drop(bm);

@@ -1,0 +1,116 @@
+//! The fair share between tenants through the scheduler: a tenant that floods one class
+//! gets its weighted turn and no more while another waits, under every policy; one tenant
+//! (or none) is served exactly as before.
+
+use super::tests::{H, meta, ms, success};
+use crate::request::{Priority, TenantId};
+use crate::schedule::PolicyConfig;
+use crate::time::Time;
+
+fn policies() -> Vec<PolicyConfig> {
+    vec![
+        PolicyConfig::Fifo(Default::default()),
+        PolicyConfig::Priority(Default::default()),
+        PolicyConfig::SloAware(Default::default()),
+        PolicyConfig::Adaptive(Default::default()),
+    ]
+}
+
+/// Tenant `a` queues ids 1..=6 at 0 ms, tenant `b` ids 101 and 102 at 1 ms, one instance
+/// running one at a time; every request uses its 20 predicted tokens. Returns the order
+/// they were placed in.
+fn served(
+    policy: PolicyConfig,
+    a: Option<TenantId>,
+    b: Option<TenantId>,
+    weight_b: u32,
+) -> Vec<u64> {
+    let mut h = H::new(&[1], policy);
+    if let Some(t) = b {
+        h.s.set_tenant_weight(t, weight_b);
+    }
+    for id in 1..=6 {
+        let mut m = meta(id, Time::ZERO);
+        m.tenant = a;
+        h.submit(m, Time::ZERO);
+    }
+    let mut order = h.poll(Time::ZERO);
+    for id in [101, 102] {
+        let mut m = meta(id, ms(1));
+        m.tenant = b;
+        h.submit(m, ms(1));
+    }
+    order.extend(h.poll(ms(1)));
+    let mut now = 2;
+    while order.len() < 8 && now < 100 {
+        let last = *order.last().unwrap();
+        h.finish(last, success(1, 2), ms(now));
+        order.extend(h.poll(ms(now)));
+        now += 1;
+    }
+    order
+}
+
+const A: Option<TenantId> = Some(TenantId(0));
+const B: Option<TenantId> = Some(TenantId(1));
+
+#[test]
+fn a_flooding_tenant_takes_turns_with_a_waiting_one() {
+    for p in policies() {
+        // b starts at a's counter: turns alternate, ties to the older request
+        assert_eq!(
+            served(p.clone(), A, B, 1),
+            [1, 2, 101, 3, 102, 4, 5, 6],
+            "{p:?}"
+        );
+        // weight 2: b's two go before a's third
+        assert_eq!(
+            served(p.clone(), A, B, 2),
+            [1, 2, 101, 102, 3, 4, 5, 6],
+            "{p:?}"
+        );
+    }
+}
+
+#[test]
+fn one_tenant_is_served_as_if_none_were_known() {
+    for p in policies() {
+        let plain = served(p.clone(), None, None, 1);
+        assert_eq!(plain, [1, 2, 3, 4, 5, 6, 101, 102], "{p:?}");
+        assert_eq!(served(p.clone(), A, A, 1), plain, "{p:?}");
+    }
+}
+
+#[test]
+fn counters_are_corrected_by_what_a_request_really_used() {
+    let mut h = H::fifo(&[1]);
+    let mut m = meta(1, Time::ZERO);
+    m.tenant = A;
+    h.submit(m, Time::ZERO);
+    assert_eq!(h.poll(Time::ZERO), [1]);
+    // charged 10 prompt + 10 predicted (max_tokens before anything is learned)
+    assert_eq!(h.s.tenant_counter(Priority::Normal, A), 20.0);
+    h.finish(
+        1,
+        crate::outcome::Outcome::Success {
+            prompt_tokens: 10,
+            completion_tokens: 3,
+            cached_tokens: None,
+            first_token: None,
+            latency: std::time::Duration::from_millis(5),
+        },
+        ms(5),
+    );
+    assert_eq!(h.s.tenant_counter(Priority::Normal, A), 13.0);
+    let mut m = meta(2, ms(6));
+    m.tenant = A;
+    h.submit(m, ms(6));
+    h.poll(ms(6));
+    let placed = h.s.tenant_counter(Priority::Normal, A);
+    h.finish(2, crate::outcome::Outcome::Failed { retrying: true }, ms(7));
+    assert_eq!(
+        h.s.tenant_counter(Priority::Normal, A),
+        placed - 20.0,
+        "a failed attempt is refunded"
+    );
+}
