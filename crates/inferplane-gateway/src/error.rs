@@ -52,6 +52,34 @@ impl ApiError {
         }
     }
 
+    /// 401 for an API key that is missing, unknown or revoked (OpenAI's shape; the key is
+    /// never echoed).
+    pub fn invalid_api_key(message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            message: message.into(),
+            kind: "invalid_request_error",
+            param: None,
+            code: "invalid_api_key",
+            retry_after: None,
+        }
+    }
+
+    /// 404 for a model the caller's tenant may not use (OpenAI answers it as a model
+    /// that does not exist for the caller).
+    pub fn model_not_allowed(model: &str, tenant: &str) -> Self {
+        ApiError {
+            status: StatusCode::NOT_FOUND,
+            message: format!(
+                "The model `{model}` does not exist or tenant `{tenant}` does not have access to it."
+            ),
+            kind: "invalid_request_error",
+            param: Some("model".into()),
+            code: "model_not_found",
+            retry_after: None,
+        }
+    }
+
     /// 403 from the admin API.
     pub fn forbidden(message: impl Into<String>) -> Self {
         ApiError {

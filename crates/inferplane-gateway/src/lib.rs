@@ -45,6 +45,7 @@ pub mod server;
 pub mod shared;
 pub mod stats;
 pub mod telemetry;
+pub mod tenants;
 
 pub use builder::{BuildError, ControlPlaneBuilder};
 pub use config::{ConfigError, FileConfig, GatewayConfig};

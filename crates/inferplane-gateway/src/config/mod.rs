@@ -9,6 +9,7 @@ mod discovery;
 mod secret;
 mod sections;
 mod shared;
+mod tenants;
 mod validate;
 pub use discovery::{
     DEFAULT_MODEL_LABEL, DEFAULT_PORT, DiscoverySection, KubernetesDiscovery, KubernetesSection,
@@ -20,6 +21,7 @@ pub use sections::{
     ScrapeSection, ServerSection, TimeoutSection,
 };
 pub use shared::SharedSection;
+pub use tenants::{TenantConfig, TenantSection, check_tenant_id, validate_tenants};
 pub use validate::{UrlError, check_url, engine_override, instance_spec, kv_events_of};
 
 use inferplane_core::{
@@ -297,6 +299,9 @@ pub struct FileConfig {
     /// `[[pools]]`.
     #[serde(default)]
     pub pools: Vec<PoolSection>,
+    /// `[[tenants]]`: API keys, per-tenant priorities, models and fair-share weights.
+    #[serde(default)]
+    pub tenants: Vec<TenantSection>,
     /// `[discovery]`: instances from the Kubernetes API.
     #[serde(default)]
     pub discovery: DiscoverySection,
@@ -340,6 +345,8 @@ pub struct GatewayConfig {
     pub default_priority: Priority,
     /// Admin bearer token.
     pub admin_token: Option<String>,
+    /// Tenants (`[[tenants]]`), in file order: a tenant's index is its core `TenantId`.
+    pub tenants: Vec<TenantConfig>,
     /// Health checks.
     pub health: HealthSection,
     /// Circuit breakers.

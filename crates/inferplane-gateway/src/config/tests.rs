@@ -263,3 +263,51 @@ fn kv_events_take_tcp_endpoints_only_and_errors_name_the_field() {
         "unknown keys are refused"
     );
 }
+
+const POOL: &str =
+    "[[pools]]\nmodel = \"m\"\n[[pools.instances]]\nurl = \"http://10.0.0.1:8000\"\n";
+
+#[test]
+fn tenants_take_key_digests_and_refuse_plain_keys_naming_the_field() {
+    let digest = crate::tenants::KeyDigest::of("a-key-of-enough-length").hex();
+    let c = validate(&format!(
+        "{POOL}[[tenants]]\nid = \"team-a\"\nkeys = [\"sha256:{digest}\"]\ndefault_priority = \"low\"\nmax_priority = \"high\"\nweight = 3\n[[tenants]]\nid = \"team-b\"\n"
+    ))
+    .unwrap();
+    assert_eq!(c.tenants.len(), 2);
+    assert_eq!(c.tenants[0].keys[0].0, "team-a-0");
+    assert_eq!(c.tenants[0].weight, 3);
+    assert_eq!(c.tenants[1].weight, 1, "weight defaults to 1");
+    for (tenants, field) in [
+        (
+            "id = \"team-a\"\nkeys = [\"sk-plain-text-key-123\"]",
+            "tenants[0].keys[0]",
+        ),
+        ("id = \"Team A\"", "tenants[0].id"),
+        ("id = \"a\"\nweight = 0", "tenants[0].weight"),
+        (
+            "id = \"a\"\ndefault_priority = \"high\"\nmax_priority = \"normal\"",
+            "tenants[0].default_priority",
+        ),
+        ("id = \"a\"\n[[tenants]]\nid = \"a\"", "tenants[1].id"),
+        (
+            &format!(
+                "id = \"a\"\nkeys = [\"sha256:{digest}\"]\n[[tenants]]\nid = \"b\"\nkeys = [\"sha256:{digest}\"]"
+            ),
+            "tenants[1].keys[0]",
+        ),
+        (
+            "id = \"a\"\nkeys = [\"env:INFERPLANE_TEST_UNSET_TENANT_KEY\"]",
+            "tenants[0].keys[0]",
+        ),
+    ] {
+        let e = validate(&format!("{POOL}[[tenants]]\n{tenants}\n")).unwrap_err();
+        assert!(e.contains(field), "{field}: {e}");
+    }
+    // the digest is not echoed by an error about a duplicate
+    let e = validate(&format!(
+        "{POOL}[[tenants]]\nid = \"a\"\nkeys = [\"sha256:{digest}\", \"sha256:{digest}\"]\n"
+    ))
+    .unwrap_err();
+    assert!(!e.contains(&digest), "{e}");
+}

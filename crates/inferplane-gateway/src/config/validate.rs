@@ -197,6 +197,8 @@ impl FileConfig {
                 instances,
             });
         }
+        let models: Vec<String> = pools.iter().map(|p| p.model.clone()).collect();
+        let tenants = super::validate_tenants(&self.tenants, &models)?;
         Ok(GatewayConfig {
             listen,
             max_body_bytes: self.server.max_body_bytes,
@@ -213,6 +215,7 @@ impl FileConfig {
             default_max_tokens: self.server.default_max_tokens,
             default_priority: self.server.default_priority,
             admin_token: self.admin.token.clone(),
+            tenants,
             health: self.health.clone(),
             circuit: self.circuit.clone(),
             scrape: self.scrape.clone(),

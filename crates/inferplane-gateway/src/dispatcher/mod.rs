@@ -156,7 +156,11 @@ impl Dispatcher {
         }
         let key: Arc<str> = Arc::from(model);
         let metrics = Arc::new(self.telemetry.pool(model));
-        let scheduler = Scheduler::new(self.config.scheduler_for(model));
+        let mut scheduler = Scheduler::new(self.config.scheduler_for(model));
+        // a tenant's index in `[[tenants]]` is its id (see `tenants`)
+        for (i, t) in self.config.tenants.iter().enumerate() {
+            scheduler.set_tenant_weight(inferplane_core::TenantId(i as u32), t.weight);
+        }
         metrics.blocks.set(scheduler.routes_by_blocks());
         self.pools.insert(
             key.clone(),

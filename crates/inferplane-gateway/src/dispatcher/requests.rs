@@ -228,7 +228,12 @@ impl Dispatcher {
             if slo_met == Some(false) {
                 m.slo_violations.inc();
             }
-            access_log(&rec, &instance, &outcome, slo_met, cost);
+            let tenant = rec
+                .meta
+                .tenant
+                .and_then(|t| self.config.tenants.get(t.0 as usize))
+                .map(|t| t.id.as_str());
+            access_log(&rec, tenant, &instance, &outcome, slo_met, cost);
             pool.stats.record(f);
             self.total.record(f);
             if let Some(e) = self.instances.get_mut(&instance).filter(|_| same) {
@@ -294,6 +299,7 @@ impl Dispatcher {
 /// One structured line per finished request (info level; `INFERPLANE_LOG=info`).
 fn access_log(
     rec: &Inflight,
+    tenant: Option<&str>,
     instance: &InstanceId,
     outcome: &Outcome,
     slo_met: Option<bool>,
@@ -313,6 +319,7 @@ fn access_log(
             model = %rec.model,
             route = ?rec.route,
             priority = rec.meta.priority.as_str(),
+            tenant,
             instance = %instance,
             outcome = outcome.label(),
             latency_ms = latency.as_secs_f64() * 1e3,
@@ -332,6 +339,7 @@ fn access_log(
             model = %rec.model,
             route = ?rec.route,
             priority = rec.meta.priority.as_str(),
+            tenant,
             instance = %instance,
             outcome = outcome.label(),
             slo_met,

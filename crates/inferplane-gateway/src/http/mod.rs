@@ -27,6 +27,8 @@ pub struct AppState {
     pub loopback: bool,
     /// The listener address, for error messages.
     pub listen: String,
+    /// Who callers are, by their API keys (`[[tenants]]`).
+    pub tenants: crate::tenants::Tenants,
 }
 
 /// `GET /health`: 200 while the dispatcher runs; 503 (OpenAI-shaped) once it has stopped,

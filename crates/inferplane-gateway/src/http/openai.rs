@@ -96,14 +96,28 @@ async fn handle(
     request_id: &mut Option<String>,
 ) -> Result<Response, ApiError> {
     let cfg = s.cp.config();
-    let hm = HeaderMeta::parse(headers, cfg.default_priority, new_request_id)
+    let mut hm = HeaderMeta::parse(headers, cfg.default_priority, new_request_id)
         .map_err(|e| invalid(s, route, e))?;
     *request_id = Some(hm.request_id.clone());
+    let caller = s
+        .tenants
+        .authenticate(headers)
+        .map_err(|e| invalid(s, route, ApiError::invalid_api_key(e.to_string())))?;
+    if let Some(c) = &caller {
+        let asked = headers
+            .contains_key(headers::PRIORITY)
+            .then_some(hm.priority);
+        hm.priority = c.priority(asked, cfg.default_priority);
+    }
     let client = &cfg.client;
     let body = super::body::read(body, cfg.max_body_bytes, client.body_read_timeout)
         .await
         .map_err(|e| invalid(s, route, e))?;
     let bm = BodyMeta::parse(&body).map_err(|e| invalid(s, route, e))?;
+    if let Some(c) = caller.filter(|c| !c.allows(&bm.model)) {
+        let e = ApiError::model_not_allowed(&bm.model, &c.tenant.id);
+        return Err(invalid(s, route, e));
+    }
     let Some(pool) = s.cp.pool(&bm.model) else {
         let unknown = PlaneError::UnknownModel {
             model: bm.model.clone(),
@@ -139,7 +153,7 @@ async fn handle(
         prefix_blocks: prompt.blocks,
         parallelism_hint: hm.parallelism_hint,
         arrival: s.cp.clock().at(arrival),
-        tenant: None,
+        tenant: caller.map(|c| c.id),
     };
     let strip_usage = stream && !bm.wants_usage();
     drop(bm);

@@ -1,0 +1,135 @@
+//! `[[tenants]]`: who may call the gateway (API keys), at which priority, for which models,
+//! and with which fair-share weight; validated into
+//! [`TenantConfig`]s, whose errors name the field (`tenants[1].keys[0]`).
+//!
+//! A key is configured as its SHA-256 digest (`sha256:<64 hex digits>`, e.g. from
+//! `printf %s "$KEY" | sha256sum`) or as `env:NAME` (the variable holds the key itself,
+//! which is hashed at load and never kept); never as plain text in the file.
+
+use super::ConfigError;
+use crate::tenants::KeyDigest;
+use inferplane_core::Priority;
+use serde::{Deserialize, Serialize};
+
+/// One `[[tenants]]` entry, as written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantSection {
+    /// The tenant's name: 1 to 64 of `a-z`, `0-9`, `-`, `_`, `.` (a metric label value).
+    pub id: String,
+    /// Its API keys: `sha256:<hex digest>` or `env:NAME`.
+    #[serde(default)]
+    pub keys: Vec<String>,
+    /// The class of its requests without `x-priority` (default: `[server]
+    /// default_priority`).
+    #[serde(default)]
+    pub default_priority: Option<Priority>,
+    /// The highest class it may ask for with `x-priority`; higher asks are lowered to it.
+    #[serde(default)]
+    pub max_priority: Option<Priority>,
+    /// The models it may use (empty: all).
+    #[serde(default)]
+    pub models: Vec<String>,
+    /// Its fair-share weight inside a priority class (default 1): with weights 2 and 1,
+    /// two backlogged tenants are served tokens 2:1.
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// A validated tenant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TenantConfig {
+    /// Its name.
+    pub id: String,
+    /// Digests of its configured keys, each with the key's id (`<tenant>-<n>`).
+    pub keys: Vec<(String, KeyDigest)>,
+    /// Class without `x-priority` (`None`: the gateway's default).
+    pub default_priority: Option<Priority>,
+    /// Highest class allowed.
+    pub max_priority: Option<Priority>,
+    /// Allowed models (empty: all).
+    pub models: Vec<String>,
+    /// Fair-share weight, at least 1.
+    pub weight: u32,
+}
+
+/// Checks a tenant name.
+pub fn check_tenant_id(id: &str) -> Result<(), &'static str> {
+    if id.is_empty() || id.len() > 64 {
+        return Err("must be 1 to 64 characters");
+    }
+    if !id
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return Err("may hold only a-z, 0-9, '-', '_' and '.'");
+    }
+    Ok(())
+}
+
+/// Validates every `[[tenants]]` entry: names unique, keys unique across tenants.
+pub fn validate_tenants(
+    sections: &[TenantSection],
+    models: &[String],
+) -> Result<Vec<TenantConfig>, ConfigError> {
+    let mut out: Vec<TenantConfig> = Vec::with_capacity(sections.len());
+    let mut digests = std::collections::HashSet::new();
+    for (i, t) in sections.iter().enumerate() {
+        let at = |field: &str| format!("tenants[{i}].{field}");
+        check_tenant_id(&t.id).map_err(|m| ConfigError::new(at("id"), m))?;
+        if out.iter().any(|o| o.id == t.id) {
+            return Err(ConfigError::new(
+                at("id"),
+                format!("tenant {:?} is configured twice", t.id),
+            ));
+        }
+        let mut keys = Vec::with_capacity(t.keys.len());
+        for (k, raw) in t.keys.iter().enumerate() {
+            let digest = KeyDigest::from_config(raw)
+                .map_err(|e| ConfigError::new(at(&format!("keys[{k}]")), e.to_string()))?;
+            if !digests.insert(digest) {
+                return Err(ConfigError::new(
+                    at(&format!("keys[{k}]")),
+                    "this key is already configured (for this or another tenant)",
+                ));
+            }
+            keys.push((format!("{}-{k}", t.id), digest));
+        }
+        if t.weight == 0 || t.weight > 10_000 {
+            return Err(ConfigError::new(at("weight"), "must be 1 to 10000"));
+        }
+        if let (Some(d), Some(m)) = (t.default_priority, t.max_priority)
+            && d > m
+        {
+            return Err(ConfigError::new(
+                at("default_priority"),
+                format!("{d} is above max_priority {m}"),
+            ));
+        }
+        for (m, model) in t.models.iter().enumerate() {
+            if model.is_empty() {
+                return Err(ConfigError::new(
+                    at(&format!("models[{m}]")),
+                    "must not be empty",
+                ));
+            }
+            // a model served only by discovered instances may not be in the file: warn, not fail
+            if !models.is_empty() && !models.contains(model) {
+                tracing::warn!(tenant = %t.id, model = %model, "tenant allows a model no configured pool serves (yet)");
+            }
+        }
+        out.push(TenantConfig {
+            id: t.id.clone(),
+            keys,
+            default_priority: t.default_priority,
+            max_priority: t.max_priority,
+            models: t.models.clone(),
+            weight: t.weight,
+        });
+    }
+    Ok(out)
+}
