@@ -1,6 +1,6 @@
 //! Tenants end to end over real HTTP: API keys from `[[tenants]]` (as SHA-256 digests),
 //! OpenAI's 401 for a missing or unknown key (the key never echoed), a tenant's allowed
-//! models, and the fair share between tenants inside a class, live: a tenant that floods
+//! models, per-tenant usage in the metrics, and the fair share between tenants inside a class, live: a tenant that floods
 //! the queue does not keep another tenant's request waiting behind all of its own.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
@@ -76,6 +76,15 @@ async fn keys_decide_who_may_call_and_wrong_ones_get_openais_401() {
     let v: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(v["error"]["code"], "model_not_found");
     let metrics = metrics_text(&gw).await;
+    for line in [
+        "inferplane_auth_failures_total{reason=\"missing\"} 1",
+        "inferplane_auth_failures_total{reason=\"unknown\"} 1",
+        "inferplane_tenant_requests_total{tenant=\"heavy\",status=\"success\"} 1",
+        "inferplane_tenant_requests_total{tenant=\"light\",status=\"success\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
+    assert!(metrics.contains("inferplane_tenant_completion_tokens_total{tenant=\"light\"}"));
     for k in [HEAVY_KEY, LIGHT_KEY, wrong] {
         assert!(!metrics.contains(k), "no key in the metrics");
     }

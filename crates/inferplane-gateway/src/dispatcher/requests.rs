@@ -58,6 +58,10 @@ impl Dispatcher {
                 .any(|r| r.reason.kind() == RejectKind::NoneReady)
                 .then(|| not_ready(&pool.scheduler, &self.instances));
             for r in fx.rejections.drain(..) {
+                if let Some(t) = tenant_name(&self.config, r.meta.tenant) {
+                    self.telemetry
+                        .tenant_finished(t, Status::rejected, 0, 0, 0.0);
+                }
                 reject(pool, &mut self.total, model, r, none_ready.as_ref());
             }
             let mut freed = false;
@@ -109,6 +113,10 @@ impl Dispatcher {
                         }
                         pool.scheduler.complete(p.attempt, Outcome::Cancelled, now);
                         pool.metrics.request(route, Status::cancelled);
+                        if let Some(t) = tenant_name(&self.config, p.meta.tenant) {
+                            self.telemetry
+                                .tenant_finished(t, Status::cancelled, 0, 0, 0.0);
+                        }
                         pool.stats.record(Finished::Cancelled);
                         self.total.record(Finished::Cancelled);
                         freed = true;
@@ -228,11 +236,19 @@ impl Dispatcher {
             if slo_met == Some(false) {
                 m.slo_violations.inc();
             }
-            let tenant = rec
-                .meta
-                .tenant
-                .and_then(|t| self.config.tenants.get(t.0 as usize))
-                .map(|t| t.id.as_str());
+            let tenant = tenant_name(&self.config, rec.meta.tenant);
+            if let (Some(t), Some(status)) = (tenant, Status::of(&outcome)) {
+                let (prompt, completion) = match outcome {
+                    Outcome::Success {
+                        prompt_tokens,
+                        completion_tokens,
+                        ..
+                    } => (prompt_tokens, completion_tokens),
+                    _ => (0, 0),
+                };
+                self.telemetry
+                    .tenant_finished(t, status, prompt, completion, cost);
+            }
             access_log(&rec, tenant, &instance, &outcome, slo_met, cost);
             pool.stats.record(f);
             self.total.record(f);
@@ -294,6 +310,16 @@ impl Dispatcher {
         }
         self.recompute_circuit_wake();
     }
+}
+
+/// A tenant's configured id, by its core id (its index in `[[tenants]]`).
+fn tenant_name(
+    config: &crate::config::GatewayConfig,
+    tenant: Option<inferplane_core::TenantId>,
+) -> Option<&str> {
+    tenant
+        .and_then(|t| config.tenants.get(t.0 as usize))
+        .map(|t| t.id.as_str())
 }
 
 /// One structured line per finished request (info level; `INFERPLANE_LOG=info`).

@@ -99,10 +99,10 @@ async fn handle(
     let mut hm = HeaderMeta::parse(headers, cfg.default_priority, new_request_id)
         .map_err(|e| invalid(s, route, e))?;
     *request_id = Some(hm.request_id.clone());
-    let caller = s
-        .tenants
-        .authenticate(headers)
-        .map_err(|e| invalid(s, route, ApiError::invalid_api_key(e.to_string())))?;
+    let caller = s.tenants.authenticate(headers).map_err(|e| {
+        s.cp.telemetry().auth_failed(e.reason());
+        invalid(s, route, ApiError::invalid_api_key(e.to_string()))
+    })?;
     if let Some(c) = &caller {
         let asked = headers
             .contains_key(headers::PRIORITY)

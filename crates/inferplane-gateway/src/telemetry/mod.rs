@@ -25,6 +25,7 @@ mod labels;
 mod optional;
 mod prefix;
 mod shared;
+mod tenants;
 
 pub use discovery::{DiscoveryEventKind, DiscoveryMetrics};
 pub use engine::EngineInfoGauges;
@@ -82,6 +83,7 @@ pub struct Telemetry {
     kv: kv::KvFamilies,
     shared: shared::SharedFamilies,
     discovery: discovery::DiscoveryFamilies,
+    tenants: tenants::TenantFamilies,
     /// Requests refused before a model was known (bad body, bad headers).
     pub invalid_requests: Counter,
 }
@@ -196,6 +198,7 @@ impl Telemetry {
             kv: kv::KvFamilies::default(),
             shared: shared::SharedFamilies::default(),
             discovery: discovery::DiscoveryFamilies::default(),
+            tenants: tenants::TenantFamilies::default(),
             invalid_requests: Counter::default(),
             registry: Registry::default(),
         };
@@ -315,6 +318,7 @@ impl Telemetry {
         t.kv.register(r);
         t.shared.register(r);
         t.discovery.register(r);
+        t.tenants.register(r);
         r.register(
             "inferplane_invalid_requests",
             "Requests refused before reaching a pool (bad body or headers)",

@@ -44,6 +44,16 @@ pub struct Caller<'a> {
     pub tenant: &'a TenantConfig,
 }
 
+impl AuthError {
+    /// The `reason` label of `inferplane_auth_failures_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AuthError::Missing => "missing",
+            AuthError::Unknown => "unknown",
+        }
+    }
+}
+
 impl Tenants {
     /// Indexes `tenants` (validated: digests unique).
     pub fn new(tenants: &[TenantConfig]) -> Self {
