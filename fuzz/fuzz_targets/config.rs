@@ -55,6 +55,7 @@ fuzz_target!(|data: &[u8]| {
             prefix_blocks: std::sync::Arc::from([7, 100 + i]),
             parallelism_hint: None,
             arrival: Time::ZERO,
+            tenant: Some(inferplane_core::TenantId(i as u32 % 2)),
         });
         inferplane_fuzz::drive(
             inferplane_fuzz::Pool {

@@ -132,6 +132,7 @@ fuzz_target!(|data: &[u8]| {
             prefix_blocks: bm.prefix_blocks(),
             parallelism_hint: hm.parallelism_hint,
             arrival: Time::from_millis(5),
+            tenant: None,
         };
         let instances = [InstanceSpec::new(
             "a",

@@ -49,6 +49,7 @@ fuzz_target!(|data: &[u8]| {
         prefix_blocks: Default::default(),
         parallelism_hint: None,
         arrival: Time::ZERO,
+        tenant: None,
     });
     inferplane_fuzz::drive(
         inferplane_fuzz::Pool {
