@@ -99,6 +99,8 @@ pub struct Dispatcher {
     circuit_wake: Option<Time>,
     /// With `[shared]`: wakes the sync task early when requests wait (see `shared`).
     fleet_wake: Option<Arc<tokio::sync::Notify>>,
+    /// Each configured tenant's metric handles, by its core id (its index in `[[tenants]]`).
+    tenant_metrics: Vec<crate::telemetry::TenantMetrics>,
 }
 
 impl Dispatcher {
@@ -112,6 +114,11 @@ impl Dispatcher {
         http: reqwest::Client,
         ctl_tx: mpsc::UnboundedSender<Ctl>,
     ) -> Self {
+        let tenant_metrics = config
+            .tenants
+            .iter()
+            .map(|t| telemetry.tenant(&t.id))
+            .collect();
         let mut d = Dispatcher {
             config: config.clone(),
             clock,
@@ -125,6 +132,7 @@ impl Dispatcher {
             total: Stats::default(),
             circuit_wake: None,
             fleet_wake: None,
+            tenant_metrics,
         };
         for pool in &config.pools {
             d.ensure_pool(&pool.model);

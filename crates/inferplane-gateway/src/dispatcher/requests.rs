@@ -58,9 +58,8 @@ impl Dispatcher {
                 .any(|r| r.reason.kind() == RejectKind::NoneReady)
                 .then(|| not_ready(&pool.scheduler, &self.instances));
             for r in fx.rejections.drain(..) {
-                if let Some(t) = tenant_name(&self.config, r.meta.tenant) {
-                    self.telemetry
-                        .tenant_finished(t, Status::rejected, 0, 0, 0.0);
+                if let Some(t) = tenant_of(&self.tenant_metrics, r.meta.tenant) {
+                    t.finished(Status::rejected, 0, 0, 0.0);
                 }
                 reject(pool, &mut self.total, model, r, none_ready.as_ref());
             }
@@ -113,9 +112,8 @@ impl Dispatcher {
                         }
                         pool.scheduler.complete(p.attempt, Outcome::Cancelled, now);
                         pool.metrics.request(route, Status::cancelled);
-                        if let Some(t) = tenant_name(&self.config, p.meta.tenant) {
-                            self.telemetry
-                                .tenant_finished(t, Status::cancelled, 0, 0, 0.0);
+                        if let Some(t) = tenant_of(&self.tenant_metrics, p.meta.tenant) {
+                            t.finished(Status::cancelled, 0, 0, 0.0);
                         }
                         pool.stats.record(Finished::Cancelled);
                         self.total.record(Finished::Cancelled);
@@ -237,7 +235,8 @@ impl Dispatcher {
                 m.slo_violations.inc();
             }
             let tenant = tenant_name(&self.config, rec.meta.tenant);
-            if let (Some(t), Some(status)) = (tenant, Status::of(&outcome)) {
+            let handles = tenant_of(&self.tenant_metrics, rec.meta.tenant);
+            if let (Some(t), Some(status)) = (handles, Status::of(&outcome)) {
                 let (prompt, completion) = match outcome {
                     Outcome::Success {
                         prompt_tokens,
@@ -246,8 +245,7 @@ impl Dispatcher {
                     } => (prompt_tokens, completion_tokens),
                     _ => (0, 0),
                 };
-                self.telemetry
-                    .tenant_finished(t, status, prompt, completion, cost);
+                t.finished(status, prompt, completion, cost);
             }
             access_log(&rec, tenant, &instance, &outcome, slo_met, cost);
             pool.stats.record(f);
@@ -320,6 +318,14 @@ fn tenant_name(
     tenant
         .and_then(|t| config.tenants.get(t.0 as usize))
         .map(|t| t.id.as_str())
+}
+
+/// A tenant's metric handles, by its core id.
+fn tenant_of(
+    handles: &[crate::telemetry::TenantMetrics],
+    tenant: Option<inferplane_core::TenantId>,
+) -> Option<&crate::telemetry::TenantMetrics> {
+    tenant.and_then(|t| handles.get(t.0 as usize))
 }
 
 /// One structured line per finished request (info level; `INFERPLANE_LOG=info`).

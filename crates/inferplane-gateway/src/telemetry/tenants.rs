@@ -67,38 +67,65 @@ impl TenantFamilies {
     }
 }
 
-impl super::Telemetry {
-    /// Counts a tenant's finished request.
-    pub fn tenant_finished(
+/// Every [`Status`] a tenant's request can end with, in the order of
+/// [`TenantMetrics::requests`].
+const STATUSES: [Status; 7] = [
+    Status::success,
+    Status::client_error,
+    Status::rejected,
+    Status::upstream_error,
+    Status::stream_broken,
+    Status::cancelled,
+    Status::invalid,
+];
+
+/// One tenant's handles, made once when the dispatcher starts, so counting a finished
+/// request allocates nothing.
+#[derive(Debug, Clone)]
+pub struct TenantMetrics {
+    requests: [Counter; 7],
+    prompt_tokens: Counter,
+    completion_tokens: Counter,
+    cost: FloatCounter,
+}
+
+impl TenantMetrics {
+    /// Counts a finished request.
+    pub fn finished(
         &self,
-        tenant: &str,
         status: Status,
         prompt_tokens: u32,
         completion_tokens: u32,
         cost_usd: f64,
     ) {
+        self.requests[status as usize].inc();
+        self.prompt_tokens.inc_by(u64::from(prompt_tokens));
+        self.completion_tokens.inc_by(u64::from(completion_tokens));
+        if cost_usd > 0.0 {
+            self.cost.inc_by(cost_usd);
+        }
+    }
+}
+
+impl super::Telemetry {
+    /// The handles of the tenant named `tenant` (its series appear at once, at zero).
+    pub fn tenant(&self, tenant: &str) -> TenantMetrics {
         let t = &self.tenants;
-        t.requests
-            .get_or_create(&TenantStatusLabels {
-                tenant: tenant.to_string(),
-                status,
-            })
-            .inc();
         let label = TenantLabel {
             tenant: tenant.to_string(),
         };
-        if prompt_tokens > 0 {
-            t.prompt_tokens
-                .get_or_create(&label)
-                .inc_by(u64::from(prompt_tokens));
-        }
-        if completion_tokens > 0 {
-            t.completion_tokens
-                .get_or_create(&label)
-                .inc_by(u64::from(completion_tokens));
-        }
-        if cost_usd > 0.0 {
-            t.cost.get_or_create(&label).inc_by(cost_usd);
+        TenantMetrics {
+            requests: STATUSES.map(|status| {
+                t.requests
+                    .get_or_create(&TenantStatusLabels {
+                        tenant: tenant.to_string(),
+                        status,
+                    })
+                    .clone()
+            }),
+            prompt_tokens: t.prompt_tokens.get_or_create(&label).clone(),
+            completion_tokens: t.completion_tokens.get_or_create(&label).clone(),
+            cost: t.cost.get_or_create(&label).clone(),
         }
     }
 
@@ -108,5 +135,17 @@ impl super::Telemetry {
             .auth_failures
             .get_or_create(&ReasonLabel { reason })
             .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_are_listed_in_their_declaration_order() {
+        for (i, s) in STATUSES.iter().enumerate() {
+            assert_eq!(*s as usize, i, "{s:?}");
+        }
     }
 }
