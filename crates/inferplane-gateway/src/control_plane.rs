@@ -25,6 +25,9 @@ use tokio::task::JoinHandle;
 /// Capacity of the submission channel (callers wait when it is full).
 const SUBMIT_QUEUE: usize = 4096;
 
+/// Longest wait on the shared store at a tenant's admission (then: counted locally).
+const LIMIT_STORE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Errors starting a control plane.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -52,6 +55,8 @@ struct Inner {
     leaving: std::sync::atomic::AtomicBool,
     /// The sync task of the state shared with other replicas, if configured.
     shared: Option<JoinHandle<()>>,
+    /// Tenants' limits.
+    limiter: Arc<crate::tenants::Limiter>,
 }
 
 /// A handle to a running control plane. Cheap to clone.
@@ -105,6 +110,25 @@ impl ControlPlane {
             ctl_tx.clone(),
         );
         let mut dispatcher = dispatcher;
+        let store = match &config.shared {
+            Some(settings) if config.tenants.iter().any(|t| t.limits.any()) => Some(
+                crate::tenants::LimitStore::new(
+                    settings.redis.expose(),
+                    &settings.key_prefix,
+                    &settings.replica_id,
+                    (settings.period * 3).max(settings.fallback_after),
+                    settings.fallback_after.min(LIMIT_STORE_TIMEOUT),
+                )
+                .map_err(StartError::Shared)?,
+            ),
+            _ => None,
+        };
+        let limiter = Arc::new(crate::tenants::Limiter::new(
+            &config.tenants,
+            &telemetry,
+            store,
+        ));
+        dispatcher.set_limiter(limiter.clone());
         let shared = match &config.shared {
             Some(settings) => {
                 let wake = Arc::new(tokio::sync::Notify::new());
@@ -130,6 +154,7 @@ impl ControlPlane {
             cut: tokio::sync::watch::Sender::new(false),
             leaving: std::sync::atomic::AtomicBool::new(false),
             shared,
+            limiter,
         };
         Ok(ControlPlane {
             inner: Arc::new(inner),
@@ -176,6 +201,11 @@ impl ControlPlane {
     /// All metric families.
     pub fn telemetry(&self) -> &Telemetry {
         &self.inner.telemetry
+    }
+
+    /// Tenants' limits.
+    pub fn limiter(&self) -> &Arc<crate::tenants::Limiter> {
+        &self.inner.limiter
     }
 
     /// Queues a request and waits for its placement (or its rejection). If the returned

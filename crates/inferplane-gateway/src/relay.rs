@@ -57,6 +57,9 @@ pub struct Relay {
     /// Set when the gateway's shutdown grace has run out: the stream ends with an error
     /// event instead of being cut.
     cut: tokio::sync::watch::Receiver<bool>,
+    /// The tenant's reservation, told what the stream used (and settled when the relay
+    /// ends, with the last count if the client left).
+    reservation: Option<std::sync::Arc<crate::tenants::Reservation>>,
 }
 
 /// Why the relay could not start (nothing reached the client: retryable).
@@ -231,6 +234,7 @@ impl Relay {
         guard: AttemptGuard,
         params: RelayParams,
         cut: tokio::sync::watch::Receiver<bool>,
+        reservation: Option<std::sync::Arc<crate::tenants::Reservation>>,
     ) -> Result<Relay, StartFailure> {
         let mut upstream: Upstream = Box::pin(resp.bytes_stream());
         let fail = |guard, reason: String, timed_out| StartFailure {
@@ -274,6 +278,7 @@ impl Relay {
             guard: Some(guard),
             finished: false,
             cut,
+            reservation,
         };
         relay.feed(&chunk);
         Ok(relay)
@@ -297,6 +302,9 @@ impl Relay {
         let facts = EventFacts::read(&event);
         if facts.content {
             self.content_events += 1;
+            if let Some(r) = &self.reservation {
+                r.progress(self.params.prompt_estimate, self.content_events);
+            }
             if self.ttft.is_none() {
                 self.ttft = Some(self.params.arrival.elapsed());
                 if let Some(g) = self.guard.as_mut() {
@@ -315,6 +323,19 @@ impl Relay {
 
     fn finish(&mut self, outcome: Outcome) {
         self.finished = true;
+        if let (
+            Some(r),
+            Outcome::Success {
+                prompt_tokens,
+                completion_tokens,
+                ..
+            },
+        ) = (&self.reservation, &outcome)
+        {
+            r.answered(*prompt_tokens, *completion_tokens);
+        } else if let (Some(r), Some(u)) = (&self.reservation, self.usage) {
+            r.progress(u.prompt_tokens, u.completion_tokens);
+        }
         if let Some(g) = self.guard.take() {
             g.finish(outcome);
         }

@@ -87,7 +87,7 @@ impl Gateway {
             cp: cp.clone(),
             loopback: addr.ip().is_loopback(),
             listen: addr.to_string(),
-            tenants: crate::tenants::Tenants::new(&cp.config().tenants),
+            tenants: Arc::new(crate::tenants::Tenants::new(&cp.config().tenants)),
         });
         let (stop, stopped) = oneshot::channel::<()>();
         let router = app(state);

@@ -10,66 +10,16 @@
 
 mod common;
 
+use common::redis::Redis;
 use common::*;
 use inferplane_gateway::Gateway;
 use inferplane_sim::{EngineProfile, SimServer};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 const MODEL: &str = "m";
 /// Each instance's in-flight limit.
 const LIMIT: u32 = 4;
 const REPLICAS: usize = 3;
-
-/// A `redis-server` on 127.0.0.1, killed on drop.
-struct Redis {
-    child: Child,
-    port: u16,
-}
-
-impl Redis {
-    /// Starts one on a free port, or `None` (with a message) when it is not installed.
-    fn start() -> Option<Redis> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        Self::on(port)
-    }
-
-    fn on(port: u16) -> Option<Redis> {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
-        let Ok(child) = child else {
-            eprintln!("skipped: redis-server is not installed (apt-get install redis-server)");
-            return None;
-        };
-        let redis = Redis { child, port };
-        for _ in 0..500 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Some(redis);
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        panic!("redis-server did not listen on {port} within 5 s");
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 async fn sims() -> Vec<SimServer> {
     let mut sims = Vec::new();

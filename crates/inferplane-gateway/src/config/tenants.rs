@@ -34,6 +34,72 @@ pub struct TenantSection {
     /// two backlogged tenants are served tokens 2:1.
     #[serde(default = "one")]
     pub weight: u32,
+    /// Its limits (`[tenants.limits]`; none by default).
+    #[serde(default)]
+    pub limits: TenantLimits,
+}
+
+/// `[tenants.limits]`: what a tenant may use. Windows are anchored minutes (of the Redis
+/// server's clock with `[shared]`, else of this gateway's); tokens are prompt + output,
+/// reserved at admission (prompt + predicted output) and settled at the end.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantLimits {
+    /// Requests admitted per minute.
+    #[serde(default)]
+    pub requests_per_minute: Option<u32>,
+    /// Tokens (prompt + output) per minute.
+    #[serde(default)]
+    pub tokens_per_minute: Option<u64>,
+    /// Requests in flight (queued or running) at once.
+    #[serde(default)]
+    pub concurrent: Option<u32>,
+    /// Spend allowed in total (USD, from the instances' prices), until the process (or,
+    /// with `[shared]`, the Redis store) forgets it.
+    #[serde(default)]
+    pub budget_usd: Option<f64>,
+}
+
+impl TenantLimits {
+    /// Whether any limit is set.
+    pub fn any(&self) -> bool {
+        self.requests_per_minute.is_some()
+            || self.tokens_per_minute.is_some()
+            || self.concurrent.is_some()
+            || self.budget_usd.is_some()
+    }
+
+    /// Checks every limit, naming the field (under `at`) on error.
+    pub fn validate(&self, at: &str) -> Result<(), ConfigError> {
+        let bad = |f: &str, m: &str| Err(ConfigError::new(format!("{at}.{f}"), m));
+        if self.requests_per_minute == Some(0) {
+            return bad(
+                "requests_per_minute",
+                "must be at least 1 (leave it out for no limit)",
+            );
+        }
+        if self.tokens_per_minute == Some(0) {
+            return bad(
+                "tokens_per_minute",
+                "must be at least 1 (leave it out for no limit)",
+            );
+        }
+        if self.concurrent == Some(0) {
+            return bad(
+                "concurrent",
+                "must be at least 1 (leave it out for no limit)",
+            );
+        }
+        if let Some(b) = self.budget_usd
+            && !(b.is_finite() && b >= 0.0)
+        {
+            return bad(
+                "budget_usd",
+                "must be a finite number of dollars, 0 or more",
+            );
+        }
+        Ok(())
+    }
 }
 
 fn one() -> u32 {
@@ -55,6 +121,8 @@ pub struct TenantConfig {
     pub models: Vec<String>,
     /// Fair-share weight, at least 1.
     pub weight: u32,
+    /// Its limits.
+    pub limits: TenantLimits,
 }
 
 /// Checks a tenant name.
@@ -102,6 +170,7 @@ pub fn validate_tenants(
         if t.weight == 0 || t.weight > 10_000 {
             return Err(ConfigError::new(at("weight"), "must be 1 to 10000"));
         }
+        t.limits.validate(&at("limits"))?;
         if let (Some(d), Some(m)) = (t.default_priority, t.max_priority)
             && d > m
         {
@@ -129,6 +198,7 @@ pub fn validate_tenants(
             max_priority: t.max_priority,
             models: t.models.clone(),
             weight: t.weight,
+            limits: t.limits,
         });
     }
     Ok(out)

@@ -99,6 +99,8 @@ pub struct Dispatcher {
     circuit_wake: Option<Time>,
     /// With `[shared]`: wakes the sync task early when requests wait (see `shared`).
     fleet_wake: Option<Arc<tokio::sync::Notify>>,
+    /// Tenants' limits, told what each finished request cost (budgets).
+    limiter: Option<Arc<crate::tenants::Limiter>>,
     /// Each configured tenant's metric handles, by its core id (its index in `[[tenants]]`).
     tenant_metrics: Vec<crate::telemetry::TenantMetrics>,
 }
@@ -132,6 +134,7 @@ impl Dispatcher {
             total: Stats::default(),
             circuit_wake: None,
             fleet_wake: None,
+            limiter: None,
             tenant_metrics,
         };
         for pool in &config.pools {
@@ -156,6 +159,11 @@ impl Dispatcher {
     /// then syncs early).
     pub fn set_fleet_wake(&mut self, wake: Arc<tokio::sync::Notify>) {
         self.fleet_wake = Some(wake);
+    }
+
+    /// Tells `limiter` what each tenant's finished requests cost.
+    pub fn set_limiter(&mut self, limiter: Arc<crate::tenants::Limiter>) {
+        self.limiter = Some(limiter);
     }
 
     pub(super) fn ensure_pool(&mut self, model: &str) -> Arc<str> {

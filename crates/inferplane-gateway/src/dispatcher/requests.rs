@@ -247,6 +247,9 @@ impl Dispatcher {
                 };
                 t.finished(status, prompt, completion, cost);
             }
+            if let Some(l) = &self.limiter {
+                l.spend(rec.meta.tenant, cost);
+            }
             access_log(&rec, tenant, &instance, &outcome, slo_met, cost);
             pool.stats.record(f);
             self.total.record(f);

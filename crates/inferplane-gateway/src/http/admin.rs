@@ -1,5 +1,6 @@
 //! The admin API: `GET/POST /admin/instances`, `DELETE /admin/instances/{id}`,
-//! `POST /admin/instances/{id}/drain`, `GET /admin/metrics`, `GET/PUT /admin/policy`. It requires
+//! `POST /admin/instances/{id}/drain`, `GET /admin/metrics`, `GET/PUT /admin/policy`, and
+//! the tenant routes of `tenants_admin.rs` (tenants, usage, keys). It requires
 //! `Authorization: Bearer <token>` when a token is configured; without one it answers only
 //! when the gateway listens on a loopback address, and says so otherwise. Requests that
 //! change something are refused (403) when a browser sends them from another origin, and
@@ -31,6 +32,16 @@ pub fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/admin/instances/{id}/drain", post(drain))
         .route("/admin/metrics", get(metrics))
         .route("/admin/policy", get(get_policy).put(put_policy))
+        .route("/admin/tenants", get(super::tenants_admin::list))
+        .route(
+            "/admin/tenants/{id}/usage",
+            get(super::tenants_admin::usage),
+        )
+        .route(
+            "/admin/tenants/{id}/keys",
+            get(super::tenants_admin::keys).post(super::tenants_admin::create),
+        )
+        .route("/admin/keys/{id}", delete(super::tenants_admin::revoke))
         .route_layer(middleware::from_fn_with_state(state, guard))
 }
 

@@ -6,8 +6,10 @@
 
 pub mod admin;
 pub mod body;
+pub mod limits;
 pub mod openai;
 mod plane_error;
+pub mod tenants_admin;
 
 use crate::control_plane::ControlPlane;
 use crate::error::ApiError;
@@ -28,7 +30,7 @@ pub struct AppState {
     /// The listener address, for error messages.
     pub listen: String,
     /// Who callers are, by their API keys (`[[tenants]]`).
-    pub tenants: crate::tenants::Tenants,
+    pub tenants: Arc<crate::tenants::Tenants>,
 }
 
 /// `GET /health`: 200 while the dispatcher runs; 503 (OpenAI-shaped) once it has stopped,

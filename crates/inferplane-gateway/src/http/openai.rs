@@ -52,12 +52,18 @@ pub async fn models(State(s): State<Arc<AppState>>) -> Response {
 
 async fn proxy(s: Arc<AppState>, route: Route, headers: HeaderMap, body: Body) -> Response {
     let arrival = Instant::now();
-    let mut request_id = None;
-    let mut resp = handle(&s, route, &headers, body, arrival, &mut request_id)
+    let mut known = Known::default();
+    let mut resp = handle(&s, route, &headers, body, arrival, &mut known)
         .await
         .unwrap_or_else(IntoResponse::into_response);
-    if let Some(id) = request_id.and_then(|id| HeaderValue::from_str(&id).ok()) {
+    if let Some(id) = known
+        .request_id
+        .and_then(|id| HeaderValue::from_str(&id).ok())
+    {
         resp.headers_mut().insert(headers::REQUEST_ID, id);
+    }
+    if let Some(standing) = &known.standing {
+        super::limits::add_headers(resp.headers_mut(), standing);
     }
     resp
 }
@@ -81,6 +87,14 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// What the edge learned of a request, for its response's headers whatever the outcome.
+#[derive(Debug, Default)]
+struct Known {
+    request_id: Option<String>,
+    /// Its tenant's standing against its limits, if limited.
+    standing: Option<crate::tenants::Standing>,
+}
+
 /// Counts a request refused before it reached a pool and passes its error on.
 fn invalid(s: &AppState, route: Route, e: ApiError) -> ApiError {
     s.cp.telemetry().invalid_request(route);
@@ -93,12 +107,12 @@ async fn handle(
     headers: &HeaderMap,
     body: Body,
     arrival: Instant,
-    request_id: &mut Option<String>,
+    known: &mut Known,
 ) -> Result<Response, ApiError> {
     let cfg = s.cp.config();
     let mut hm = HeaderMeta::parse(headers, cfg.default_priority, new_request_id)
         .map_err(|e| invalid(s, route, e))?;
-    *request_id = Some(hm.request_id.clone());
+    known.request_id = Some(hm.request_id.clone());
     let caller = s.tenants.authenticate(headers).map_err(|e| {
         s.cp.telemetry().auth_failed(e.reason());
         invalid(s, route, ApiError::invalid_api_key(e.to_string()))
@@ -155,6 +169,15 @@ async fn handle(
         arrival: s.cp.clock().at(arrival),
         tenant: caller.map(|c| c.id),
     };
+    let reservation = match s.cp.limiter().admit(&meta, crate::tenants::now_ms()).await {
+        Ok(r) => r.map(Arc::new),
+        Err(refused) => {
+            known.standing = Some(refused.standing);
+            let tenant = caller.map_or("", |c| c.tenant.id.as_str());
+            return Err(super::limits::refused(&refused, tenant));
+        }
+    };
+    known.standing = reservation.as_ref().map(|r| r.standing);
     let strip_usage = stream && !bm.wants_usage();
     drop(bm);
     // a stream forwards a copy (with usage asked for): the original must not be held too
@@ -170,6 +193,7 @@ async fn handle(
         strip_usage,
         arrival,
         prompt_estimate,
+        reservation,
     };
     exec.run(meta).await
 }
@@ -185,6 +209,9 @@ struct Exec<'a> {
     strip_usage: bool,
     arrival: Instant,
     prompt_estimate: u32,
+    /// The tenant's reservation against its limits: settled when the last holder (this,
+    /// or the stream relaying the answer) drops it.
+    reservation: Option<Arc<crate::tenants::Reservation>>,
 }
 
 impl Exec<'_> {
@@ -296,7 +323,8 @@ impl Exec<'_> {
                 deadline,
                 prompt_estimate: self.prompt_estimate,
             };
-            match Relay::start(resp, guard, params, self.s.cp.cut_signal()).await {
+            let cut = self.s.cp.cut_signal();
+            match Relay::start(resp, guard, params, cut, self.reservation.clone()).await {
                 Ok(relay) => {
                     let mut r = Response::new(Body::from_stream(relay.into_stream()));
                     r.headers_mut().insert(
@@ -346,6 +374,9 @@ impl Exec<'_> {
                         completion_tokens: 0,
                         cached_tokens: None,
                     });
+                    if let Some(r) = &self.reservation {
+                        r.answered(usage.prompt_tokens, usage.completion_tokens);
+                    }
                     guard.finish(Outcome::Success {
                         prompt_tokens: usage.prompt_tokens,
                         completion_tokens: usage.completion_tokens,

@@ -35,7 +35,7 @@ use optional::FloatGauge;
 pub use optional::OptionalGauge;
 pub use prefix::{InstancePrefix, PoolPrefix};
 pub use shared::SharedMetrics;
-pub use tenants::TenantMetrics;
+pub use tenants::{REJECTIONS, TenantMetrics, TenantTotals};
 
 use labels::*;
 use prometheus_client::metrics::counter::Counter;

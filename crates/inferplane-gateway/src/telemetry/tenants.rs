@@ -1,7 +1,12 @@
 //! Per-tenant usage (`[[tenants]]`): `inferplane_tenant_requests_total{tenant,status}`,
 //! `inferplane_tenant_prompt_tokens_total` and `..._completion_tokens_total{tenant}`,
 //! `inferplane_tenant_cost_usd_total{tenant}` (from the instances' prices), and
-//! `inferplane_auth_failures_total{reason}` (`missing`, `unknown` key). The tenant label
+//! `inferplane_auth_failures_total{reason}` (`missing`, `unknown` key),
+//! `inferplane_tenant_rejections_total{tenant,reason}` (a limit refused the request:
+//! `requests_per_minute`, `tokens_per_minute`, `concurrent`, `budget`), and, with
+//! `[shared]`, `inferplane_tenant_limits_store_up` (1 while limits are fleet-wide) and
+//! `inferplane_tenant_limits_fallbacks_total` (times they fell back to this replica's own
+//! counts). The tenant label
 //! takes only configured tenant ids, so its cardinality is bounded by the config; a failed
 //! key check is never labelled by the key.
 
@@ -9,6 +14,7 @@ use super::{FloatCounter, Status};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -20,6 +26,12 @@ struct TenantLabel {
 struct TenantStatusLabels {
     tenant: String,
     status: Status,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TenantReasonLabels {
+    tenant: String,
+    reason: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -35,6 +47,9 @@ pub(super) struct TenantFamilies {
     completion_tokens: Family<TenantLabel, Counter>,
     cost: Family<TenantLabel, FloatCounter>,
     auth_failures: Family<ReasonLabel, Counter>,
+    rejections: Family<TenantReasonLabels, Counter>,
+    store_up: Gauge,
+    store_fallbacks: Counter,
 }
 
 impl TenantFamilies {
@@ -64,6 +79,21 @@ impl TenantFamilies {
             "Requests refused for a missing or unknown API key",
             self.auth_failures.clone(),
         );
+        r.register(
+            "inferplane_tenant_rejections",
+            "Requests of a tenant refused by one of its limits",
+            self.rejections.clone(),
+        );
+        r.register(
+            "inferplane_tenant_limits_store_up",
+            "1 while tenants' limits are counted fleet-wide in the shared store",
+            self.store_up.clone(),
+        );
+        r.register(
+            "inferplane_tenant_limits_fallbacks",
+            "Times tenants' limits fell back to this replica's own counts",
+            self.store_fallbacks.clone(),
+        );
     }
 }
 
@@ -87,6 +117,32 @@ pub struct TenantMetrics {
     prompt_tokens: Counter,
     completion_tokens: Counter,
     cost: FloatCounter,
+    rejections: [Counter; 4],
+}
+
+/// Every rejection reason, in the order of [`TenantMetrics::rejections`].
+pub const REJECTIONS: [&str; 4] = [
+    "requests_per_minute",
+    "tokens_per_minute",
+    "concurrent",
+    "budget",
+];
+
+/// A tenant's totals as its metrics count them.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct TenantTotals {
+    /// Requests that reached a pool and ended, successful or not.
+    pub requests: u64,
+    /// Successful ones.
+    pub succeeded: u64,
+    /// Prompt tokens served.
+    pub prompt_tokens: u64,
+    /// Completion tokens served.
+    pub completion_tokens: u64,
+    /// Spend.
+    pub cost_usd: f64,
+    /// Refusals by a limit, by reason.
+    pub rejected: [(&'static str, u64); 4],
 }
 
 impl TenantMetrics {
@@ -103,6 +159,27 @@ impl TenantMetrics {
         self.completion_tokens.inc_by(u64::from(completion_tokens));
         if cost_usd > 0.0 {
             self.cost.inc_by(cost_usd);
+        }
+    }
+
+    /// Counts a request refused by the limit named `reason` (one of [`REJECTIONS`]).
+    pub fn rejected(&self, reason: &str) {
+        if let Some(i) = REJECTIONS.iter().position(|r| *r == reason) {
+            self.rejections[i].inc();
+        }
+        self.requests[Status::rejected as usize].inc();
+    }
+
+    /// The totals so far.
+    pub fn totals(&self) -> TenantTotals {
+        let rejected: u64 = self.rejections.iter().map(Counter::get).sum();
+        TenantTotals {
+            requests: self.requests.iter().map(Counter::get).sum::<u64>() - rejected,
+            succeeded: self.requests[Status::success as usize].get(),
+            prompt_tokens: self.prompt_tokens.get(),
+            completion_tokens: self.completion_tokens.get(),
+            cost_usd: self.cost.get(),
+            rejected: std::array::from_fn(|i| (REJECTIONS[i], self.rejections[i].get())),
         }
     }
 }
@@ -126,7 +203,23 @@ impl super::Telemetry {
             prompt_tokens: t.prompt_tokens.get_or_create(&label).clone(),
             completion_tokens: t.completion_tokens.get_or_create(&label).clone(),
             cost: t.cost.get_or_create(&label).clone(),
+            rejections: REJECTIONS.map(|reason| {
+                t.rejections
+                    .get_or_create(&TenantReasonLabels {
+                        tenant: tenant.to_string(),
+                        reason,
+                    })
+                    .clone()
+            }),
         }
+    }
+
+    /// The limits store's gauge (1 while fleet-wide) and fallback counter.
+    pub fn limits_store(&self) -> (Gauge, Counter) {
+        (
+            self.tenants.store_up.clone(),
+            self.tenants.store_fallbacks.clone(),
+        )
     }
 
     /// Counts a request refused for its key: `missing` or `unknown`.

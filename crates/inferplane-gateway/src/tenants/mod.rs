@@ -4,16 +4,30 @@
 //! (weights set by the dispatcher from the same config).
 //!
 //! With no key configured the gateway stays open: every request is anonymous and no
-//! tenant is known. With any key configured, every OpenAI route needs one.
+//! tenant is known. With any key configured, every OpenAI route needs one. Keys can be
+//! created and revoked at run time (`/admin/tenants/{id}/keys`, `/admin/keys/{id}`); those
+//! changes live in this process only (a restart goes back to the config), and once any
+//! key exists the gateway never opens again by revoking them all.
+//!
+//! A tenant's limits are counted by [`Limiter`] (`limiter.rs`; the arithmetic in
+//! `window.rs`, its fleet-wide twin in Redis in `store.rs`).
 
 mod keys;
+mod limiter;
+mod store;
+mod window;
 
 pub use keys::{KeyDigest, KeyError, check_key};
+pub use limiter::{Limiter, Refused, Reservation, TenantUsage, WindowUsage, now_ms};
+pub use store::{LimitStore, StoreAnswer};
+pub use window::{Ask, Held, Refusal, Standing, Usage, WINDOW_MS, window_of};
 
 use crate::config::TenantConfig;
+use arc_swap::ArcSwap;
 use axum::http::{HeaderMap, header};
 use inferplane_core::{Priority, TenantId};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Why a caller was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -28,11 +42,53 @@ pub enum AuthError {
     Unknown,
 }
 
-/// The configured tenants and a digest index of their keys.
-#[derive(Debug, Clone, Default)]
+/// The configured tenants and a digest index of their keys (a snapshot, replaced whole
+/// when the admin API creates or revokes a key).
+#[derive(Debug, Default)]
 pub struct Tenants {
     list: Vec<TenantConfig>,
-    by_digest: HashMap<KeyDigest, u32>,
+    by_digest: ArcSwap<HashMap<KeyDigest, KeyEntry>>,
+    /// Set once any key exists: then every caller needs one, even if all are revoked.
+    required: AtomicBool,
+    /// Numbers keys made by the admin API.
+    next_key: AtomicU64,
+}
+
+/// A key, as the admin API lists it (never its secret or digest).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct KeyEntry {
+    /// The key's id (`<tenant>-<n>` from the config, `<tenant>-a<n>` from the admin API).
+    pub id: String,
+    /// Its tenant's name.
+    pub tenant: String,
+    /// `config` or `admin`.
+    pub source: &'static str,
+    /// Its label, given when created through the admin API.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Index of its tenant.
+    #[serde(skip)]
+    ix: u32,
+}
+
+/// A key the admin API made: its secret is in this value only.
+#[derive(Debug)]
+pub struct NewKey {
+    /// What the admin API lists.
+    pub entry: KeyEntry,
+    /// The key itself, shown once.
+    pub secret: String,
+}
+
+/// Why a key could not be made or revoked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyAdminError {
+    /// No such tenant.
+    #[error("no tenant is named {0:?}")]
+    UnknownTenant(String),
+    /// No such key.
+    #[error("no key has the id {0:?}")]
+    UnknownKey(String),
 }
 
 /// A caller known by its key.
@@ -59,19 +115,93 @@ impl Tenants {
     pub fn new(tenants: &[TenantConfig]) -> Self {
         let mut by_digest = HashMap::new();
         for (i, t) in tenants.iter().enumerate() {
-            for (_, d) in &t.keys {
-                by_digest.insert(*d, i as u32);
+            for (id, d) in &t.keys {
+                let entry = KeyEntry {
+                    id: id.clone(),
+                    tenant: t.id.clone(),
+                    source: "config",
+                    name: None,
+                    ix: i as u32,
+                };
+                by_digest.insert(*d, entry);
             }
         }
         Tenants {
             list: tenants.to_vec(),
-            by_digest,
+            required: AtomicBool::new(!by_digest.is_empty()),
+            by_digest: ArcSwap::from_pointee(by_digest),
+            next_key: AtomicU64::new(1),
         }
     }
 
     /// Whether callers must present a key.
     pub fn required(&self) -> bool {
-        !self.by_digest.is_empty()
+        self.required.load(Ordering::Relaxed)
+    }
+
+    /// The index of the tenant named `id`.
+    pub fn position(&self, id: &str) -> Option<usize> {
+        self.list.iter().position(|t| t.id == id)
+    }
+
+    /// Every key (of `tenant`, if given), sorted by id, without secrets.
+    pub fn keys(&self, tenant: Option<&str>) -> Vec<KeyEntry> {
+        let mut v: Vec<KeyEntry> = self
+            .by_digest
+            .load()
+            .values()
+            .filter(|e| tenant.is_none_or(|t| e.tenant == t))
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+
+    /// Makes a key for the tenant named `tenant`, from `secret` (fresh random bytes:
+    /// the caller draws them), labelled `name`.
+    pub fn create_key(
+        &self,
+        tenant: &str,
+        name: Option<String>,
+        secret: String,
+    ) -> Result<NewKey, KeyAdminError> {
+        let ix = self
+            .position(tenant)
+            .ok_or_else(|| KeyAdminError::UnknownTenant(tenant.to_string()))?;
+        let n = self.next_key.fetch_add(1, Ordering::Relaxed);
+        let entry = KeyEntry {
+            id: format!("{tenant}-a{n}"),
+            tenant: tenant.to_string(),
+            source: "admin",
+            name,
+            ix: ix as u32,
+        };
+        let digest = KeyDigest::of(&secret);
+        self.by_digest.rcu(|m| {
+            let mut m = HashMap::clone(m);
+            m.insert(digest, entry.clone());
+            m
+        });
+        self.required.store(true, Ordering::Relaxed);
+        Ok(NewKey { entry, secret })
+    }
+
+    /// Revokes the key `id`: from now on it gets a 401.
+    pub fn revoke(&self, id: &str) -> Result<KeyEntry, KeyAdminError> {
+        let mut gone = None;
+        self.by_digest.rcu(|m| {
+            let mut m = HashMap::clone(m);
+            gone = m
+                .iter()
+                .find(|(_, e)| e.id == id)
+                .map(|(d, e)| (*d, e.clone()));
+            if let Some((d, _)) = &gone {
+                m.remove(d);
+            }
+            m
+        });
+        gone.map(|(_, e)| e)
+            .ok_or_else(|| KeyAdminError::UnknownKey(id.to_string()))
     }
 
     /// The tenants, in config order.
@@ -95,16 +225,15 @@ impl Tenants {
             .filter(|t| !t.is_empty())
             .ok_or(AuthError::Missing)?;
         let presented = KeyDigest::of(token);
-        let (stored, ix) = self
-            .by_digest
-            .get_key_value(&presented)
-            .ok_or(AuthError::Unknown)?;
+        let keys = self.by_digest.load();
+        let (stored, entry) = keys.get_key_value(&presented).ok_or(AuthError::Unknown)?;
         if !stored.matches(&presented) {
             return Err(AuthError::Unknown);
         }
+        let ix = entry.ix;
         Ok(Some(Caller {
-            id: TenantId(*ix),
-            tenant: &self.list[*ix as usize],
+            id: TenantId(ix),
+            tenant: &self.list[ix as usize],
         }))
     }
 }
@@ -141,6 +270,7 @@ mod tests {
             max_priority: Some(Priority::Normal),
             models: vec!["m".into()],
             weight: 1,
+            limits: Default::default(),
         }
     }
 
@@ -200,5 +330,33 @@ mod tests {
             Priority::Low
         );
         assert!(c.allows("m") && !c.allows("other"));
+    }
+
+    #[test]
+    fn keys_made_at_run_time_work_until_revoked_and_revoking_all_never_opens_the_gateway() {
+        let t = Tenants::new(&[TenantConfig {
+            keys: vec![],
+            ..tenant("a", "key-of-tenant-a-0001")
+        }]);
+        assert!(!t.required());
+        assert_eq!(
+            t.create_key("zz", None, "x".repeat(40)).unwrap_err(),
+            KeyAdminError::UnknownTenant("zz".into())
+        );
+        let k = t
+            .create_key("a", Some("ci".into()), "made-at-run-time-0123456789".into())
+            .unwrap();
+        assert_eq!((k.entry.id.as_str(), k.entry.source), ("a-a1", "admin"));
+        assert!(t.required());
+        let auth = bearer("Bearer made-at-run-time-0123456789");
+        assert_eq!(t.authenticate(&auth).unwrap().unwrap().id, TenantId(0));
+        assert_eq!(t.keys(Some("a")), vec![k.entry.clone()]);
+        assert_eq!(t.revoke("a-a1").unwrap(), k.entry);
+        assert_eq!(t.authenticate(&auth).unwrap_err(), AuthError::Unknown);
+        assert_eq!(
+            t.authenticate(&HeaderMap::new()).unwrap_err(),
+            AuthError::Missing
+        );
+        assert!(t.revoke("a-a1").is_err());
     }
 }

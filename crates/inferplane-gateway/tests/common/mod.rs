@@ -5,6 +5,7 @@
 pub mod accounting;
 pub mod answers;
 pub mod engines;
+pub mod redis;
 
 #[allow(unused_imports)] // each test binary uses a subset
 pub use accounting::{Counted, assert_accounted, assert_accounted_after_shutdown};
