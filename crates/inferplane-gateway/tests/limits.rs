@@ -210,7 +210,14 @@ async fn concurrent_requests_and_spend_budgets_are_limits_too() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(ok, "a finished stream frees its place");
+    // a client that leaves mid-stream frees its place too (what streamed is settled)
     drop(s2);
+    let usage = format!("{}/admin/tenants/conc/usage", gw.url());
+    eventually("the left stream is settled", || async {
+        let v: Value = http.get(&usage).send().await.unwrap().json().await.unwrap();
+        v["window"]["in_flight"] == 0 && v["window"]["scope"] == "local"
+    })
+    .await;
 
     // the first request spends more than the budget; from then on: insufficient_quota
     let key = "key-of-budget-tenant-0001";

@@ -43,6 +43,7 @@ pub async fn usage(
 ) -> Result<Json<crate::tenants::TenantUsage>, ApiError> {
     s.cp.limiter()
         .usage(&id, crate::tenants::now_ms())
+        .await
         .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("no tenant is named {id:?}")))
 }

@@ -108,7 +108,7 @@ pub struct TenantUsage {
     pub tenant: String,
     /// Its limits.
     pub limits: TenantLimits,
-    /// This replica's counts of the current window (fleet-wide ones are in the store).
+    /// The current window's counts (the fleet's with `[shared]`, while the store answers).
     pub window: WindowUsage,
     /// Totals since this process started.
     pub totals: TenantTotals,
@@ -321,25 +321,42 @@ impl Limiter {
         });
     }
 
-    /// The usage of the tenant named `id` at `now_ms`.
-    pub fn usage(&self, id: &str, now_ms: u64) -> Option<TenantUsage> {
+    /// The usage of the tenant named `id` at `now_ms`: its window as the fleet counts it
+    /// when the store answers, else as this replica does.
+    pub async fn usage(&self, id: &str, now_ms: u64) -> Option<TenantUsage> {
         let ix = self.tenants.iter().position(|t| t.id == id)?;
         let t = &self.tenants[ix];
-        let mut state = t.lock();
-        let u = &mut state.usage;
-        let standing = u.standing(&t.limits, now_ms);
-        let shared = self.store.is_some() && self.state.up.load(Ordering::Relaxed);
+        let fleet = match &self.store {
+            Some(store) => store.window(&t.id).await.ok(),
+            None => None,
+        };
+        let window = match fleet {
+            Some(w) => WindowUsage {
+                requests: w.requests,
+                tokens: w.tokens,
+                in_flight: w.in_flight,
+                resets_in_secs: w.reset_ms.div_ceil(1000),
+                spent_usd: w.spent,
+                scope: "shared",
+            },
+            None => {
+                let mut state = t.lock();
+                let u = &mut state.usage;
+                let standing = u.standing(&t.limits, now_ms);
+                WindowUsage {
+                    requests: u.requests,
+                    tokens: u.tokens,
+                    in_flight: u.inflight,
+                    resets_in_secs: standing.reset_ms.div_ceil(1000),
+                    spent_usd: u.spent,
+                    scope: "local",
+                }
+            }
+        };
         Some(TenantUsage {
             tenant: t.id.clone(),
             limits: t.limits,
-            window: WindowUsage {
-                requests: u.requests,
-                tokens: u.tokens,
-                in_flight: u.inflight,
-                resets_in_secs: standing.reset_ms.div_ceil(1000),
-                spent_usd: u.spent,
-                scope: if shared { "shared" } else { "local" },
-            },
+            window,
             totals: t.metrics.totals(),
         })
     }

@@ -108,6 +108,7 @@ pub struct LimitStore {
     conn: tokio::sync::Mutex<Option<MultiplexedConnection>>,
     admit: redis::Script,
     settle: redis::Script,
+    window: redis::Script,
     prefix: String,
     replica: String,
     ttl: Duration,
@@ -144,6 +145,7 @@ impl LimitStore {
             conn: tokio::sync::Mutex::new(None),
             admit: redis::Script::new(ADMIT),
             settle: redis::Script::new(SETTLE),
+            window: redis::Script::new(WINDOW),
             prefix: format!("{{{prefix}}}"),
             replica: replica.to_string(),
             ttl,
@@ -245,6 +247,68 @@ impl LimitStore {
             Ok(v)
         })
         .await
+    }
+}
+
+/// The tenant's window as the store counts it: window index, requests, tokens (without
+/// the in-flight excess), requests in flight on live replicas, spend. ARGV: prefix, tenant,
+/// liveness ttl (ms).
+const WINDOW: &str = r"
+local p, tenant, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local win = math.floor(now / 60000)
+local w = redis.call('HMGET', p .. ':tw:' .. tenant, 'win', 'req', 'tok')
+local req, tok = 0, 0
+if tonumber(w[1]) == win then req, tok = tonumber(w[2]) or 0, tonumber(w[3]) or 0 end
+local n = 0
+for _, r in ipairs(redis.call('ZRANGEBYSCORE', p .. ':replicas', now - ttl, '+inf')) do
+  n = n + (tonumber(redis.call('HGET', p .. ':tin:' .. r, tenant .. ':n')) or 0)
+end
+local spent = redis.call('GET', p .. ':spend:' .. tenant) or '0'
+return { tostring(win), tostring((win + 1) * 60000 - now), tostring(req), tostring(tok),
+  tostring(n), spent }
+";
+
+/// A tenant's window as the store counts it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FleetWindow {
+    /// Milliseconds until it ends.
+    pub reset_ms: u64,
+    /// Requests admitted in it.
+    pub requests: u32,
+    /// Tokens reserved or used in it.
+    pub tokens: u64,
+    /// Requests in flight on live replicas.
+    pub in_flight: u32,
+    /// Spend.
+    pub spent: f64,
+}
+
+impl LimitStore {
+    /// The fleet's counts of `tenant`'s current window.
+    pub async fn window(&self, tenant: &str) -> Result<FleetWindow, StoreError> {
+        let a: Vec<String> = self
+            .run(|mut c| async move {
+                let mut call = self.window.prepare_invoke();
+                call.arg(&self.prefix)
+                    .arg(tenant)
+                    .arg(u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX));
+                Ok(call.invoke_async(&mut c).await?)
+            })
+            .await?;
+        let bad = || StoreError::Answer(format!("{a:?}"));
+        let [_, reset, req, tok, n, spent] = a.as_slice() else {
+            return Err(bad());
+        };
+        let num = |s: &String| s.parse::<u64>().map_err(|_| bad());
+        Ok(FleetWindow {
+            reset_ms: num(reset)?,
+            requests: u32::try_from(num(req)?).unwrap_or(u32::MAX),
+            tokens: num(tok)?,
+            in_flight: u32::try_from(num(n)?).unwrap_or(u32::MAX),
+            spent: spent.parse().map_err(|_| bad())?,
+        })
     }
 }
 
