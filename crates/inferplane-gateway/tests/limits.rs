@@ -276,6 +276,12 @@ async fn keys_are_made_listed_without_secrets_and_revoked_through_the_admin_api(
         listed.contains(&id) && listed.contains("\"ci\""),
         "{listed}"
     );
+    let v: Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(v["tenants"][0]["id"], "team");
+    assert!(
+        v["tenants"][0]["totals"]["requests"].is_u64(),
+        "the dashboard ranks by these: {v}"
+    );
     let digest = KeyDigest::of(&secret).hex();
     let config_digest = KeyDigest::of("key-of-team-tenant-000001").hex();
     let metrics = metrics_text(&gw).await;
@@ -295,6 +301,19 @@ async fn keys_are_made_listed_without_secrets_and_revoked_through_the_admin_api(
         .unwrap();
     assert_eq!(keys["keys"].as_array().unwrap().len(), 2, "{keys}");
 
+    // counted when the dispatcher hears of the end, just after the answer
+    eventually("the answer is counted", || async {
+        let v: Value = http
+            .get(admin("/tenants/team/usage"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["totals"]["succeeded"] == 1
+    })
+    .await;
     let usage: Value = http
         .get(admin("/tenants/team/usage"))
         .send()

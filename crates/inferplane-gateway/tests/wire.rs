@@ -220,6 +220,7 @@ async fn the_dashboard_page_is_served_and_reads_the_admin_api() {
         html.contains("/admin/metrics")
             && html.contains("/admin/instances")
             && html.contains("/admin/policy")
+            && html.contains("/admin/tenants")
     );
     gw.shutdown().await;
 }

@@ -1,5 +1,6 @@
 //! The admin API's tenant routes (behind the admin token, like the rest of `/admin`):
-//! `GET /admin/tenants` (each tenant's settings and keys, never a secret or digest),
+//! `GET /admin/tenants` (each tenant's settings, keys (never a secret or digest) and
+//! this replica's totals: what the dashboard's top tenants are ranked by),
 //! `GET /admin/tenants/{id}/usage`, `GET/POST /admin/tenants/{id}/keys` (a new key's
 //! secret is in the creating answer only) and `DELETE /admin/keys/{id}` (revoked: 401 from
 //! then on). Keys made here live in this process only: a restart goes back to the config.
@@ -30,6 +31,7 @@ pub async fn list(State(s): State<Arc<AppState>>) -> Json<Value> {
                 "models": t.models,
                 "limits": t.limits,
                 "keys": s.tenants.keys(Some(&t.id)),
+                "totals": s.cp.limiter().totals(&t.id),
             })
         })
         .collect();

@@ -321,6 +321,14 @@ impl Limiter {
         });
     }
 
+    /// The totals of the tenant named `id` (this process's counts, no store call).
+    pub fn totals(&self, id: &str) -> Option<TenantTotals> {
+        self.tenants
+            .iter()
+            .find(|t| t.id == id)
+            .map(|t| t.metrics.totals())
+    }
+
     /// The usage of the tenant named `id` at `now_ms`: its window as the fleet counts it
     /// when the store answers, else as this replica does.
     pub async fn usage(&self, id: &str, now_ms: u64) -> Option<TenantUsage> {

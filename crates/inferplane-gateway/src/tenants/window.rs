@@ -279,21 +279,22 @@ mod tests {
         };
         let (a, _) = u.admit(&l, ask, T0).unwrap();
         let (b, s) = u.admit(&l, ask, T0).unwrap();
+        // 400 reserved + 400 the two may still use beyond it
         assert_eq!(s.tokens, Some((1_000, 200)));
-        // a third would need 200 more: 400 + 400 excess + 200 > 1000
+        // a third just fits (800 + 200); a fourth would not
+        let (c, _) = u.admit(&l, ask, T0).unwrap();
         let (r, _) = u.admit(&l, ask, T0).unwrap_err();
         assert_eq!(r.reason(), "tokens_per_minute");
-        // both used everything: 800 <= 1000 (no overshoot), and room is back for one
-        u.settle(a, 400, T0 + 10);
-        u.settle(b, 400, T0 + 10);
-        assert_eq!(u.tokens, 800);
-        let (c, _) = u.admit(&l, ask, T0 + 20).unwrap();
-        // the newest alone may go past: by at most its excess
-        u.settle(c, 400, T0 + 30);
+        // all three use everything: only the newest's excess goes past the limit
+        for h in [a, b, c] {
+            u.settle(h, 400, T0 + 10);
+        }
         assert_eq!(u.tokens, 1_200);
         assert!(u.tokens <= 1_000 + ask.excess);
-        let s = u.standing(&l, T0 + 40);
-        assert_eq!(s.tokens, Some((1_000, 0)));
+        assert_eq!(u.standing(&l, T0 + 20).tokens, Some((1_000, 0)));
+        u.admit(&l, ask, T0 + 20).unwrap_err();
+        // the next window starts empty
+        u.admit(&l, ask, T0 + WINDOW_MS).unwrap();
     }
 
     #[test]
