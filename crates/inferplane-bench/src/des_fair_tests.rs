@@ -56,7 +56,16 @@ fn light_p99(cluster: &Cluster, items: &[WorkItem]) -> (f64, usize) {
 }
 
 fn check(cluster_file: &str, load: f64) -> f64 {
-    let cluster = Cluster::load(&root().join(cluster_file)).unwrap();
+    check_with(cluster_file, load, None)
+}
+
+fn check_with(cluster_file: &str, load: f64, max_inflight: Option<u32>) -> f64 {
+    let mut cluster = Cluster::load(&root().join(cluster_file)).unwrap();
+    if let Some(m) = max_inflight {
+        for i in &mut cluster.instances {
+            i.spec.max_inflight = Some(m);
+        }
+    }
     let items = workload(&cluster, load, 4000);
     let alone: Vec<WorkItem> = items
         .iter()
@@ -102,4 +111,20 @@ fn fair_share_cuts_the_light_tenants_ttft_on_hetero() {
 fn fair_share_never_hurts_the_light_tenant_on_h100x8() {
     check("h100x8.toml", 1.5);
     check("h100x8.toml", 0.9);
+}
+
+#[test]
+#[ignore]
+fn experiment_max_inflight() {
+    for m in [8, 16, 32] {
+        for (c, l) in [
+            ("hetero.toml", 0.9),
+            ("hetero.toml", 1.5),
+            ("h100x8.toml", 0.9),
+            ("h100x8.toml", 1.5),
+        ] {
+            eprintln!("max_inflight {m}");
+            check_with(c, l, Some(m));
+        }
+    }
 }

@@ -278,6 +278,21 @@ fn tenants_take_key_digests_and_refuse_plain_keys_naming_the_field() {
     assert_eq!(c.tenants[0].keys[0].0, "team-a-0");
     assert_eq!(c.tenants[0].weight, 3);
     assert_eq!(c.tenants[1].weight, 1, "weight defaults to 1");
+    assert!(!c.tenants[0].limits.any(), "no limits unless configured");
+    let c = validate(&format!(
+        "{POOL}[[tenants]]\nid = \"a\"\n[tenants.limits]\nrequests_per_minute = 60\ntokens_per_minute = 1000\nconcurrent = 4\nbudget_usd = 2.5\n"
+    ))
+    .unwrap();
+    let l = c.tenants[0].limits;
+    assert_eq!(
+        (
+            l.requests_per_minute,
+            l.tokens_per_minute,
+            l.concurrent,
+            l.budget_usd
+        ),
+        (Some(60), Some(1000), Some(4), Some(2.5))
+    );
     for (tenants, field) in [
         (
             "id = \"team-a\"\nkeys = [\"sk-plain-text-key-123\"]",
@@ -300,6 +315,23 @@ fn tenants_take_key_digests_and_refuse_plain_keys_naming_the_field() {
             "id = \"a\"\nkeys = [\"env:INFERPLANE_TEST_UNSET_TENANT_KEY\"]",
             "tenants[0].keys[0]",
         ),
+        (
+            "id = \"a\"\n[tenants.limits]\nrequests_per_minute = 0",
+            "tenants[0].limits.requests_per_minute",
+        ),
+        (
+            "id = \"a\"\n[tenants.limits]\ntokens_per_minute = 0",
+            "tenants[0].limits.tokens_per_minute",
+        ),
+        (
+            "id = \"a\"\n[tenants.limits]\nconcurrent = 0",
+            "tenants[0].limits.concurrent",
+        ),
+        (
+            "id = \"a\"\n[tenants.limits]\nbudget_usd = -1.0",
+            "tenants[0].limits.budget_usd",
+        ),
+        ("id = \"a\"\n[tenants.limits]\nrpm = 5", "rpm"),
     ] {
         let e = validate(&format!("{POOL}[[tenants]]\n{tenants}\n")).unwrap_err();
         assert!(e.contains(field), "{field}: {e}");
