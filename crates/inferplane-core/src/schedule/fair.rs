@@ -51,6 +51,9 @@ pub struct Fair {
     floor: [f64; 4],
     slots: Vec<SlotLane>,
     weights: Vec<(TenantId, u32)>,
+    /// Tenants held back for the rest of one dispatch (see `super::headroom`): their
+    /// lanes are passed over while another tenant's waits.
+    held: Vec<TenantId>,
 }
 
 impl Fair {
@@ -163,6 +166,9 @@ impl Fair {
             }
             alive += 1;
             let l = &self.lanes[c][lane];
+            if l.tenant.is_some_and(|t| self.held.contains(&t)) {
+                continue;
+            }
             let front = l.keys[0];
             let cand = (l.counter, front.seq, lane);
             if best.is_none_or(|b| (cand.0, cand.1) < (b.0, b.1)) {
@@ -174,6 +180,18 @@ impl Fair {
             return None;
         }
         Some((c, lane, self.lanes[c][lane].keys[0]))
+    }
+
+    /// Passes over `tenant`'s lanes until [`Fair::release`].
+    pub fn hold(&mut self, tenant: TenantId) {
+        if !self.held.contains(&tenant) {
+            self.held.push(tenant);
+        }
+    }
+
+    /// Ends every [`Fair::hold`].
+    pub fn release(&mut self) {
+        self.held.clear();
     }
 
     /// Removes the front of a lane (a head [`Fair::instead_of`] just gave).

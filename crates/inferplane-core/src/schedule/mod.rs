@@ -23,6 +23,7 @@ pub mod adaptive;
 pub mod cost_optimized;
 pub mod fair;
 pub mod fifo;
+pub mod headroom;
 pub mod order;
 pub mod priority;
 pub mod slo_aware;

@@ -149,6 +149,7 @@ impl<T> Scheduler<T> {
                 }
             }
         }
+        self.queues.fair().release();
         for head in skipped.drain(..).rev() {
             match head {
                 Skipped::Retry(k) => self.retry.push_front(k),
@@ -165,6 +166,17 @@ impl<T> Scheduler<T> {
         };
         let protected = q.meta.priority >= self.config.saturation.protect;
         if !protected && self.totals.with_room == 0 {
+            return Try::Skip;
+        }
+        let free = self.totals.capacity.saturating_sub(self.totals.inflight);
+        if self
+            .headroom
+            .holds_back(q.meta.tenant, free, self.totals.capacity, now)
+        {
+            // the rest of this dispatch serves the others first
+            if let Some(t) = q.meta.tenant {
+                self.queues.fair().hold(t);
+            }
             return Try::Skip;
         }
         let mut v = view(
@@ -320,6 +332,7 @@ impl<T> Scheduler<T> {
         self.queues
             .fair()
             .charge(q.meta.priority, q.meta.tenant, f64::from(charged));
+        self.headroom.started(q.meta.tenant, now);
         self.inflight.insert(
             q.attempt,
             Inflight {

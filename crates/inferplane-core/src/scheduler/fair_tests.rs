@@ -1,6 +1,7 @@
 //! The fair share between tenants through the scheduler: a tenant that floods one class
 //! gets its weighted turn and no more while another waits, under every policy; one tenant
-//! (or none) is served exactly as before.
+//! (or none) is served exactly as before; and a tenant that floods the slots leaves a few
+//! free for another active a moment ago (`schedule/headroom.rs`).
 
 use super::tests::{H, meta, ms, success};
 use crate::request::{Priority, TenantId};
@@ -113,4 +114,46 @@ fn counters_are_corrected_by_what_a_request_really_used() {
         placed - 20.0,
         "a failed attempt is refunded"
     );
+}
+
+#[test]
+fn a_flooding_tenant_leaves_slots_free_for_a_tenant_active_a_moment_ago() {
+    for p in policies() {
+        let mut h = H::new(&[8], p.clone());
+        // the light tenant sent one request a moment ago
+        let mut m = meta(100, Time::ZERO);
+        m.tenant = B;
+        h.submit(m, Time::ZERO);
+        assert_eq!(h.poll(Time::ZERO), [100]);
+        h.finish(100, success(1, 2), ms(1));
+        for id in 1..=20 {
+            let mut m = meta(id, ms(2));
+            m.tenant = A;
+            h.submit(m, ms(2));
+        }
+        // 8 slots: the heavy tenant leaves the light one its peak (1) + 1
+        assert_eq!(h.poll(ms(2)).len(), 6, "{p:?}");
+        let mut m = meta(101, ms(3));
+        m.tenant = B;
+        h.submit(m, ms(3));
+        assert_eq!(
+            h.poll(ms(3)),
+            [101],
+            "{p:?}: the light tenant starts at once"
+        );
+    }
+    // with the other tenant quiet past the horizon, the heavy one takes every slot
+    let mut h = H::fifo(&[8]);
+    let mut m = meta(100, Time::ZERO);
+    m.tenant = B;
+    h.submit(m, Time::ZERO);
+    h.poll(Time::ZERO);
+    h.finish(100, success(1, 2), ms(1));
+    let later = ms(1 + (crate::schedule::headroom::HORIZON_SECS * 1000.0) as u64 + 10);
+    for id in 1..=20 {
+        let mut m = meta(id, later);
+        m.tenant = A;
+        h.submit(m, later);
+    }
+    assert_eq!(h.poll(later).len(), 8);
 }

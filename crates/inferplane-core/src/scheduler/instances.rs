@@ -106,7 +106,14 @@ impl<T> Scheduler<T> {
         };
         self.instances[ix.slot()] = None;
         self.generations[ix.slot()] = self.generations[ix.slot()].wrapping_add(1);
-        self.inflight.retain(|_, f| f.ix != ix);
+        let headroom = &mut self.headroom;
+        self.inflight.retain(|_, f| {
+            let keep = f.ix != ix;
+            if !keep {
+                headroom.ended(f.fair_charge.0);
+            }
+            keep
+        });
         for q in self.slots.iter_mut().flatten() {
             if q.avoid.contains(&ix) {
                 q.avoid = q.avoid.iter().copied().filter(|a| *a != ix).collect();

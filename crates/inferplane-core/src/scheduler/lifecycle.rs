@@ -68,6 +68,7 @@ impl<T> Scheduler<T> {
         let now = self.advance(now);
         let f = self.inflight.remove(&attempt)?;
         let (tenant, charged) = f.fair_charge;
+        self.headroom.ended(tenant);
         let used = match outcome {
             Outcome::Success {
                 prompt_tokens,

@@ -114,6 +114,8 @@ pub struct Scheduler<T> {
     pub(super) queued_ids: HashMap<RequestId, u32>,
     pub(super) queued_by_class: [usize; 4],
     pub(super) queues: Queues,
+    /// Tenants' loads: a flooding tenant leaves the last slots to the others.
+    pub(super) headroom: crate::schedule::headroom::Headroom,
     pub(super) retry: VecDeque<QueueKey>,
     pub(super) expiry: BinaryHeap<Reverse<(Time, u64, u32)>>,
     pub(super) next_seq: u64,
@@ -182,6 +184,7 @@ impl<T> Scheduler<T> {
             queued_ids: HashMap::new(),
             queued_by_class: [0; 4],
             queues: Queues::default(),
+            headroom: Default::default(),
             retry: VecDeque::new(),
             expiry: BinaryHeap::new(),
             next_seq: 1,
@@ -279,6 +282,7 @@ impl<T> Scheduler<T> {
     /// class below the newcomer instead).
     pub fn submit(&mut self, meta: RequestMeta, payload: T, now: Time) {
         let now = self.advance(now);
+        self.headroom.arrived(meta.tenant, now);
         self.stats.record_submission(&meta);
         self.drain.on_submit(meta.prompt_tokens, meta.max_tokens);
         if self.index.is_empty() {
@@ -473,6 +477,7 @@ impl<T> Scheduler<T> {
     /// (see [`crate::schedule::fair`]).
     pub fn set_tenant_weight(&mut self, tenant: crate::request::TenantId, weight: u32) {
         self.queues.fair().set_weight(tenant, weight);
+        self.headroom.set_weight(tenant, weight);
     }
 
     /// A tenant's virtual token counter in a class: the tokens it was served there over its

@@ -1,0 +1,215 @@
+//! Headroom for the tenants that are not flooding: the fair share of [`super::fair`]
+//! chooses whose request goes next *while several wait*, but a tenant that sends now and
+//! then finds every slot taken by the one that floods, and waits for a slot to free. So
+//! while another tenant has been active within [`HORIZON_SECS`], a tenant above its
+//! weighted share of the pool's slots does not take the last free ones: it leaves as many
+//! as the others have recently held in flight at most, plus one each (never more than
+//! their own shares). A tenant at or under its share is never held back, and with one
+//! tenant active (or none known) nothing changes.
+//!
+//! This gives up a little of the flooding tenant's throughput (the slots kept free while
+//! the others do not use them) for the others' latency, the trade a platform serving many
+//! teams from one fleet makes. It needs a pool whose slots the gateway counts (instances
+//! with `max_inflight`); where engines queue on their own, room is never short of slots
+//! and this does nothing.
+
+use crate::request::TenantId;
+use crate::time::Time;
+
+/// How long a tenant counts as active after its last arrival, and how long its peak in
+/// flight is remembered.
+pub const HORIZON_SECS: f64 = 10.0;
+
+/// One tenant's load.
+#[derive(Debug, Clone, Copy)]
+struct Load {
+    tenant: TenantId,
+    weight: u32,
+    inflight: u32,
+    /// The most it had in flight since `peak_since`.
+    peak: u32,
+    peak_since: Time,
+    last_arrival: Option<Time>,
+}
+
+/// The tenants' loads in one pool.
+#[derive(Debug, Default)]
+pub struct Headroom {
+    loads: Vec<Load>,
+}
+
+impl Headroom {
+    fn load(&mut self, tenant: TenantId, now: Time) -> &mut Load {
+        let i = match self.loads.iter().position(|l| l.tenant == tenant) {
+            Some(i) => i,
+            None => {
+                self.loads.push(Load {
+                    tenant,
+                    weight: 1,
+                    inflight: 0,
+                    peak: 0,
+                    peak_since: now,
+                    last_arrival: None,
+                });
+                self.loads.len() - 1
+            }
+        };
+        &mut self.loads[i]
+    }
+
+    /// Sets a tenant's weight (as the fair share's).
+    pub fn set_weight(&mut self, tenant: TenantId, weight: u32) {
+        self.load(tenant, Time::from_secs_f64(0.0)).weight = weight.max(1);
+    }
+
+    /// A request of `tenant` arrived.
+    pub fn arrived(&mut self, tenant: Option<TenantId>, now: Time) {
+        if let Some(t) = tenant {
+            self.load(t, now).last_arrival = Some(now);
+        }
+    }
+
+    /// A request of `tenant` was placed.
+    pub fn started(&mut self, tenant: Option<TenantId>, now: Time) {
+        let Some(t) = tenant else { return };
+        let l = self.load(t, now);
+        l.inflight += 1;
+        if now.saturating_since(l.peak_since).as_secs_f64() > HORIZON_SECS {
+            l.peak = l.inflight;
+            l.peak_since = now;
+        } else {
+            l.peak = l.peak.max(l.inflight);
+        }
+    }
+
+    /// A placed request of `tenant` ended (or its instance went away).
+    pub fn ended(&mut self, tenant: Option<TenantId>) {
+        let Some(t) = tenant else { return };
+        if let Some(l) = self.loads.iter_mut().find(|l| l.tenant == t) {
+            l.inflight = l.inflight.saturating_sub(1);
+        }
+    }
+
+    /// Whether `tenant` must leave the `free` slots (of `capacity`) to the others at `now`.
+    pub fn holds_back(
+        &self,
+        tenant: Option<TenantId>,
+        free: u64,
+        capacity: u64,
+        now: Time,
+    ) -> bool {
+        let Some(t) = tenant else { return false };
+        if self.loads.len() < 2 {
+            return false;
+        }
+        let active = |l: &Load| {
+            l.inflight > 0
+                || l.last_arrival
+                    .is_some_and(|a| now.saturating_since(a).as_secs_f64() <= HORIZON_SECS)
+        };
+        let Some(me) = self.loads.iter().find(|l| l.tenant == t) else {
+            return false;
+        };
+        let weights: u64 = self
+            .loads
+            .iter()
+            .filter(|l| active(l) || l.tenant == t)
+            .map(|l| u64::from(l.weight))
+            .sum();
+        let share = |l: &Load| capacity * u64::from(l.weight) / weights.max(1);
+        // at or under its share, or with nothing in flight (whose end would wake the
+        // scheduler again), a tenant is never held
+        if u64::from(me.inflight) < share(me).max(1) {
+            return false;
+        }
+        let keep: u64 = self
+            .loads
+            .iter()
+            .filter(|l| l.tenant != t && active(l))
+            .map(|l| {
+                let recent = if now.saturating_since(l.peak_since).as_secs_f64() > HORIZON_SECS {
+                    l.inflight
+                } else {
+                    l.peak
+                };
+                // what it holds now is not free: keep room for what it may still add
+                let want = u64::from(recent) + 1;
+                want.min(share(l).max(1))
+                    .saturating_sub(u64::from(l.inflight))
+            })
+            .sum();
+        keep > 0 && free <= keep
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: f64) -> Time {
+        Time::from_secs_f64(s)
+    }
+
+    const HEAVY: Option<TenantId> = Some(TenantId(0));
+    const LIGHT: Option<TenantId> = Some(TenantId(1));
+
+    #[test]
+    fn a_flooding_tenant_leaves_the_last_slots_to_an_active_one() {
+        let mut h = Headroom::default();
+        // the light tenant had two in flight a moment ago
+        h.arrived(LIGHT, at(0.0));
+        h.started(LIGHT, at(0.0));
+        h.started(LIGHT, at(0.1));
+        h.ended(LIGHT);
+        h.ended(LIGHT);
+        for i in 0..10 {
+            h.arrived(HEAVY, at(1.0));
+            h.started(HEAVY, at(1.0 + f64::from(i) * 0.01));
+        }
+        // 16 slots, 10 taken: heavy (share 8) may go on until 3 are left
+        assert!(!h.holds_back(HEAVY, 6, 16, at(2.0)));
+        assert!(!h.holds_back(HEAVY, 4, 16, at(2.0)));
+        assert!(h.holds_back(HEAVY, 3, 16, at(2.0)));
+        // the light tenant itself is never held
+        assert!(!h.holds_back(LIGHT, 1, 16, at(2.0)));
+        // once it is quiet for the horizon, the heavy tenant takes everything
+        assert!(!h.holds_back(HEAVY, 1, 16, at(1.0 + HORIZON_SECS + 0.5)));
+    }
+
+    #[test]
+    fn alone_or_under_its_share_a_tenant_is_never_held() {
+        let mut h = Headroom::default();
+        h.arrived(HEAVY, at(0.0));
+        h.started(HEAVY, at(0.0));
+        assert!(
+            !h.holds_back(HEAVY, 1, 4, at(0.0)),
+            "one tenant: no headroom"
+        );
+        h.arrived(LIGHT, at(0.0));
+        h.started(LIGHT, at(0.0));
+        // heavy holds 1 of a share of 2 (4 slots, two tenants)
+        assert!(!h.holds_back(HEAVY, 1, 4, at(0.1)));
+        assert!(
+            !h.holds_back(None, 1, 4, at(0.1)),
+            "anonymous requests are not held"
+        );
+    }
+
+    #[test]
+    fn weights_set_the_shares() {
+        let mut h = Headroom::default();
+        h.set_weight(HEAVY.unwrap(), 3);
+        h.arrived(LIGHT, at(0.0));
+        h.started(LIGHT, at(0.0));
+        h.ended(LIGHT);
+        for _ in 0..5 {
+            h.started(HEAVY, at(0.0));
+        }
+        // 8 slots: heavy's share is 6, so at 5 it is under it and never held
+        assert!(!h.holds_back(HEAVY, 1, 8, at(0.5)));
+        h.started(HEAVY, at(0.5));
+        // at 6 it is not under: it leaves the light tenant its peak (1) + 1
+        assert!(h.holds_back(HEAVY, 2, 8, at(0.6)));
+        assert!(!h.holds_back(HEAVY, 3, 8, at(0.6)));
+    }
+}
