@@ -12,7 +12,11 @@
 //!   0.073 (1.04x) / 0.44 s, h100x8 1.5x 0.073 / 0.089 (1.22x) / 20.6 s. The price: the
 //!   heavy tenant's p99 at 0.9x goes from 1.20 to 1.70 s (hetero) and 0.46 to 0.70 s
 //!   (h100x8), and at 1.5x on hetero it is served 2996 requests instead of 3210 (the slots
-//!   kept free for the light tenant).
+//!   kept free for the light tenant). With `max_inflight = 8` the light tenant gets 1.21x,
+//!   0.63x, 1.06x and 1.23x of alone. A wider margin (the light tenant's recent peak +
+//!   its square root + 1 slots kept) brings every one of these within 1.14x, but costs
+//!   the heavy tenant 11% to 17% of its requests when overloaded and a 3x to 6x p99 at
+//!   0.9x: not taken.
 //! - Where engines queue on their own (no `max_inflight`): hetero 1.5x 0.40 / 2.52 / 8.42 s,
 //!   hetero 0.9x 0.40 / 1.65 / 1.65 s, h100x8 1.5x 0.072 / 0.183 / 0.183 s, h100x8 0.9x
 //!   0.078 / 0.114 / 0.114 s: the gateway's queue is short or empty, and what the light
