@@ -1,7 +1,8 @@
 //! Tenants end to end over real HTTP: API keys from `[[tenants]]` (as SHA-256 digests),
 //! OpenAI's 401 for a missing or unknown key (the key never echoed), a tenant's allowed
 //! models, per-tenant usage in the metrics, and the fair share between tenants inside a class, live: a tenant that floods
-//! the queue does not keep another tenant's request waiting behind all of its own.
+//! the queue does not keep another tenant's request waiting behind all of its own, and
+//! leaves a slot free for a tenant active a moment ago.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
@@ -139,6 +140,61 @@ async fn a_flooding_tenant_does_not_keep_another_waiting_behind_all_its_requests
     assert!(
         light_at <= 3,
         "the light tenant waited behind the flood: {order:?}"
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_flooding_tenant_leaves_a_slot_for_another_active_a_moment_ago() {
+    // four slots; steps of a real engine, so the heavy tenant's long answers take a while
+    let a = sim_with("a", MODEL, |c| {
+        c.profile = inferplane_sim::EngineProfile::preset("llama-3.1-8b-h100").unwrap();
+    })
+    .await;
+    let gw = gateway(config(&a, 4), 1).await;
+    let http = reqwest::Client::new();
+    // the light tenant was active a moment ago
+    let (status, text) = post(&http, &gw, Some(LIGHT_KEY), &chat(MODEL, 4, false)).await;
+    assert_eq!(status, 200, "{text}");
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<&'static str>();
+    let fire = |key: &'static str, who: &'static str, max_tokens: u32| {
+        let (http, url, tx) = (http.clone(), gw.url(), done_tx.clone());
+        tokio::spawn(async move {
+            let r = http
+                .post(format!("{url}/v1/chat/completions"))
+                .bearer_auth(key)
+                .json(&chat(MODEL, max_tokens, false))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            let _ = tx.send(who);
+        });
+    };
+    for _ in 0..6 {
+        fire(HEAVY_KEY, "heavy", 300);
+    }
+    // the heavy tenant (share: 2 of 4) leaves the light one its peak (1) + 1 slots
+    eventually("the heavy tenant's flood waits", || async {
+        gw.control_plane().policies().await.unwrap()[0].queued_by_priority
+            [inferplane_core::Priority::Normal.index()]
+            >= 2
+    })
+    .await;
+    fire(LIGHT_KEY, "light", 4);
+    drop(done_tx);
+    let mut order = Vec::new();
+    while let Some(who) = tokio::time::timeout(std::time::Duration::from_secs(60), done_rx.recv())
+        .await
+        .unwrap()
+    {
+        order.push(who);
+    }
+    assert_eq!(order.len(), 7, "{order:?}");
+    // with every slot taken it would wait for a heavy answer to end first
+    assert_eq!(
+        order[0], "light",
+        "the light tenant found no free slot: {order:?}"
     );
     gw.shutdown().await;
 }
