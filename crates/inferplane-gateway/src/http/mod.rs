@@ -9,6 +9,7 @@ pub mod body;
 pub mod limits;
 pub mod openai;
 mod plane_error;
+mod request_id;
 pub mod tenants_admin;
 
 use crate::control_plane::ControlPlane;

@@ -68,25 +68,6 @@ async fn proxy(s: Arc<AppState>, route: Route, headers: HeaderMap, body: Body) -
     resp
 }
 
-/// A request id no other request of this process (and, but for a 2^-64 chance, of any
-/// other gateway) gets: 32 hex digits, a random half drawn once per process and a
-/// bijective mix of a counter, so ids are unique without a system call per request (a
-/// random UUID per request costs one `getrandom`).
-fn new_request_id() -> String {
-    static SEED: std::sync::OnceLock<(u64, u64)> = std::sync::OnceLock::new();
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let (hi, lo) = *SEED.get_or_init(|| uuid::Uuid::new_v4().as_u64_pair());
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    format!("{hi:016x}{:016x}", mix(lo ^ n))
-}
-
-/// SplitMix64's finalizer: a bijection on `u64` (distinct inputs, distinct outputs).
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
 /// What the edge learned of a request, for its response's headers whatever the outcome.
 #[derive(Debug, Default)]
 struct Known {
@@ -110,8 +91,12 @@ async fn handle(
     known: &mut Known,
 ) -> Result<Response, ApiError> {
     let cfg = s.cp.config();
-    let mut hm = HeaderMeta::parse(headers, cfg.default_priority, new_request_id)
-        .map_err(|e| invalid(s, route, e))?;
+    let mut hm = HeaderMeta::parse(
+        headers,
+        cfg.default_priority,
+        super::request_id::new_request_id,
+    )
+    .map_err(|e| invalid(s, route, e))?;
     known.request_id = Some(hm.request_id.clone());
     let caller = s.tenants.authenticate(headers).map_err(|e| {
         s.cp.telemetry().auth_failed(e.reason());
@@ -174,6 +159,18 @@ async fn handle(
         Err(refused) => {
             known.standing = Some(refused.standing);
             let tenant = caller.map_or("", |c| c.tenant.id.as_str());
+            // the access log's line for a request that never reached a pool
+            tracing::info!(
+                request_id = hm.request_id.as_str(),
+                id = meta.id.0,
+                model = %meta.model,
+                route = ?route,
+                priority = meta.priority.as_str(),
+                tenant,
+                outcome = "rate_limited",
+                reason = refused.refusal.reason(),
+                "request refused by its tenant's limits"
+            );
             return Err(super::limits::refused(&refused, tenant));
         }
     };
@@ -493,21 +490,5 @@ impl Failed {
             error,
             response,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn request_ids_are_distinct_32_hex_digits() {
-        let ids: std::collections::HashSet<String> =
-            (0..10_000).map(|_| new_request_id()).collect();
-        assert_eq!(ids.len(), 10_000);
-        assert!(
-            ids.iter()
-                .all(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()))
-        );
     }
 }
