@@ -61,7 +61,7 @@ pub struct EventTooLong {
 }
 
 impl EventSplitter {
-    /// A splitter for events of at most `limit` bytes (the relay's is [`MAX_EVENT_BYTES`]).
+    /// A splitter for events of at most `limit` bytes (the relay's is [`super::MAX_EVENT_BYTES`]).
     pub fn new(limit: usize) -> Self {
         EventSplitter {
             buf: BytesMut::new(),

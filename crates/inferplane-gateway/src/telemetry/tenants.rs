@@ -120,7 +120,7 @@ pub struct TenantMetrics {
     rejections: [Counter; 4],
 }
 
-/// Every rejection reason, in the order of [`TenantMetrics::rejections`].
+/// Every rejection reason (the `reason` label of `inferplane_tenant_rejections_total`).
 pub const REJECTIONS: [&str; 4] = [
     "requests_per_minute",
     "tokens_per_minute",
