@@ -15,6 +15,22 @@
 
 use crate::request::TenantId;
 use crate::time::Time;
+use serde::{Deserialize, Serialize};
+
+/// How many slots a tenant above its share leaves to each other active tenant
+/// (`[scheduler] tenant_headroom`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TenantHeadroom {
+    /// None: a tenant takes every free slot (the fair share still orders the queue).
+    Off,
+    /// The other's recent peak in flight + 1.
+    #[default]
+    Peak,
+    /// The other's recent peak + its square root + 1: closer to what the other gets
+    /// alone, for more of the flooding tenant's throughput.
+    Wide,
+}
 
 /// How long a tenant counts as active after its last arrival, and how long its peak in
 /// flight is remembered.
@@ -90,15 +106,20 @@ impl Headroom {
         }
     }
 
-    /// Whether `tenant` must leave the `free` slots (of `capacity`) to the others at `now`.
+    /// Whether `tenant` must leave the `free` slots (of `capacity`) to the others at `now`,
+    /// keeping `margin` for each.
     pub fn holds_back(
         &self,
+        margin: TenantHeadroom,
         tenant: Option<TenantId>,
         free: u64,
         capacity: u64,
         now: Time,
     ) -> bool {
         let Some(t) = tenant else { return false };
+        if margin == TenantHeadroom::Off {
+            return false;
+        }
         if self.loads.len() < 2 {
             return false;
         }
@@ -133,7 +154,11 @@ impl Headroom {
                     l.peak
                 };
                 // what it holds now is not free: keep room for what it may still add
-                let want = u64::from(recent) + 1;
+                let recent = u64::from(recent);
+                let want = match margin {
+                    TenantHeadroom::Wide => recent + recent.isqrt() + 1,
+                    _ => recent + 1,
+                };
                 want.min(share(l).max(1))
                     .saturating_sub(u64::from(l.inflight))
             })
@@ -167,13 +192,23 @@ mod tests {
             h.started(HEAVY, at(1.0 + f64::from(i) * 0.01));
         }
         // 16 slots, 10 taken: heavy (share 8) may go on until 3 are left
-        assert!(!h.holds_back(HEAVY, 6, 16, at(2.0)));
-        assert!(!h.holds_back(HEAVY, 4, 16, at(2.0)));
-        assert!(h.holds_back(HEAVY, 3, 16, at(2.0)));
+        assert!(!h.holds_back(TenantHeadroom::Peak, HEAVY, 6, 16, at(2.0)));
+        assert!(!h.holds_back(TenantHeadroom::Peak, HEAVY, 4, 16, at(2.0)));
+        assert!(h.holds_back(TenantHeadroom::Peak, HEAVY, 3, 16, at(2.0)));
         // the light tenant itself is never held
-        assert!(!h.holds_back(LIGHT, 1, 16, at(2.0)));
+        assert!(!h.holds_back(TenantHeadroom::Peak, LIGHT, 1, 16, at(2.0)));
+        // off: never; wide: the peak (2) + its root (1) + 1
+        assert!(!h.holds_back(TenantHeadroom::Off, HEAVY, 1, 16, at(2.0)));
+        assert!(h.holds_back(TenantHeadroom::Wide, HEAVY, 4, 16, at(2.0)));
+        assert!(!h.holds_back(TenantHeadroom::Wide, HEAVY, 5, 16, at(2.0)));
         // once it is quiet for the horizon, the heavy tenant takes everything
-        assert!(!h.holds_back(HEAVY, 1, 16, at(1.0 + HORIZON_SECS + 0.5)));
+        assert!(!h.holds_back(
+            TenantHeadroom::Peak,
+            HEAVY,
+            1,
+            16,
+            at(1.0 + HORIZON_SECS + 0.5)
+        ));
     }
 
     #[test]
@@ -182,15 +217,15 @@ mod tests {
         h.arrived(HEAVY, at(0.0));
         h.started(HEAVY, at(0.0));
         assert!(
-            !h.holds_back(HEAVY, 1, 4, at(0.0)),
+            !h.holds_back(TenantHeadroom::Peak, HEAVY, 1, 4, at(0.0)),
             "one tenant: no headroom"
         );
         h.arrived(LIGHT, at(0.0));
         h.started(LIGHT, at(0.0));
         // heavy holds 1 of a share of 2 (4 slots, two tenants)
-        assert!(!h.holds_back(HEAVY, 1, 4, at(0.1)));
+        assert!(!h.holds_back(TenantHeadroom::Peak, HEAVY, 1, 4, at(0.1)));
         assert!(
-            !h.holds_back(None, 1, 4, at(0.1)),
+            !h.holds_back(TenantHeadroom::Peak, None, 1, 4, at(0.1)),
             "anonymous requests are not held"
         );
     }
@@ -206,10 +241,10 @@ mod tests {
             h.started(HEAVY, at(0.0));
         }
         // 8 slots: heavy's share is 6, so at 5 it is under it and never held
-        assert!(!h.holds_back(HEAVY, 1, 8, at(0.5)));
+        assert!(!h.holds_back(TenantHeadroom::Peak, HEAVY, 1, 8, at(0.5)));
         h.started(HEAVY, at(0.5));
         // at 6 it is not under: it leaves the light tenant its peak (1) + 1
-        assert!(h.holds_back(HEAVY, 2, 8, at(0.6)));
-        assert!(!h.holds_back(HEAVY, 3, 8, at(0.6)));
+        assert!(h.holds_back(TenantHeadroom::Peak, HEAVY, 2, 8, at(0.6)));
+        assert!(!h.holds_back(TenantHeadroom::Peak, HEAVY, 3, 8, at(0.6)));
     }
 }

@@ -169,10 +169,13 @@ impl<T> Scheduler<T> {
             return Try::Skip;
         }
         let free = self.totals.capacity.saturating_sub(self.totals.inflight);
-        if self
-            .headroom
-            .holds_back(q.meta.tenant, free, self.totals.capacity, now)
-        {
+        if self.headroom.holds_back(
+            self.config.tenant_headroom,
+            q.meta.tenant,
+            free,
+            self.totals.capacity,
+            now,
+        ) {
             // the rest of this dispatch serves the others first
             if let Some(t) = q.meta.tenant {
                 self.queues.fair().hold(t);

@@ -115,6 +115,9 @@ pub struct SchedulerConfig {
     /// How many queued requests a dispatch may pass over when the one at the head cannot
     /// be placed yet (no instance it may use has room), so that it never blocks the rest.
     pub look_ahead: usize,
+    /// What a tenant above its share leaves free for the others (see
+    /// [`crate::schedule::headroom`]).
+    pub tenant_headroom: crate::schedule::headroom::TenantHeadroom,
 }
 
 impl Default for SchedulerConfig {
@@ -129,6 +132,7 @@ impl Default for SchedulerConfig {
             saturation: SaturationConfig::default(),
             overload: OverloadConfig::default(),
             look_ahead: 64,
+            tenant_headroom: Default::default(),
         }
     }
 }

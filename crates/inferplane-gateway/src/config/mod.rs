@@ -103,6 +103,10 @@ pub struct SchedulerSection {
     pub overload: OverloadConfig,
     /// How many queued requests one dispatch may pass over when the head cannot be placed.
     pub look_ahead: usize,
+    /// What a tenant above its fair share leaves free for tenants active in the last 10 s:
+    /// `peak` (default: their recent peak in flight + 1), `wide` (+ its square root too),
+    /// `off`.
+    pub tenant_headroom: inferplane_core::schedule::headroom::TenantHeadroom,
 }
 
 impl Default for SchedulerSection {
@@ -115,6 +119,7 @@ impl Default for SchedulerSection {
             saturation: d.saturation,
             overload: d.overload,
             look_ahead: d.look_ahead,
+            tenant_headroom: d.tenant_headroom,
         }
     }
 }
@@ -390,6 +395,7 @@ impl GatewayConfig {
                 saturation: self.scheduler.saturation.clone(),
                 overload: self.scheduler.overload.clone(),
                 look_ahead: self.scheduler.look_ahead,
+                tenant_headroom: self.scheduler.tenant_headroom,
             },
         }
     }

@@ -190,6 +190,7 @@ impl FileConfig {
                     saturation: self.scheduler.saturation.clone(),
                     overload: self.scheduler.overload.clone(),
                     look_ahead: self.scheduler.look_ahead,
+                    tenant_headroom: self.scheduler.tenant_headroom,
                 },
                 engine: pool_engine,
                 timeouts: pool.timeouts.over(&self.timeouts),
