@@ -12,6 +12,9 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+/// Longest wait on the shared store for an admin API key change.
+const KEY_STORE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Errors starting the gateway.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -83,11 +86,30 @@ impl Gateway {
                 "[discovery.kubernetes] is set but this binary was built without the `kubernetes` feature: nothing is discovered"
             );
         }
+        let tenants = Arc::new(crate::tenants::Tenants::new(&cp.config().tenants));
+        let keystore = match &cp.config().shared {
+            Some(s) => {
+                let store = crate::tenants::KeyStore::new(
+                    s.redis.expose(),
+                    &s.key_prefix,
+                    s.fallback_after.min(KEY_STORE_TIMEOUT),
+                )
+                .map(Arc::new)
+                .map_err(|e| {
+                    cp.shutdown();
+                    GatewayError::Start(StartError::Shared(e))
+                })?;
+                crate::tenants::keystore::spawn_sync(store.clone(), Arc::downgrade(&tenants));
+                Some(store)
+            }
+            None => None,
+        };
         let state = Arc::new(AppState {
             cp: cp.clone(),
             loopback: addr.ip().is_loopback(),
             listen: addr.to_string(),
-            tenants: Arc::new(crate::tenants::Tenants::new(&cp.config().tenants)),
+            tenants,
+            keystore,
         });
         let (stop, stopped) = oneshot::channel::<()>();
         let router = app(state);

@@ -4,7 +4,8 @@
 //! on every response; and, with Redis (Debian's `redis-server`, skipped when absent), a
 //! token window shared by two replicas that many concurrent streaming clients of one
 //! tenant never overshoot by more than one request's output, falling back to each
-//! replica's share of the limits when Redis goes away.
+//! replica's share of the limits when Redis goes away; keys made or revoked through one
+//! replica's admin API hold on the other.
 //!
 //! Windows are anchored minutes: each test first waits (at most its margin) until the
 //! current minute has enough left for all it does.
@@ -518,4 +519,92 @@ async fn a_token_window_shared_by_two_replicas_is_never_overshot_by_more_than_on
     let m = metrics_text(&gws[0]).await;
     assert_eq!(metric(&m, "inferplane_tenant_limits_store_up"), 0.0);
     assert_eq!(metric(&m, "inferplane_tenant_limits_fallbacks_total"), 1.0);
+}
+
+#[tokio::test]
+async fn keys_made_or_revoked_on_one_replica_hold_on_every_replica() {
+    let Some(redis) = Redis::start() else { return };
+    let sims = vec![sim("s0", MODEL).await, sim("s1", MODEL).await];
+    let gws = two_replicas(&sims, &redis.url()).await;
+    let http = reqwest::Client::new();
+    let admin = |gw: &Gateway, path: &str| format!("{}/admin{path}", gw.url());
+    let made: Value = http
+        .post(admin(&gws[0], "/tenants/batch/keys"))
+        .json(&json!({"name": "fleet"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let secret = made["key"].as_str().unwrap().to_string();
+    let id = made["id"].as_str().unwrap().to_string();
+    let status = |gw: usize, key: String| {
+        let (http, url) = (http.clone(), gws[gw].url());
+        async move {
+            http.post(format!("{url}/v1/chat/completions"))
+                .bearer_auth(key)
+                .json(&chat(MODEL, 4, false))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(status(0, secret.clone()).await, 200);
+    eventually("the other replica takes the new key", || {
+        let s = status(1, secret.clone());
+        async move { s.await == 200 }
+    })
+    .await;
+    // revoked on the other replica: refused on both
+    let r = http
+        .delete(admin(&gws[1], &format!("/keys/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(status(1, secret.clone()).await, 401);
+    eventually("the first replica refuses the revoked key", || {
+        let s = status(0, secret.clone());
+        async move { s.await == 401 }
+    })
+    .await;
+    // a config key revoked on one replica is revoked on the other too
+    let r = http
+        .delete(admin(&gws[0], "/keys/rpm-0"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    eventually("the config key is revoked fleet-wide", || {
+        let s = status(1, "key-of-rpm-tenant-000001".to_string());
+        async move { s.await == 401 }
+    })
+    .await;
+    // without the store, nothing changes and the admin is told so
+    drop(redis);
+    let r = http
+        .post(admin(&gws[0], "/tenants/batch/keys"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "shared_store_unavailable");
+    let keys: Value = http
+        .get(admin(&gws[0], "/tenants/batch/keys"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        keys["keys"].as_array().unwrap().len(),
+        1,
+        "only the config's: {keys}"
+    );
 }

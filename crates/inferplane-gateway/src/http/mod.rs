@@ -32,6 +32,8 @@ pub struct AppState {
     pub listen: String,
     /// Who callers are, by their API keys (`[[tenants]]`).
     pub tenants: Arc<crate::tenants::Tenants>,
+    /// Where keys changed at run time are shared with the other replicas (`[shared]`).
+    pub keystore: Option<Arc<crate::tenants::KeyStore>>,
 }
 
 /// `GET /health`: 200 while the dispatcher runs; 503 (OpenAI-shaped) once it has stopped,

@@ -3,7 +3,9 @@
 //! this replica's totals: what the dashboard's top tenants are ranked by),
 //! `GET /admin/tenants/{id}/usage`, `GET/POST /admin/tenants/{id}/keys` (a new key's
 //! secret is in the creating answer only) and `DELETE /admin/keys/{id}` (revoked: 401 from
-//! then on). Keys made here live in this process only: a restart goes back to the config.
+//! then on). Keys made here live in this process only (a restart goes back to the
+//! config), unless `[shared]` is set: then a change is made in Redis first (503 if Redis
+//! does not take it) and every replica reads the fleet's keys every second.
 
 use super::AppState;
 use crate::error::ApiError;
@@ -71,13 +73,29 @@ pub async fn create(
     let name = key_name(&body)?;
     let made = s
         .tenants
-        .create_key(&id, name, fresh_secret())
+        .prepare_key(&id, name, fresh_secret())
         .map_err(admin_error)?;
+    if let Some(store) = &s.keystore {
+        let stored = crate::tenants::StoredKey {
+            id: made.entry.id.clone(),
+            tenant: made.entry.tenant.clone(),
+            name: made.entry.name.clone(),
+        };
+        store
+            .put(&made.digest, &stored)
+            .await
+            .map_err(|e| admin_error(KeyAdminError::Store(e)))?;
+    }
+    s.tenants.insert(&made);
     tracing::info!(tenant = %id, key = %made.entry.id, "API key created through the admin API");
     let mut v = serde_json::to_value(&made.entry).unwrap_or_else(|_| json!({}));
     v["key"] = Value::String(made.secret);
-    v["note"] =
-        "this is the only time the key is shown; it lasts until this process restarts".into();
+    v["note"] = if s.keystore.is_some() {
+        "this is the only time the key is shown; every replica takes it within a second"
+    } else {
+        "this is the only time the key is shown; it lasts until this process restarts"
+    }
+    .into();
     Ok((StatusCode::CREATED, Json(v)))
 }
 
@@ -86,13 +104,33 @@ pub async fn revoke(
     State(s): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let gone = s.tenants.revoke(&id).map_err(admin_error)?;
+    let (digest, gone) = s.tenants.lookup(&id).map_err(admin_error)?;
+    if let Some(store) = &s.keystore {
+        store
+            .revoke(&digest)
+            .await
+            .map_err(|e| admin_error(KeyAdminError::Store(e)))?;
+    }
+    s.tenants.remove(&digest);
     tracing::info!(tenant = %gone.tenant, key = %gone.id, "API key revoked through the admin API");
     Ok(Json(json!({ "revoked": gone })))
 }
 
 fn admin_error(e: KeyAdminError) -> ApiError {
-    ApiError::not_found(e.to_string())
+    match e {
+        KeyAdminError::Store(_) => {
+            tracing::warn!(error = %e, "an API key change was refused: the shared store failed");
+            ApiError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                message: e.to_string(),
+                kind: "server_error",
+                param: None,
+                code: "shared_store_unavailable",
+                retry_after: Some(1),
+            }
+        }
+        _ => ApiError::not_found(e.to_string()),
+    }
 }
 
 /// The optional `name` of a key-creation body: an empty body or `{}` is none; anything

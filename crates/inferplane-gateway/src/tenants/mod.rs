@@ -12,12 +12,15 @@
 //! A tenant's limits are counted by [`Limiter`] (`limiter.rs`; the arithmetic in
 //! `window.rs`, its fleet-wide twin in Redis in `store.rs`).
 
+mod admin_keys;
 mod keys;
+pub mod keystore;
 mod limiter;
 mod store;
 mod window;
 
 pub use keys::{KeyDigest, KeyError, check_key};
+pub use keystore::{KeyStore, SharedKeys, StoredKey};
 pub use limiter::{Limiter, Refused, Reservation, TenantUsage, WindowUsage, now_ms};
 pub use store::{LimitStore, StoreAnswer};
 pub use window::{Ask, Held, Refusal, Standing, Usage, WINDOW_MS, window_of};
@@ -27,7 +30,7 @@ use arc_swap::ArcSwap;
 use axum::http::{HeaderMap, header};
 use inferplane_core::{Priority, TenantId};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Why a caller was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -50,14 +53,18 @@ pub struct Tenants {
     by_digest: ArcSwap<HashMap<KeyDigest, KeyEntry>>,
     /// Set once any key exists: then every caller needs one, even if all are revoked.
     required: AtomicBool,
-    /// Numbers keys made by the admin API.
-    next_key: AtomicU64,
+    /// The config's keys, as they were at start (what the shared store's view starts from).
+    config_keys: HashMap<KeyDigest, KeyEntry>,
+    /// Counts this replica's own key changes, so a view of the store read before one is
+    /// not applied over it.
+    changes: std::sync::atomic::AtomicU64,
 }
 
 /// A key, as the admin API lists it (never its secret or digest).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct KeyEntry {
-    /// The key's id (`<tenant>-<n>` from the config, `<tenant>-a<n>` from the admin API).
+    /// The key's id (`<tenant>-<n>` from the config, `<tenant>-a<10 hex digits>` from the
+    /// admin API).
     pub id: String,
     /// Its tenant's name.
     pub tenant: String,
@@ -76,12 +83,14 @@ pub struct KeyEntry {
 pub struct NewKey {
     /// What the admin API lists.
     pub entry: KeyEntry,
+    /// Its digest.
+    pub digest: KeyDigest,
     /// The key itself, shown once.
     pub secret: String,
 }
 
 /// Why a key could not be made or revoked.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum KeyAdminError {
     /// No such tenant.
     #[error("no tenant is named {0:?}")]
@@ -89,6 +98,9 @@ pub enum KeyAdminError {
     /// No such key.
     #[error("no key has the id {0:?}")]
     UnknownKey(String),
+    /// The shared store did not take the change (nothing changed).
+    #[error("the shared store (Redis) did not take the change, so nothing changed; try again")]
+    Store(#[source] crate::shared::StoreError),
 }
 
 /// A caller known by its key.
@@ -129,8 +141,9 @@ impl Tenants {
         Tenants {
             list: tenants.to_vec(),
             required: AtomicBool::new(!by_digest.is_empty()),
+            config_keys: by_digest.clone(),
+            changes: Default::default(),
             by_digest: ArcSwap::from_pointee(by_digest),
-            next_key: AtomicU64::new(1),
         }
     }
 
@@ -142,66 +155,6 @@ impl Tenants {
     /// The index of the tenant named `id`.
     pub fn position(&self, id: &str) -> Option<usize> {
         self.list.iter().position(|t| t.id == id)
-    }
-
-    /// Every key (of `tenant`, if given), sorted by id, without secrets.
-    pub fn keys(&self, tenant: Option<&str>) -> Vec<KeyEntry> {
-        let mut v: Vec<KeyEntry> = self
-            .by_digest
-            .load()
-            .values()
-            .filter(|e| tenant.is_none_or(|t| e.tenant == t))
-            .cloned()
-            .collect();
-        v.sort_by(|a, b| a.id.cmp(&b.id));
-        v
-    }
-
-    /// Makes a key for the tenant named `tenant`, from `secret` (fresh random bytes:
-    /// the caller draws them), labelled `name`.
-    pub fn create_key(
-        &self,
-        tenant: &str,
-        name: Option<String>,
-        secret: String,
-    ) -> Result<NewKey, KeyAdminError> {
-        let ix = self
-            .position(tenant)
-            .ok_or_else(|| KeyAdminError::UnknownTenant(tenant.to_string()))?;
-        let n = self.next_key.fetch_add(1, Ordering::Relaxed);
-        let entry = KeyEntry {
-            id: format!("{tenant}-a{n}"),
-            tenant: tenant.to_string(),
-            source: "admin",
-            name,
-            ix: ix as u32,
-        };
-        let digest = KeyDigest::of(&secret);
-        self.by_digest.rcu(|m| {
-            let mut m = HashMap::clone(m);
-            m.insert(digest, entry.clone());
-            m
-        });
-        self.required.store(true, Ordering::Relaxed);
-        Ok(NewKey { entry, secret })
-    }
-
-    /// Revokes the key `id`: from now on it gets a 401.
-    pub fn revoke(&self, id: &str) -> Result<KeyEntry, KeyAdminError> {
-        let mut gone = None;
-        self.by_digest.rcu(|m| {
-            let mut m = HashMap::clone(m);
-            gone = m
-                .iter()
-                .find(|(_, e)| e.id == id)
-                .map(|(d, e)| (*d, e.clone()));
-            if let Some((d, _)) = &gone {
-                m.remove(d);
-            }
-            m
-        });
-        gone.map(|(_, e)| e)
-            .ok_or_else(|| KeyAdminError::UnknownKey(id.to_string()))
     }
 
     /// The tenants, in config order.
@@ -339,24 +292,28 @@ mod tests {
             ..tenant("a", "key-of-tenant-a-0001")
         }]);
         assert!(!t.required());
-        assert_eq!(
+        assert!(matches!(
             t.create_key("zz", None, "x".repeat(40)).unwrap_err(),
-            KeyAdminError::UnknownTenant("zz".into())
-        );
+            KeyAdminError::UnknownTenant(_)
+        ));
         let k = t
             .create_key("a", Some("ci".into()), "made-at-run-time-0123456789".into())
             .unwrap();
-        assert_eq!((k.entry.id.as_str(), k.entry.source), ("a-a1", "admin"));
+        let id = format!("a-a{}", &k.digest.hex()[..10]);
+        assert_eq!(
+            (k.entry.id.as_str(), k.entry.source),
+            (id.as_str(), "admin")
+        );
         assert!(t.required());
         let auth = bearer("Bearer made-at-run-time-0123456789");
         assert_eq!(t.authenticate(&auth).unwrap().unwrap().id, TenantId(0));
         assert_eq!(t.keys(Some("a")), vec![k.entry.clone()]);
-        assert_eq!(t.revoke("a-a1").unwrap(), k.entry);
+        assert_eq!(t.revoke(&id).unwrap(), k.entry);
         assert_eq!(t.authenticate(&auth).unwrap_err(), AuthError::Unknown);
         assert_eq!(
             t.authenticate(&HeaderMap::new()).unwrap_err(),
             AuthError::Missing
         );
-        assert!(t.revoke("a-a1").is_err());
+        assert!(t.revoke(&id).is_err());
     }
 }
