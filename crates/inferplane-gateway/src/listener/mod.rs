@@ -24,6 +24,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, oneshot, watch};
 
+/// hyper's read buffer per connection: request heads (request line and headers) are
+/// refused with 431 beyond it (at the latest beyond twice it); bodies stream through it.
+pub const MAX_HEAD_BUFFER: usize = 128 << 10;
+
 /// Limits on client connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientLimits {
@@ -129,6 +133,11 @@ async fn connection(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(header_read_timeout)
+        // a request's head over the buffer gets hyper's 431 (ours in OpenAI's shape). One
+        // read may take up to a buffer's worth past the check, so heads above twice this
+        // are always refused, whatever the socket's timing (hyper's default, ~400 KiB,
+        // let a 500 KB head through when it arrived in one read)
+        .max_buf_size(MAX_HEAD_BUFFER)
         .keep_alive(true);
     let conn = builder.serve_connection(TokioIo::new(io::ClientIo::new(tcp)), service);
     tokio::pin!(conn);
