@@ -15,6 +15,13 @@
 //! to the tenant whose turn it is, that head stands (so a policy's order inside one tenant,
 //! urgency say, is kept). With one tenant (or none known), nothing changes at all.
 //!
+//! Overload control reads it too (`scheduler/overload.rs`): a tenant's request is
+//! predicted to wait for its own queued requests and, of every other tenant waiting, as
+//! many as its weight earns in that time ([`Fair::ahead`]), not for the whole class ahead
+//! of it; and the request shed first is the newest of the tenant most queued for its
+//! weight ([`Fair::newest_of_most_queued`]). So under overload the flooding tenant is shed,
+//! not the light one whose requests would have been served in their turn.
+//!
 //! Each tenant of a class has a *lane*: its queued keys in entry order, removed lazily like
 //! the other orders' (a key whose slot moved on is stale and dropped when it reaches a
 //! front).
@@ -230,6 +237,73 @@ impl Fair {
             .iter()
             .find(|l| l.tenant == tenant)
             .map_or(0.0, |l| l.counter)
+    }
+
+    /// How many requests of `class` the fair share serves before the one of `tenant` with
+    /// `own` of its own requests ahead of it in its lane (stale keys counted, so an upper
+    /// estimate): its own, and of every other waiting tenant as many as its weight earns
+    /// in that time, never more than it has queued. `None` when fewer than two tenants wait
+    /// in the class: the policy's order alone decides then.
+    pub fn ahead(&self, class: Priority, tenant: Option<TenantId>, own: usize) -> Option<usize> {
+        let c = class.index();
+        let others = self.lanes[c]
+            .iter()
+            .filter(|l| l.tenant != tenant && !l.keys.is_empty());
+        let mut n = 0;
+        let mut ahead = own;
+        let turns = (own + 1) as f64 / self.weight(tenant);
+        for l in others {
+            n += 1;
+            let earned = (turns * self.weight(l.tenant)).ceil() as usize;
+            ahead += l.keys.len().min(earned);
+        }
+        (n > 0).then_some(ahead)
+    }
+
+    /// Requests of `tenant` queued in `class` (stale keys included).
+    pub fn queued(&self, class: Priority, tenant: Option<TenantId>) -> usize {
+        self.lanes[class.index()]
+            .iter()
+            .find(|l| l.tenant == tenant)
+            .map_or(0, |l| l.keys.len())
+    }
+
+    /// The newest live request of the tenant that the fair share would serve last in
+    /// `class` (the most queued for its weight), and how many of its own wait ahead of it:
+    /// the first to shed when the class is overloaded. `None` when fewer than two tenants
+    /// wait there.
+    pub fn newest_of_most_queued(
+        &mut self,
+        class: Priority,
+        live: Live<'_>,
+    ) -> Option<(QueueKey, Option<TenantId>, usize)> {
+        let c = class.index();
+        if self.waiting[c] < 2 {
+            return None;
+        }
+        loop {
+            let lane = (0..self.lanes[c].len())
+                .filter(|&i| !self.lanes[c][i].keys.is_empty())
+                .max_by(|&a, &b| {
+                    let score = |i: usize| {
+                        let l = &self.lanes[c][i];
+                        l.keys.len() as f64 / self.weight(l.tenant)
+                    };
+                    score(a).total_cmp(&score(b))
+                })?;
+            let l = &mut self.lanes[c][lane];
+            while let Some(&k) = l.keys.back() {
+                if live.contains(k) {
+                    return Some((k, l.tenant, l.keys.len() - 1));
+                }
+                l.keys.pop_back();
+            }
+            // the lane was all stale
+            self.waiting[c] -= 1;
+            if self.waiting[c] < 2 {
+                return None;
+            }
+        }
     }
 
     /// Keys held, stale ones included.

@@ -7,6 +7,13 @@
 //! their own shares). A tenant at or under its share is never held back, and with one
 //! tenant active (or none known) nothing changes.
 //!
+//! Where those slots are matters as much as how many: a tenant routed by least predicted
+//! TTFT fills the fast instances first and would leave the others the slow ones (on a
+//! mixed H100/A100/A10G pool the light tenant's p99 was 7.5x what it got alone for that
+//! reason). So the slots kept are the free ones that give a first token soonest: the
+//! scheduler keeps the tenant off the best-ranked instances until the kept count is
+//! covered, even under its share, unless nothing else is free ([`Headroom::keep`]).
+//!
 //! This gives up a little of the flooding tenant's throughput (the slots kept free while
 //! the others do not use them) for the others' latency, the trade a platform serving many
 //! teams from one fleet makes. It needs a pool whose slots the gateway counts (instances
@@ -35,6 +42,16 @@ pub enum TenantHeadroom {
 /// How long a tenant counts as active after its last arrival, and how long its peak in
 /// flight is remembered.
 pub const HORIZON_SECS: f64 = 10.0;
+
+/// The slots a tenant leaves to the others (see [`Headroom::keep`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keep {
+    /// How many.
+    pub slots: u64,
+    /// Whether the tenant holds its weighted share of the slots or more: then it waits
+    /// rather than take them.
+    pub over_share: bool,
+}
 
 /// One tenant's load.
 #[derive(Debug, Clone, Copy)]
@@ -116,21 +133,34 @@ impl Headroom {
         capacity: u64,
         now: Time,
     ) -> bool {
-        let Some(t) = tenant else { return false };
-        if margin == TenantHeadroom::Off {
-            return false;
-        }
-        if self.loads.len() < 2 {
-            return false;
+        self.keep(margin, tenant, capacity, now)
+            .is_some_and(|keep| keep.over_share && free <= keep.slots)
+    }
+
+    /// The slots of the pool's `capacity` that `tenant` leaves to the other active tenants
+    /// at `now`, or `None` when there are none (alone, off, no tenant, or the others hold
+    /// theirs already). The scheduler keeps them on the instances that would give a first
+    /// token soonest, where the others get close to what they get alone: a flooding tenant
+    /// routed by least TTFT would otherwise fill the fast instances first and leave the
+    /// others the slow ones. Under its share a tenant still takes them when nothing else is
+    /// free; over it, it waits (see [`Headroom::holds_back`]).
+    pub fn keep(
+        &self,
+        margin: TenantHeadroom,
+        tenant: Option<TenantId>,
+        capacity: u64,
+        now: Time,
+    ) -> Option<Keep> {
+        let t = tenant?;
+        if margin == TenantHeadroom::Off || self.loads.len() < 2 {
+            return None;
         }
         let active = |l: &Load| {
             l.inflight > 0
                 || l.last_arrival
                     .is_some_and(|a| now.saturating_since(a).as_secs_f64() <= HORIZON_SECS)
         };
-        let Some(me) = self.loads.iter().find(|l| l.tenant == t) else {
-            return false;
-        };
+        let me = self.loads.iter().find(|l| l.tenant == t)?;
         let weights: u64 = self
             .loads
             .iter()
@@ -138,11 +168,9 @@ impl Headroom {
             .map(|l| u64::from(l.weight))
             .sum();
         let share = |l: &Load| capacity * u64::from(l.weight) / weights.max(1);
-        // at or under its share, or with nothing in flight (whose end would wake the
-        // scheduler again), a tenant is never held
-        if u64::from(me.inflight) < share(me).max(1) {
-            return false;
-        }
+        // under its share, or with nothing in flight (whose end would wake the scheduler
+        // again), a tenant is never held
+        let over_share = u64::from(me.inflight) >= share(me).max(1);
         let keep: u64 = self
             .loads
             .iter()
@@ -163,7 +191,10 @@ impl Headroom {
                     .saturating_sub(u64::from(l.inflight))
             })
             .sum();
-        keep > 0 && free <= keep
+        (keep > 0).then_some(Keep {
+            slots: keep,
+            over_share,
+        })
     }
 }
 

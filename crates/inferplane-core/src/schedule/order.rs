@@ -147,6 +147,11 @@ impl Queues {
         &mut self.fair
     }
 
+    /// The fair share between tenants, to read.
+    pub fn fair_view(&self) -> &super::fair::Fair {
+        &self.fair
+    }
+
     /// `head`, or the request the fair share serves instead of it in its class.
     fn fair_head(&mut self, head: Option<Head>, live: Live<'_>) -> Option<Head> {
         let h = head?;

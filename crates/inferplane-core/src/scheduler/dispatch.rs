@@ -169,18 +169,21 @@ impl<T> Scheduler<T> {
             return Try::Skip;
         }
         let free = self.totals.capacity.saturating_sub(self.totals.inflight);
-        if self.headroom.holds_back(
+        let keep = self.headroom.keep(
             self.config.tenant_headroom,
             q.meta.tenant,
-            free,
             self.totals.capacity,
             now,
-        ) {
+        );
+        let hold = |queues: &mut crate::schedule::order::Queues| {
             // the rest of this dispatch serves the others first
             if let Some(t) = q.meta.tenant {
-                self.queues.fair().hold(t);
+                queues.fair().hold(t);
             }
-            return Try::Skip;
+            Try::Skip
+        };
+        if keep.is_some_and(|k| k.over_share && free <= k.slots) {
+            return hold(&mut self.queues);
         }
         let mut v = view(
             &self.instances,
@@ -214,7 +217,7 @@ impl<T> Scheduler<T> {
             && q.meta.deadline.is_some()
             && self.config.saturation.deadlines
             && self.config.queue_at == super::QueueAt::Gateway;
-        let allowed = if tight || hint.is_some() || avoid || lanes {
+        let allowed = if tight || hint.is_some() || avoid || lanes || keep.is_some() {
             let n = self.instances.len();
             self.narrowed.reset(n);
             for (slot, inst) in v.with_room_iter() {
@@ -246,6 +249,42 @@ impl<T> Scheduler<T> {
                 if self.narrowed.iter().any(is_lane) {
                     self.narrowed.retain(is_lane);
                 }
+            }
+            if let Some(k) = keep {
+                // the slots left to the other tenants are the ones that give a first token
+                // soonest
+                let prompt = q.meta.prompt_tokens;
+                self.ranked.clear();
+                self.ranked.extend(
+                    v.with_room_iter()
+                        .map(|(slot, inst)| (inst.ttft_secs(prompt, now), slot)),
+                );
+                self.ranked.sort_by(|a, b| a.0.total_cmp(&b.0));
+                // an instance with more free slots than are still to keep can take one
+                let mut need = k.slots;
+                let mut cut = 0;
+                for &(_, slot) in &self.ranked {
+                    let Some(inst) = v.get(slot) else { break };
+                    let free_here = u64::from(inst.limit().saturating_sub(inst.fleet_inflight()));
+                    if need == 0 || free_here > need {
+                        break;
+                    }
+                    need -= free_here;
+                    cut += 1;
+                }
+                let kept = &self.ranked[..cut];
+                let other = self
+                    .narrowed
+                    .iter()
+                    .any(|s| !kept.iter().any(|&(_, k)| k == s));
+                if other {
+                    for &(_, slot) in kept {
+                        self.narrowed.remove(slot);
+                    }
+                } else if k.over_share {
+                    return hold(&mut self.queues);
+                }
+                // under its share, a tenant takes a kept slot when no other is free
             }
             // every instance tried before, while another remains
             let instances = &self.instances;

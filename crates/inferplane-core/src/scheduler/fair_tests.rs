@@ -157,3 +157,79 @@ fn a_flooding_tenant_leaves_slots_free_for_a_tenant_active_a_moment_ago() {
     }
     assert_eq!(h.poll(later).len(), 8);
 }
+
+#[test]
+fn the_slots_left_free_are_on_the_instance_with_the_soonest_first_token() {
+    use crate::instance::InstanceId;
+    use crate::predict::Rates;
+    for p in policies() {
+        // i0 prefills at 1,000 tokens/s, i1 at 10,000; 4 slots each
+        let mut h = H::new(&[4, 4], p.clone());
+        for (id, prefill) in [("i0", 1_000.0), ("i1", 10_000.0)] {
+            h.s.set_rates(
+                &InstanceId::new(id),
+                Rates {
+                    prefill_tokens_per_sec: prefill,
+                    decode_secs_per_token: 0.01,
+                    overhead_secs: 0.0,
+                    samples: 0,
+                    decode: crate::predict::DecodeModel::default(),
+                },
+            );
+        }
+        let mut m = meta(100, Time::ZERO);
+        m.tenant = B;
+        h.submit(m, Time::ZERO);
+        assert_eq!(h.poll(Time::ZERO), [100]);
+        h.finish(100, success(1, 2), ms(1));
+        for id in 1..=20 {
+            let mut m = meta(id, ms(2));
+            m.tenant = A;
+            h.submit(m, ms(2));
+        }
+        // the heavy tenant leaves 2 slots, both on the fast instance: it fills the slow one
+        let heavy = h.poll(ms(2));
+        assert_eq!(heavy.len(), 6, "{p:?}");
+        let on_fast = heavy
+            .iter()
+            .filter(|&&id| h.instance_of(id).as_str() == "i1")
+            .count();
+        assert_eq!(on_fast, 2, "{p:?}: heavy on i1");
+        let mut m = meta(101, ms(3));
+        m.tenant = B;
+        h.submit(m, ms(3));
+        assert_eq!(h.poll(ms(3)), [101], "{p:?}");
+        assert_eq!(h.instance_of(101).as_str(), "i1", "{p:?}");
+    }
+}
+
+#[test]
+fn under_overload_the_flooding_tenant_is_shed_and_the_light_one_admitted() {
+    // 100 ms per request and normal's 5 s budget: the queue holds about 50
+    let run = |light: Option<TenantId>| {
+        let mut h = super::policy_tests::overloaded(PolicyConfig::Priority(Default::default()));
+        let mut rejected = Vec::new();
+        for i in 0..200u64 {
+            let mut m = meta(i, ms(i));
+            m.tenant = A;
+            h.submit(m, ms(i));
+            h.poll(ms(i));
+            if i % 20 == 19 {
+                // the light tenant sends one now and then
+                let mut m = meta(1000 + i, ms(i));
+                m.tenant = light;
+                h.submit(m, ms(i));
+                h.poll(ms(i));
+            }
+            rejected.extend(h.rejected());
+        }
+        let light_shed = rejected.iter().filter(|(id, _)| *id >= 1000).count();
+        (rejected.len(), light_shed)
+    };
+    let (shed, light_shed) = run(B);
+    assert!(shed > 100, "the pool is overloaded: {shed} shed");
+    assert_eq!(light_shed, 0, "the light tenant's requests wait their turn");
+    // the same traffic as one tenant: the light requests wait behind the flood and go
+    let (_, blind) = run(A);
+    assert!(blind > 5, "as one tenant, {blind} of 10 were shed");
+}

@@ -137,6 +137,8 @@ pub struct Scheduler<T> {
     // scratch, reused from pick to pick
     pub(super) cand: CandidateSet,
     pub(super) narrowed: CandidateSet,
+    /// Instances by predicted time to first token, for the slots a tenant leaves free.
+    pub(super) ranked: Vec<(f64, crate::pool::Slot)>,
     pub(super) skipped: Vec<super::dispatch::Skipped>,
     pub(super) stats: Stats,
     /// Whether a completion has measured the rates yet: before, wait predictions rest on
@@ -203,6 +205,7 @@ impl<T> Scheduler<T> {
             reserve: crate::reserve::ProtectedNeed::default(),
             cand: CandidateSet::default(),
             narrowed: CandidateSet::default(),
+            ranked: Vec::new(),
             skipped: Vec::new(),
             stats: Stats::default(),
             calibrated: false,
@@ -455,11 +458,16 @@ impl<T> Scheduler<T> {
         )
     }
 
-    /// The newest queued request of the lowest class below `incoming`, for a full queue.
+    /// The newest queued request of the lowest class below `incoming`, for a full queue
+    /// (with tenants sharing the class, of the one most queued for its weight).
     fn shed_victim(&mut self, incoming: Priority) -> Option<QueueKey> {
         for class in [Priority::Low, Priority::Normal, Priority::High] {
             if class >= incoming {
                 break;
+            }
+            let live = Live(&self.seqs);
+            if let Some((k, _, _)) = self.queues.fair().newest_of_most_queued(class, live) {
+                return Some(k);
             }
             if let Some((k, _)) = self.queues.newest(class, Live(&self.seqs)) {
                 return Some(k);

@@ -33,6 +33,10 @@
 //!   instances' speed: until then the prediction rests on priors from the layout or the
 //!   planner, and a fresh gateway must not answer 429 on a guess. Budgets still expire.
 //!
+//! * With tenants sharing a class, "before it" inside the class is the fair share's
+//!   (`schedule::fair`): its tenant's own queued requests and the others' weighted turns;
+//!   and the request shed is the newest of the tenant most queued for its weight.
+//!
 //! So every admitted request is served within its budget or rejected as soon as the
 //! prediction says it will not be; no class waits without bound.
 
@@ -141,8 +145,10 @@ impl<T> Scheduler<T> {
             .unwrap_or_else(|| self.throughput_prior())
     }
 
-    /// Requests the class order serves before one of `class` with virtual start `start`.
-    fn ahead_of(&self, class: Priority, start: Time) -> usize {
+    /// Requests the class order serves before one of `class` with virtual start `start`;
+    /// `fair`: how many of its own class the fair share serves before it, when tenants
+    /// share the class (the fewer of that and the order's count).
+    fn ahead_of(&self, class: Priority, start: Time, fair: Option<usize>) -> usize {
         let mut ahead = self.retry.len();
         for c in Priority::ALL {
             let queued = self.queued_by_class[c.index()];
@@ -151,7 +157,13 @@ impl<T> Scheduler<T> {
             } else {
                 let offset = u64::try_from(self.class_offset(c).as_nanos()).unwrap_or(u64::MAX);
                 if let Some(by) = start.as_nanos().checked_sub(offset) {
-                    ahead += self.queues.entered_by(c, Time::from_nanos(by)).min(queued);
+                    let mut n = self.queues.entered_by(c, Time::from_nanos(by)).min(queued);
+                    if c == class
+                        && let Some(f) = fair
+                    {
+                        n = n.min(f);
+                    }
+                    ahead += n;
                 }
             }
         }
@@ -170,7 +182,13 @@ impl<T> Scheduler<T> {
         }
         let ahead = match self.policy.order() {
             OrderKind::Arrival => self.queue_len(),
-            _ => self.ahead_of(meta.priority, now + self.class_offset(meta.priority)),
+            _ => {
+                // a tenant's request waits for its own and the others' turns
+                let fair = self.queues.fair_view();
+                let own = fair.queued(meta.priority, meta.tenant);
+                let fair = fair.ahead(meta.priority, meta.tenant, own);
+                self.ahead_of(meta.priority, now + self.class_offset(meta.priority), fair)
+            }
         };
         let rate = self.drain_rate();
         if rate <= 0.0 {
@@ -240,7 +258,22 @@ impl<T> Scheduler<T> {
             Priority::High,
             Priority::Critical,
         ] {
-            while let Some((key, _)) = self.queues.newest(class, Live(&self.seqs)) {
+            loop {
+                // with tenants sharing the class, the newest of the one served last (the
+                // most queued for its weight) goes first, not a lighter tenant's newest
+                let (key, fair) = match self
+                    .queues
+                    .fair()
+                    .newest_of_most_queued(class, Live(&self.seqs))
+                {
+                    Some((key, tenant, own)) => {
+                        (key, self.queues.fair_view().ahead(class, tenant, own))
+                    }
+                    None => match self.queues.newest(class, Live(&self.seqs)) {
+                        Some((key, _)) => (key, None),
+                        None => break,
+                    },
+                };
                 let Some(q) = self.queued_ref(key) else { break };
                 let Some((at, _)) = q.budget_at else { break };
                 let remaining = if at > now {
@@ -248,7 +281,10 @@ impl<T> Scheduler<T> {
                 } else {
                     0.0
                 };
-                let ahead = self.ahead_of(class, q.virtual_start).saturating_sub(1);
+                // (counted with itself, as the order's count is)
+                let ahead = self
+                    .ahead_of(class, q.virtual_start, fair.map(|n| n + 1))
+                    .saturating_sub(1);
                 let predicted = ahead as f64 / rate;
                 if predicted <= remaining {
                     break;

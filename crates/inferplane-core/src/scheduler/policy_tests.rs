@@ -100,7 +100,7 @@ fn occupy(h: &mut H) {
 }
 
 /// A saturated pool of one instance serving 10 requests per second at its batch of 1.
-fn overloaded(policy: PolicyConfig) -> H {
+pub(super) fn overloaded(policy: PolicyConfig) -> H {
     let mut h = H::new(&[1], policy);
     let id = InstanceId::new("i0");
     h.s.set_rates(
