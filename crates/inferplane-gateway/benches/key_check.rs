@@ -44,6 +44,7 @@ fn bench(c: &mut Criterion) {
         tokens_per_minute: Some(u64::MAX / 4),
         concurrent: Some(u32::MAX),
         budget_usd: Some(1e12),
+        budget_period: None,
     };
     let mut usage = Usage::default();
     let ask = Ask {

@@ -397,7 +397,17 @@ async fn two_replicas(sims: &[inferplane_sim::SimServer], redis: &str) -> Vec<Ga
                 "key-of-rpm-tenant-000001",
                 "requests_per_minute = 10",
             ),
+            tenant(
+                "daily",
+                "key-of-daily-tenant-00001",
+                "budget_usd = 0.001\nbudget_period = \"day\"",
+            ),
         ];
+        for i in &mut f.pools[0].instances {
+            i.price = Some(
+                toml::from_str("per_million_tokens = { input = 1000.0, output = 1000.0 }").unwrap(),
+            );
+        }
         f.shared.redis = Some(redis.to_string());
         f.shared.replica_id = Some(format!("gw-{r}"));
         f.shared.period = Duration::from_millis(20);
@@ -607,4 +617,70 @@ async fn keys_made_or_revoked_on_one_replica_hold_on_every_replica() {
         1,
         "only the config's: {keys}"
     );
+}
+
+#[tokio::test]
+async fn a_daily_budget_spent_through_one_replica_refuses_on_the_other_until_midnight() {
+    let Some(redis) = Redis::start() else { return };
+    let sims = vec![sim("s0", MODEL).await, sim("s1", MODEL).await];
+    let gws = two_replicas(&sims, &redis.url()).await;
+    let http = reqwest::Client::new();
+    let key = "key-of-daily-tenant-00001";
+    // 8 tokens out and a prompt at $1000 per million: more than the $0.001 at once
+    let r = post(&http, &gws[0], key, &chat(MODEL, 8, false)).await;
+    assert_eq!(r.status(), 200);
+    let mut refused = None;
+    for _ in 0..200 {
+        let r = post(&http, &gws[1], key, &chat(MODEL, 8, false)).await;
+        if r.status() == 429 {
+            refused = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let r = refused.expect("the other replica refuses the spent budget");
+    let retry: u64 = header(&r, "retry-after").unwrap().parse().unwrap();
+    let to_midnight = (86_400_000 - now_ms() % 86_400_000).div_ceil(1000);
+    assert!(
+        retry <= to_midnight && retry + 5 >= to_midnight,
+        "Retry-After {retry}, midnight in {to_midnight} s"
+    );
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "insufficient_quota");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("starts over in"),
+        "{v}"
+    );
+    // the fleet's spend is the day's key, which expires a day after the day
+    let client = ::redis::Client::open(redis.url()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let day = now_ms() / 86_400_000;
+    let keys: Vec<String> = ::redis::cmd("KEYS")
+        .arg(format!("*:spend:daily:d{day}"))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let ttl: i64 = ::redis::cmd("PTTL")
+        .arg(&keys[0])
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(ttl > 86_400_000 && ttl <= 2 * 86_400_000, "ttl {ttl} ms");
+    let usage: Value = http
+        .get(format!("{}/admin/tenants/daily/usage", gws[1].url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        usage["window"]["spent_usd"].as_f64().unwrap() > 0.001,
+        "{usage}"
+    );
+    assert_eq!(usage["limits"]["budget_period"], "day");
 }

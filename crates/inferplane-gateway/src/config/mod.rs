@@ -21,7 +21,9 @@ pub use sections::{
     ScrapeSection, ServerSection, TimeoutSection,
 };
 pub use shared::SharedSection;
-pub use tenants::{TenantConfig, TenantLimits, TenantSection, check_tenant_id, validate_tenants};
+pub use tenants::{
+    BudgetPeriod, TenantConfig, TenantLimits, TenantSection, check_tenant_id, validate_tenants,
+};
 pub use validate::{UrlError, check_url, engine_override, instance_spec, kv_events_of};
 
 use inferplane_core::{

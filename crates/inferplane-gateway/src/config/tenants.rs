@@ -54,10 +54,24 @@ pub struct TenantLimits {
     /// Requests in flight (queued or running) at once.
     #[serde(default)]
     pub concurrent: Option<u32>,
-    /// Spend allowed in total (USD, from the instances' prices), until the process (or,
-    /// with `[shared]`, the Redis store) forgets it.
+    /// Spend allowed (USD, from the instances' prices) per `budget_period`.
     #[serde(default)]
     pub budget_usd: Option<f64>,
+    /// When the budget starts over: each UTC `day` or calendar `month` (UTC). Left out:
+    /// never, the budget is for all time (until the process, or with `[shared]` the
+    /// Redis store, forgets what was spent).
+    #[serde(default)]
+    pub budget_period: Option<BudgetPeriod>,
+}
+
+/// When a tenant's budget starts over (`[tenants.limits] budget_period`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BudgetPeriod {
+    /// Every UTC day, at midnight.
+    Day,
+    /// Every calendar month (UTC), on the first at midnight.
+    Month,
 }
 
 impl TenantLimits {
@@ -97,6 +111,9 @@ impl TenantLimits {
                 "budget_usd",
                 "must be a finite number of dollars, 0 or more",
             );
+        }
+        if self.budget_period.is_some() && self.budget_usd.is_none() {
+            return bad("budget_period", "needs budget_usd: a period of no budget");
         }
         Ok(())
     }

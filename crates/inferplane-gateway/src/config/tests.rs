@@ -331,6 +331,14 @@ fn tenants_take_key_digests_and_refuse_plain_keys_naming_the_field() {
             "id = \"a\"\n[tenants.limits]\nbudget_usd = -1.0",
             "tenants[0].limits.budget_usd",
         ),
+        (
+            "id = \"a\"\n[tenants.limits]\nbudget_period = \"day\"",
+            "tenants[0].limits.budget_period",
+        ),
+        (
+            "id = \"a\"\n[tenants.limits]\nbudget_usd = 1.0\nbudget_period = \"week\"",
+            "budget_period",
+        ),
         ("id = \"a\"\n[tenants.limits]\nrpm = 5", "rpm"),
     ] {
         let e = validate(&format!("{POOL}[[tenants]]\n{tenants}\n")).unwrap_err();

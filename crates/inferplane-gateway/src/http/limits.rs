@@ -44,12 +44,22 @@ pub fn refused(r: &Refused, tenant: &str) -> ApiError {
                 "Too many concurrent requests for tenant {tenant}: Limit {limit} in flight. Please try again when one has finished."
             ),
         ),
-        Refusal::Budget { limit, spent } => (
+        Refusal::Budget {
+            limit,
+            spent,
+            retry_after_ms,
+        } => (
             "insufficient_quota",
             "insufficient_quota",
-            format!(
-                "You exceeded your current quota: tenant {tenant} has spent ${spent:.4} of its ${limit:.2} budget."
-            ),
+            match retry_after_ms {
+                Some(ms) => format!(
+                    "You exceeded your current quota: tenant {tenant} has spent ${spent:.4} of its ${limit:.2} budget for this period, which starts over in {}.",
+                    reset(ms)
+                ),
+                None => format!(
+                    "You exceeded your current quota: tenant {tenant} has spent ${spent:.4} of its ${limit:.2} budget."
+                ),
+            },
         ),
     };
     ApiError {
@@ -139,6 +149,7 @@ mod tests {
             refusal: Refusal::Budget {
                 limit: 5.0,
                 spent: 5.01,
+                retry_after_ms: None,
             },
             standing,
         };

@@ -218,7 +218,7 @@ impl Limiter {
         if !s.up.load(Ordering::Relaxed) && now_ms < s.retry_at_ms.load(Ordering::Relaxed) {
             return None;
         }
-        match store.admit(&t.id, &t.limits, ask).await {
+        match store.admit(&t.id, &t.limits, ask, now_ms).await {
             Ok(a) => {
                 s.replicas.store(a.replicas, Ordering::Relaxed);
                 if !s.up.swap(true, Ordering::Relaxed) {
@@ -271,12 +271,14 @@ impl Limiter {
         if t.limits.budget_usd.is_none() || !(usd.is_finite() && usd > 0.0) {
             return;
         }
-        t.lock().usage.spend(usd);
+        let now = now_ms();
+        t.lock().usage.spend(&t.limits, usd, now);
         if self.store.is_some() {
             let me = self.clone();
             spawn(async move {
+                let t = &me.tenants[ix as usize];
                 if let Some(store) = me.store.as_ref()
-                    && let Err(e) = store.spend(&me.tenants[ix as usize].id, usd).await
+                    && let Err(e) = store.spend(&t.id, &t.limits, usd, now).await
                 {
                     tracing::warn!(error = %e, "shared store: spend not counted fleet-wide");
                 }
@@ -335,7 +337,7 @@ impl Limiter {
         let ix = self.tenants.iter().position(|t| t.id == id)?;
         let t = &self.tenants[ix];
         let fleet = match &self.store {
-            Some(store) => store.window(&t.id).await.ok(),
+            Some(store) => store.window(&t.id, &t.limits, now_ms).await.ok(),
             None => None,
         };
         let window = match fleet {
@@ -356,7 +358,7 @@ impl Limiter {
                     tokens: u.tokens,
                     in_flight: u.inflight,
                     resets_in_secs: standing.reset_ms.div_ceil(1000),
-                    spent_usd: u.spent,
+                    spent_usd: u.spent(&t.limits, now_ms),
                     scope: "local",
                 }
             }
@@ -382,6 +384,7 @@ fn share(limits: &TenantLimits, replicas: u32) -> TenantLimits {
             .map(|l| l.div_ceil(u64::from(replicas))),
         concurrent: limits.concurrent.map(|l| l.div_ceil(replicas)),
         budget_usd: limits.budget_usd,
+        budget_period: limits.budget_period,
     }
 }
 
@@ -433,6 +436,7 @@ mod tests {
             tokens_per_minute: Some(1_001),
             concurrent: Some(3),
             budget_usd: Some(2.0),
+            budget_period: None,
         };
         let s = share(&l, 2);
         assert_eq!(s.requests_per_minute, Some(5));

@@ -16,6 +16,7 @@ mod admin_keys;
 mod keys;
 pub mod keystore;
 mod limiter;
+mod period;
 mod store;
 mod window;
 

@@ -9,8 +9,11 @@
 //! `<tenant>:n` and `<tenant>:x`: this replica's requests in flight and their excess; a
 //! replica counts only while it is live in `{prefix}:replicas`, the sorted set the fleet
 //! sync renews, so a replica that dies frees what it held; a replica starting under
-//! the same name clears its own at its first connection), `{prefix}:spend:<tenant>` (dollars spent).
+//! the same name clears its own at its first connection), `{prefix}:spend:<tenant>` (dollars spent;
+//! with a `budget_period`, `{prefix}:spend:<tenant>:d<day>` or `:m<month>`, one key per
+//! period named by this gateway's clock, expiring a day after the period ends).
 
+use super::period::period_of;
 use super::window::{Ask, Held, Refusal, Standing, WINDOW_MS};
 use crate::config::TenantLimits;
 use crate::shared::StoreError;
@@ -18,12 +21,12 @@ use redis::aio::MultiplexedConnection;
 use std::time::Duration;
 
 /// The admission script. ARGV: prefix, tenant, replica, liveness ttl (ms), rpm, tpm,
-/// concurrent, budget (-1: none), reserve, excess. Returns status, window, reset (ms),
+/// concurrent, budget (-1: none), reserve, excess, spend key (of the budget period). Returns status, window, reset (ms),
 /// requests, tokens (with the in-flight excess), spent, live replicas.
 const ADMIT: &str = r"
 local p, tenant, me, ttl = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local rpm, tpm, conc, budget = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
-local reserve, excess = tonumber(ARGV[9]), tonumber(ARGV[10])
+local reserve, excess, spend_key = tonumber(ARGV[9]), tonumber(ARGV[10]), ARGV[11]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local win = math.floor(now / 60000)
@@ -46,7 +49,7 @@ for _, r in ipairs(live) do
 end
 if not seen_me then add(me) end
 local replicas = #live + (seen_me and 0 or 1)
-local spent = tonumber(redis.call('GET', p .. ':spend:' .. tenant) or '0') or 0
+local spent = tonumber(redis.call('GET', spend_key) or '0') or 0
 local status = 'ok'
 if budget >= 0 and spent >= budget then status = 'budget'
 elseif conc >= 0 and n >= conc then status = 'concurrent'
@@ -193,13 +196,25 @@ impl LimitStore {
         out
     }
 
-    /// Admits `ask` for `tenant` against `limits`, fleet-wide.
+    /// The key of `tenant`'s spend in the budget period of `now_ms` (this gateway's clock:
+    /// replicas a few seconds apart disagree only for those seconds at a period's turn).
+    fn spend_key(&self, tenant: &str, limits: &TenantLimits, now_ms: u64) -> String {
+        match period_of(limits.budget_period, now_ms) {
+            Some(p) => format!("{}:spend:{tenant}:{}", self.prefix, p.key_suffix()),
+            None => format!("{}:spend:{tenant}", self.prefix),
+        }
+    }
+
+    /// Admits `ask` for `tenant` against `limits` at `now_ms`, fleet-wide.
     pub async fn admit(
         &self,
         tenant: &str,
         limits: &TenantLimits,
         ask: Ask,
+        now_ms: u64,
     ) -> Result<StoreAnswer, StoreError> {
+        let spend_key = self.spend_key(tenant, limits, now_ms);
+        let spend_key = &spend_key;
         let answer: Vec<String> = self
             .run(|mut c| async move {
                 let mut call = self.admit.prepare_invoke();
@@ -212,11 +227,12 @@ impl LimitStore {
                     .arg(opt(limits.concurrent))
                     .arg(opt(limits.budget_usd))
                     .arg(ask.reserve)
-                    .arg(ask.excess);
+                    .arg(ask.excess)
+                    .arg(spend_key);
                 Ok(call.invoke_async(&mut c).await?)
             })
             .await?;
-        parse_admit(&answer, limits, ask)
+        parse_admit(&answer, limits, ask, now_ms)
     }
 
     /// Settles what `held` reserved with `used` tokens.
@@ -236,14 +252,25 @@ impl LimitStore {
         .await
     }
 
-    /// Counts `usd` spent by `tenant`; returns the total.
-    pub async fn spend(&self, tenant: &str, usd: f64) -> Result<f64, StoreError> {
+    /// Counts `usd` spent by `tenant` at `now_ms`; returns the period's total. A period's
+    /// key expires a day after the period ends.
+    pub async fn spend(
+        &self,
+        tenant: &str,
+        limits: &TenantLimits,
+        usd: f64,
+        now_ms: u64,
+    ) -> Result<f64, StoreError> {
+        let key = self.spend_key(tenant, limits, now_ms);
+        let expire = period_of(limits.budget_period, now_ms).map(|p| p.reset_ms + 86_400_000);
+        let (key, expire) = (&key, expire);
         self.run(|mut c| async move {
-            let v: f64 = redis::cmd("INCRBYFLOAT")
-                .arg(format!("{}:spend:{tenant}", self.prefix))
-                .arg(usd)
-                .query_async(&mut c)
-                .await?;
+            let mut pipe = redis::pipe();
+            pipe.atomic().cmd("INCRBYFLOAT").arg(key).arg(usd);
+            if let Some(ms) = expire {
+                pipe.cmd("PEXPIRE").arg(key).arg(ms).ignore();
+            }
+            let (v,): (f64,) = pipe.query_async(&mut c).await?;
             Ok(v)
         })
         .await
@@ -252,9 +279,9 @@ impl LimitStore {
 
 /// The tenant's window as the store counts it: window index, requests, tokens (without
 /// the in-flight excess), requests in flight on live replicas, spend. ARGV: prefix, tenant,
-/// liveness ttl (ms).
+/// liveness ttl (ms), spend key (of the budget period).
 const WINDOW: &str = r"
-local p, tenant, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local p, tenant, ttl, spend_key = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local win = math.floor(now / 60000)
@@ -265,7 +292,7 @@ local n = 0
 for _, r in ipairs(redis.call('ZRANGEBYSCORE', p .. ':replicas', now - ttl, '+inf')) do
   n = n + (tonumber(redis.call('HGET', p .. ':tin:' .. r, tenant .. ':n')) or 0)
 end
-local spent = redis.call('GET', p .. ':spend:' .. tenant) or '0'
+local spent = redis.call('GET', spend_key) or '0'
 return { tostring(win), tostring((win + 1) * 60000 - now), tostring(req), tostring(tok),
   tostring(n), spent }
 ";
@@ -286,14 +313,23 @@ pub struct FleetWindow {
 }
 
 impl LimitStore {
-    /// The fleet's counts of `tenant`'s current window.
-    pub async fn window(&self, tenant: &str) -> Result<FleetWindow, StoreError> {
+    /// The fleet's counts of `tenant`'s current window (and spend in the budget period)
+    /// at `now_ms`.
+    pub async fn window(
+        &self,
+        tenant: &str,
+        limits: &TenantLimits,
+        now_ms: u64,
+    ) -> Result<FleetWindow, StoreError> {
+        let spend_key = self.spend_key(tenant, limits, now_ms);
+        let spend_key = &spend_key;
         let a: Vec<String> = self
             .run(|mut c| async move {
                 let mut call = self.window.prepare_invoke();
                 call.arg(&self.prefix)
                     .arg(tenant)
-                    .arg(u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX));
+                    .arg(u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX))
+                    .arg(spend_key);
                 Ok(call.invoke_async(&mut c).await?)
             })
             .await?;
@@ -313,7 +349,12 @@ impl LimitStore {
 }
 
 /// The admission script's answer.
-fn parse_admit(a: &[String], limits: &TenantLimits, ask: Ask) -> Result<StoreAnswer, StoreError> {
+fn parse_admit(
+    a: &[String],
+    limits: &TenantLimits,
+    ask: Ask,
+    now_ms: u64,
+) -> Result<StoreAnswer, StoreError> {
     let bad = || StoreError::Answer(format!("{a:?}"));
     let [status, win, reset, req, tok, spent, replicas] = a else {
         return Err(bad());
@@ -337,6 +378,7 @@ fn parse_admit(a: &[String], limits: &TenantLimits, ask: Ask) -> Result<StoreAns
         "budget" => Err(Refusal::Budget {
             limit: limits.budget_usd.unwrap_or(0.0),
             spent,
+            retry_after_ms: period_of(limits.budget_period, now_ms).map(|p| p.reset_ms),
         }),
         "concurrent" => Err(Refusal::Concurrent {
             limit: limits.concurrent.unwrap_or(0),
@@ -382,12 +424,18 @@ mod tests {
             reserve: 5,
             excess: 1,
         };
-        let ok = parse_admit(&s(&["ok", "7", "1500", "3", "600", "0", "2"]), &l, ask).unwrap();
+        let ok = parse_admit(&s(&["ok", "7", "1500", "3", "600", "0", "2"]), &l, ask, 0).unwrap();
         assert_eq!(ok.result, Ok(Held { window: 7, ask }));
         assert_eq!(ok.standing.requests, Some((10, 7)));
         assert_eq!(ok.standing.tokens, Some((1000, 400)));
         assert_eq!(ok.replicas, 2);
-        let no = parse_admit(&s(&["tokens", "7", "1500", "3", "600", "0", "1"]), &l, ask).unwrap();
+        let no = parse_admit(
+            &s(&["tokens", "7", "1500", "3", "600", "0", "1"]),
+            &l,
+            ask,
+            0,
+        )
+        .unwrap();
         assert_eq!(no.result.unwrap_err().retry_after_secs(), Some(2));
         for bad in [
             s(&[]),
@@ -395,7 +443,7 @@ mod tests {
             s(&["what", "7", "1", "1", "1", "0", "1"]),
             s(&["ok", "x", "1", "1", "1", "0", "1"]),
         ] {
-            assert!(parse_admit(&bad, &l, ask).is_err(), "{bad:?}");
+            assert!(parse_admit(&bad, &l, ask, 0).is_err(), "{bad:?}");
         }
     }
 }

@@ -10,6 +10,7 @@
 //! new request's reservation: only the newest request's misprediction can go past the
 //! limit.
 
+use super::period::period_of;
 use crate::config::TenantLimits;
 
 /// Length of a window.
@@ -70,6 +71,8 @@ pub enum Refusal {
         limit: f64,
         /// What was spent.
         spent: f64,
+        /// Milliseconds until the budget starts over, if it has a period.
+        retry_after_ms: Option<u64>,
     },
 }
 
@@ -91,7 +94,10 @@ impl Refusal {
                 Some(retry_after_ms.div_ceil(1000).max(1))
             }
             Refusal::Concurrent { .. } => Some(1),
-            Refusal::TooLarge { .. } | Refusal::Budget { .. } => None,
+            Refusal::Budget { retry_after_ms, .. } => {
+                retry_after_ms.map(|ms| ms.div_ceil(1000).max(1))
+            }
+            Refusal::TooLarge { .. } => None,
         }
     }
 }
@@ -120,8 +126,10 @@ pub struct Usage {
     pub inflight: u32,
     /// Sum of the in-flight requests' [`Ask::excess`].
     pub excess: u64,
-    /// Spend so far.
+    /// Spend in the budget period `spend_period`.
     pub spent: f64,
+    /// The budget period `spent` counts in (see `period.rs`; 0 without one).
+    pub spend_period: u64,
 }
 
 /// The window `now_ms` falls in.
@@ -136,6 +144,16 @@ impl Usage {
             self.window = w;
             self.requests = 0;
             self.tokens = 0;
+        }
+    }
+
+    /// Starts the spend over when the budget period changed by `now_ms`.
+    fn roll_spend(&mut self, limits: &TenantLimits, now_ms: u64) {
+        if let Some(p) = period_of(limits.budget_period, now_ms)
+            && p.id != self.spend_period
+        {
+            self.spend_period = p.id;
+            self.spent = 0.0;
         }
     }
 
@@ -163,11 +181,16 @@ impl Usage {
     ) -> Result<(Held, Standing), (Refusal, Standing)> {
         let standing = self.standing(limits, now_ms);
         let retry_after_ms = standing.reset_ms;
+        self.roll_spend(limits, now_ms);
         if let Some(limit) = limits.budget_usd
             && self.spent >= limit
         {
-            let spent = self.spent;
-            return Err((Refusal::Budget { limit, spent }, standing));
+            let r = Refusal::Budget {
+                limit,
+                spent: self.spent,
+                retry_after_ms: period_of(limits.budget_period, now_ms).map(|p| p.reset_ms),
+            };
+            return Err((r, standing));
         }
         if let Some(limit) = limits.concurrent
             && self.inflight >= limit
@@ -225,11 +248,18 @@ impl Usage {
         self.excess = self.excess.saturating_sub(held.ask.excess);
     }
 
-    /// Counts spend.
-    pub fn spend(&mut self, usd: f64) {
+    /// Counts spend at `now_ms`.
+    pub fn spend(&mut self, limits: &TenantLimits, usd: f64, now_ms: u64) {
+        self.roll_spend(limits, now_ms);
         if usd.is_finite() && usd > 0.0 {
             self.spent += usd;
         }
+    }
+
+    /// Spend in the budget period of `now_ms`.
+    pub fn spent(&mut self, limits: &TenantLimits, now_ms: u64) -> f64 {
+        self.roll_spend(limits, now_ms);
+        self.spent
     }
 }
 
@@ -243,6 +273,7 @@ mod tests {
             tokens_per_minute: tpm,
             concurrent: conc,
             budget_usd: None,
+            budget_period: None,
         }
     }
 
@@ -333,6 +364,7 @@ mod tests {
     fn a_spent_budget_refuses_until_raised() {
         let l = TenantLimits {
             budget_usd: Some(1.0),
+            budget_period: None,
             ..TenantLimits::default()
         };
         let mut u = Usage::default();
@@ -342,12 +374,39 @@ mod tests {
         };
         let (h, _) = u.admit(&l, ask, T0).unwrap();
         u.settle(h, 1, T0);
-        u.spend(0.6);
-        u.spend(f64::NAN);
+        u.spend(&l, 0.6, T0);
+        u.spend(&l, f64::NAN, T0);
         u.admit(&l, ask, T0).unwrap();
-        u.spend(0.5);
+        u.spend(&l, 0.5, T0);
         let (r, _) = u.admit(&l, ask, T0).unwrap_err();
         assert_eq!(r.reason(), "budget");
         assert_eq!(r.retry_after_secs(), None);
+    }
+
+    #[test]
+    fn a_daily_budget_starts_over_at_utc_midnight() {
+        let l = TenantLimits {
+            budget_usd: Some(1.0),
+            budget_period: Some(crate::config::BudgetPeriod::Day),
+            ..TenantLimits::default()
+        };
+        const DAY: u64 = 86_400_000;
+        // 23:00 UTC
+        let late = 20_000 * DAY + 23 * 3_600_000;
+        let mut u = Usage::default();
+        let ask = Ask {
+            reserve: 1,
+            excess: 0,
+        };
+        u.admit(&l, ask, late).unwrap();
+        u.spend(&l, 1.2, late);
+        let (r, _) = u.admit(&l, ask, late + 1_000).unwrap_err();
+        assert!(matches!(r, Refusal::Budget { .. }), "{r:?}");
+        // retry when the day ends, an hour less a second later
+        assert_eq!(r.retry_after_secs(), Some(3_599));
+        assert_eq!(u.spent(&l, late + 1_000), 1.2);
+        // the next day: nothing spent yet
+        assert_eq!(u.spent(&l, 20_001 * DAY), 0.0);
+        u.admit(&l, ask, 20_001 * DAY + 1).unwrap();
     }
 }
