@@ -402,6 +402,11 @@ async fn two_replicas(sims: &[inferplane_sim::SimServer], redis: &str) -> Vec<Ga
                 "key-of-daily-tenant-00001",
                 "budget_usd = 0.001\nbudget_period = \"day\"",
             ),
+            tenant(
+                "spender",
+                "key-of-spender-tenant-001",
+                "budget_usd = 1000.0",
+            ),
         ];
         for i in &mut f.pools[0].instances {
             i.price = Some(
@@ -683,4 +688,62 @@ async fn a_daily_budget_spent_through_one_replica_refuses_on_the_other_until_mid
         "{usage}"
     );
     assert_eq!(usage["limits"]["budget_period"], "day");
+}
+
+#[tokio::test]
+async fn spend_counted_while_redis_was_down_reaches_it_with_the_next() {
+    let Some(redis) = Redis::start() else { return };
+    let port = redis.port;
+    let sims = vec![sim("s0", MODEL).await, sim("s1", MODEL).await];
+    let gws = two_replicas(&sims, &redis.url()).await;
+    let http = reqwest::Client::new();
+    let key = "key-of-spender-tenant-001";
+    drop(redis);
+    for _ in 0..2 {
+        let r = post(&http, &gws[0], key, &chat(MODEL, 8, false)).await;
+        assert_eq!(r.status(), 200, "counted locally while Redis is down");
+    }
+    // the spend's own attempt fails too (connection refused) before Redis is back
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _redis = Redis::on(port).expect("redis-server ran a moment ago");
+    let cost = |m: &str| metric(m, "inferplane_tenant_cost_usd_total{tenant=\"spender\"}");
+    let client = ::redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
+    let stored = || {
+        let client = client.clone();
+        async move {
+            let mut c = client.get_multiplexed_async_connection().await.unwrap();
+            let keys: Vec<String> = ::redis::cmd("KEYS")
+                .arg("*:spend:spender")
+                .query_async(&mut c)
+                .await
+                .unwrap();
+            match keys.first() {
+                Some(k) => ::redis::cmd("GET")
+                    .arg(k)
+                    .query_async::<f64>(&mut c)
+                    .await
+                    .unwrap(),
+                None => 0.0,
+            }
+        }
+    };
+    // the next request's spend carries what the store missed
+    let mut sent = false;
+    for _ in 0..100 {
+        let r = post(&http, &gws[0], key, &chat(MODEL, 8, false)).await;
+        assert_eq!(r.status(), 200);
+        let spent = cost(&metrics_text(&gws[0]).await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if (stored().await - spent).abs() < 1e-9 * spent.max(1.0) {
+            sent = true;
+            break;
+        }
+    }
+    assert!(
+        sent,
+        "Redis holds all this replica spent: {} of {}",
+        stored().await,
+        cost(&metrics_text(&gws[0]).await)
+    );
+    assert!(stored().await > 0.0);
 }

@@ -16,6 +16,7 @@
 //! tenants without limits, never meet on one. The store's state is atomics.
 #![allow(clippy::disallowed_types)] // per-tenant std Mutex, see above
 
+use super::period::period_of;
 use super::store::{LimitStore, StoreAnswer};
 use super::window::{Ask, Held, Refusal, Standing, Usage};
 use crate::config::{TenantConfig, TenantLimits};
@@ -47,6 +48,9 @@ struct TenantState {
     usage: Usage,
     /// Output lengths of its answers, per model.
     outputs: HashMap<String, OutputLengths>,
+    /// Spend the store did not take (it was unreachable), with the budget period it
+    /// belongs to: added to the tenant's next spend there, in the same period.
+    unsent: Option<(Option<u64>, f64)>,
 }
 
 /// Whether the store is in use.
@@ -277,10 +281,24 @@ impl Limiter {
             let me = self.clone();
             spawn(async move {
                 let t = &me.tenants[ix as usize];
-                if let Some(store) = me.store.as_ref()
-                    && let Err(e) = store.spend(&t.id, &t.limits, usd, now).await
-                {
-                    tracing::warn!(error = %e, "shared store: spend not counted fleet-wide");
+                let Some(store) = me.store.as_ref() else {
+                    return;
+                };
+                // what an earlier failure left, if still of this period
+                let period = period_of(t.limits.budget_period, now).map(|p| p.id);
+                let owed = usd
+                    + match t.lock().unsent.take() {
+                        Some((p, v)) if p == period => v,
+                        _ => 0.0,
+                    };
+                if let Err(e) = store.spend(&t.id, &t.limits, owed, now).await {
+                    tracing::warn!(error = %e, usd = owed, "shared store: spend kept to send with the tenant's next");
+                    let mut st = t.lock();
+                    let before = match st.unsent {
+                        Some((p, v)) if p == period => v,
+                        _ => 0.0,
+                    };
+                    st.unsent = Some((period, before + owed));
                 }
             });
         }
