@@ -116,16 +116,20 @@ fn counters_are_corrected_by_what_a_request_really_used() {
     );
 }
 
+/// The light tenant (B) sends one request at 0 ms, served at once and done at 1 ms.
+fn light_one_a_moment_ago(h: &mut H) {
+    let mut m = meta(100, Time::ZERO);
+    m.tenant = B;
+    h.submit(m, Time::ZERO);
+    assert_eq!(h.poll(Time::ZERO), [100]);
+    h.finish(100, success(1, 2), ms(1));
+}
+
 #[test]
 fn a_flooding_tenant_leaves_slots_free_for_a_tenant_active_a_moment_ago() {
     for p in policies() {
         let mut h = H::new(&[8], p.clone());
-        // the light tenant sent one request a moment ago
-        let mut m = meta(100, Time::ZERO);
-        m.tenant = B;
-        h.submit(m, Time::ZERO);
-        assert_eq!(h.poll(Time::ZERO), [100]);
-        h.finish(100, success(1, 2), ms(1));
+        light_one_a_moment_ago(&mut h);
         for id in 1..=20 {
             let mut m = meta(id, ms(2));
             m.tenant = A;
@@ -160,28 +164,10 @@ fn a_flooding_tenant_leaves_slots_free_for_a_tenant_active_a_moment_ago() {
 
 #[test]
 fn the_slots_left_free_are_on_the_instance_with_the_soonest_first_token() {
-    use crate::instance::InstanceId;
-    use crate::predict::Rates;
     for p in policies() {
         // i0 prefills at 1,000 tokens/s, i1 at 10,000; 4 slots each
-        let mut h = H::new(&[4, 4], p.clone());
-        for (id, prefill) in [("i0", 1_000.0), ("i1", 10_000.0)] {
-            h.s.set_rates(
-                &InstanceId::new(id),
-                Rates {
-                    prefill_tokens_per_sec: prefill,
-                    decode_secs_per_token: 0.01,
-                    overhead_secs: 0.0,
-                    samples: 0,
-                    decode: crate::predict::DecodeModel::default(),
-                },
-            );
-        }
-        let mut m = meta(100, Time::ZERO);
-        m.tenant = B;
-        h.submit(m, Time::ZERO);
-        assert_eq!(h.poll(Time::ZERO), [100]);
-        h.finish(100, success(1, 2), ms(1));
+        let mut h = super::policy_tests::slow_fast(p.clone());
+        light_one_a_moment_ago(&mut h);
         for id in 1..=20 {
             let mut m = meta(id, ms(2));
             m.tenant = A;

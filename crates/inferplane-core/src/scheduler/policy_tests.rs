@@ -234,7 +234,7 @@ fn a_switch_of_routing_or_balancing_takes_effect_on_the_next_pick() {
     assert_eq!(h.poll(Time::ZERO), [1]);
 }
 
-fn slow_fast(policy: PolicyConfig) -> H {
+pub(super) fn slow_fast(policy: PolicyConfig) -> H {
     let mut h = H::new(&[4, 4], policy);
     for (id, prefill, price) in [("i0", 1_000.0, 1.0), ("i1", 10_000.0, 3.0)] {
         let id = InstanceId::new(id);
