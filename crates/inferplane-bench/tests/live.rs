@@ -87,16 +87,19 @@ fn agreement_profile() -> EngineProfile {
 }
 
 /// The agreement check: the same trace on the same two-instance cluster, once live
-/// (simulators at 4x real time behind the gateway) and once in the DES. TTFT p50 and p99
+/// (simulators at 2x real time behind the gateway) and once in the DES. TTFT p50 and p99
 /// must agree within `|live - sim| <= 25% of sim + 20 ms` (p50) and `35% + 40 ms` (p99),
 /// in virtual time. The slack covers what the DES leaves out on purpose: HTTP and gateway
-/// overhead (about 1-2 ms wall per request, 4-8 ms virtual at 4x), the sims' real-time
-/// step timers oversleeping on a loaded 2-core machine, and the gateway acting on load
-/// scraped every 50 ms rather than after every step.
+/// overhead (in these debug builds about 5-6 ms wall per request: live p50 is 23 ms
+/// virtual above the DES at 4x and 13 ms at 2x), the sims' real-time step timers
+/// oversleeping on a loaded 2-core machine, and the gateway acting on load scraped every
+/// 50 ms rather than after every step. Every wall millisecond counts `SCALE` times in
+/// virtual time, so the scale is kept low: at 4x one 30 ms stall of a loaded CI machine
+/// put the live p99 120 ms above the DES's (285 vs 166 ms) and failed the check.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulation_and_live_run_agree_on_ttft_percentiles() {
     let _turn = common::one_at_a_time().await;
-    const SCALE: f64 = 4.0;
+    const SCALE: f64 = 2.0;
     const INFLIGHT: u32 = 8;
     let profile = agreement_profile();
     let items = WorkloadSpec {
