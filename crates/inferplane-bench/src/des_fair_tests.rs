@@ -9,29 +9,33 @@
 //! fair share, and how many requests the heavy tenant was served with / without:
 //!
 //! - **Default policy** (`adaptive`, least predicted TTFT), every instance
-//!   `max_inflight = 16` (the gateway holds the queue): hetero 0.9x 0.073 / 0.098 (1.35x)
-//!   / 0.96 s, hetero 1.5x 0.072 / 0.109 (1.51x) / 2.0 s (served 2269 / 2545), h100x8 0.9x
-//!   0.071 / 0.079 (1.12x) / 0.44 s, h100x8 1.5x 0.073 / 0.095 (1.30x) / 2.0 s (2363 /
-//!   2559). Seeds 5 and 77 gave 1.48x, 2.53x, 1.05x, 1.13x and 1.37x, 1.34x, 1.02x, 1.09x.
-//!   Before the kept slots were placed on the fastest instances (`schedule/headroom.rs`)
-//!   and before shedding knew tenants (`scheduler/overload.rs`), hetero gave 7.5x and
-//!   9.8x, and at 1.5x the light tenant had requests shed. The price: the heavy tenant's
-//!   p99 at 0.9x goes from 0.87 to 1.70 s (hetero) and 0.46 to 0.72 s (h100x8), and
-//!   overloaded it is served 8-11% fewer requests.
+//!   `max_inflight = 16` (the gateway holds the queue): hetero 0.9x 0.073 / 0.076 (1.05x)
+//!   / 0.96 s, hetero 1.5x 0.072 / 0.078 (1.08x) / 2.0 s (served 2105 / 2545), h100x8 0.9x
+//!   0.071 / 0.079 (1.12x) / 0.44 s, h100x8 1.5x 0.073 / 0.072 (0.99x) / 2.0 s (2194 /
+//!   2559). Seeds 5, 7, 77 and 101 gave 1.02x to 1.22x (77 on hetero at 0.9x the most).
+//!   The price: the heavy tenant's p99 at 0.9x goes from 0.87 to 1.98 s (hetero) and 0.46
+//!   to 1.77 s (h100x8), 2-5% of its requests are shed at 0.9x on hetero, and overloaded
+//!   it is served 10-20% fewer requests.
+//! - **How it got there.** Before the kept slots were placed on the fastest instances
+//!   (`schedule/headroom.rs`) and before shedding knew tenants (`scheduler/overload.rs`),
+//!   hetero gave 7.5x and 9.8x. With those, and the margin the light tenant's recent
+//!   peak + 1 (`tenant_headroom = "peak"`), 1.01x to 1.95x over the five seeds: the tail was a
+//!   burst of light requests (four in 60 ms) finding the H100s full and waiting 0.3-0.5 s
+//!   on loaded A10Gs, and the light tenant leaving the fast slots to the heavy one when
+//!   the heavy one was under its share. Now a tenant keeps nothing for one holding more
+//!   than itself, and over its share it leaves room for a burst (the default `"wide"`:
+//!   peak + twice its square root + 2). Tried and dropped: ranking kept slots by the
+//!   instances' speed without their prefill backlog, and keeping the flooding tenant off
+//!   every instance a kept slot is on (no better on hetero, worse on h100x8).
 //! - **The cluster files' policy** (`fifo`, round robin), `max_inflight = 16`: hetero 0.9x
-//!   0.41 / 0.46 (1.12x) / 1.27 s, hetero 1.5x 0.39 / 0.10 / 30.1 s, h100x8 0.9x 0.071 /
-//!   0.079 (1.12x) / 0.44 s, h100x8 1.5x 0.073 / 0.102 (1.40x) / 20.6 s.
+//!   0.41 / 0.10 / 1.27 s, hetero 1.5x 0.39 / 0.08 / 30.1 s, h100x8 0.9x 0.071 / 0.079
+//!   (1.11x) / 0.44 s, h100x8 1.5x 0.073 / 0.077 (1.05x) / 20.6 s.
 //! - **Engines queue on their own** (no `max_inflight`), default policy: hetero 0.9x 0.075
-//!   / 0.138 / 0.136 s, hetero 1.5x 0.076 / 0.209 / 2.0 s, h100x8 0.9x 0.078 / 0.114 /
+//!   / 0.138 / 0.136 s, hetero 1.5x 0.076 / 0.218 / 2.0 s, h100x8 0.9x 0.078 / 0.114 /
 //!   0.114 s, h100x8 1.5x 0.072 / 0.183 / 0.183 s. The light tenant made a higher class
 //!   outright gets 0.136, 0.472, 0.114 and 0.183 s: the gateway's queue is short, and what
 //!   the light tenant loses against alone is the busy engines' slower steps, which no
-//!   order at the gateway removes (holding capacity back would, at the heavy tenant's
-//!   throughput).
-//! - A wider margin (`tenant_headroom = "wide"`: the light tenant's recent peak + its
-//!   square root + 1 slots) brought the cluster-policy cases within 1.14x before the kept
-//!   slots were placed on the fastest instances, at 11-17% of the heavy tenant's requests
-//!   when overloaded: not the default.
+//!   order at the gateway removes (capping the engines with `max_inflight` does, above).
 
 use crate::cluster::{Cluster, PolicyChoice};
 use crate::des::simulate;
@@ -42,11 +46,15 @@ fn root() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../bench"))
 }
 
-/// The workload at `load` times the cluster's estimated capacity.
-fn workload(cluster: &Cluster, load: f64, requests: usize) -> Vec<WorkItem> {
+/// The workload at `load` times the cluster's estimated capacity, with the file's seed
+/// or another.
+fn workload(cluster: &Cluster, load: f64, requests: usize, seed: Option<u64>) -> Vec<WorkItem> {
     let text = std::fs::read_to_string(root().join("workloads/tenants.toml")).unwrap();
     let mut spec: WorkloadSpec = toml::from_str(&text).unwrap();
     spec.requests = requests;
+    if let Some(seed) = seed {
+        spec.seed = seed;
+    }
 
     let probe = spec.generate().unwrap();
     let (p, o) = mean_sizes(&probe);
@@ -127,7 +135,7 @@ fn cluster_for(cluster_file: &str, setup: Setup) -> Cluster {
 /// capacity back.
 fn higher_class_floor(cluster_file: &str, setup: Setup, load: f64) -> f64 {
     let cluster = cluster_for(cluster_file, setup);
-    let items: Vec<WorkItem> = workload(&cluster, load, 4000)
+    let items: Vec<WorkItem> = workload(&cluster, load, 4000, None)
         .into_iter()
         .map(|mut i| {
             if i.tenant.as_deref() == Some("light") {
@@ -141,8 +149,12 @@ fn higher_class_floor(cluster_file: &str, setup: Setup, load: f64) -> f64 {
 }
 
 fn check(cluster_file: &str, setup: Setup, load: f64) -> Outcome {
+    check_seeded(cluster_file, setup, load, None)
+}
+
+fn check_seeded(cluster_file: &str, setup: Setup, load: f64, seed: Option<u64>) -> Outcome {
     let cluster = cluster_for(cluster_file, setup);
-    let items = workload(&cluster, load, 4000);
+    let items = workload(&cluster, load, 4000, seed);
     let alone: Vec<WorkItem> = items
         .iter()
         .filter(|i| i.tenant.as_deref() == Some("light"))
@@ -186,7 +198,7 @@ fn fair_share_keeps_the_light_tenant_near_alone_where_the_gateway_queues() {
     // every instance with max_inflight 16: the heavy tenant's flood waits at the gateway,
     // where the fair share and the headroom decide; under the default policy (least TTFT
     // routing) and under the cluster files' own (fifo, round robin)
-    for (default_policy, bound) in [(true, 1.7), (false, 1.6)] {
+    for default_policy in [true, false] {
         let setup = Setup {
             default_policy,
             max_inflight: Some(16),
@@ -195,14 +207,14 @@ fn fair_share_keeps_the_light_tenant_near_alone_where_the_gateway_queues() {
             for load in [0.9, 1.5] {
                 let o = check(cluster, setup, load);
                 assert!(
-                    o.shared <= bound * o.solo,
+                    o.shared <= 1.2 * o.solo,
                     "{cluster} {setup:?} at {load}: light p99 {:.3}s vs {:.3}s alone",
                     o.shared,
                     o.solo
                 );
                 // what the heavy tenant gives up for it stays small
                 assert!(
-                    o.heavy.1 as f64 >= 0.85 * o.heavy_unfair.1 as f64,
+                    o.heavy.1 as f64 >= 0.8 * o.heavy_unfair.1 as f64,
                     "{cluster} {setup:?} at {load}: heavy served {} vs {} without fair share",
                     o.heavy.1,
                     o.heavy_unfair.1
@@ -248,4 +260,27 @@ fn fair_share_cuts_the_light_tenants_ttft_on_hetero() {
 fn fair_share_never_hurts_the_light_tenant_on_h100x8() {
     check("h100x8.toml", FILE_POLICY, 1.5);
     check("h100x8.toml", FILE_POLICY, 0.9);
+}
+
+#[test]
+fn other_seeds_of_the_workload_stay_near_alone_too() {
+    // the default policy where the gateway queues, on two more draws of the same workload:
+    // the light tenant's p99 is a handful of its 364 requests, so one seed proves little
+    let setup = Setup {
+        default_policy: true,
+        max_inflight: Some(16),
+    };
+    for seed in [7, 77] {
+        for cluster in ["hetero.toml", "h100x8.toml"] {
+            for load in [0.9, 1.5] {
+                let o = check_seeded(cluster, setup, load, Some(seed));
+                assert!(
+                    o.shared <= 1.3 * o.solo,
+                    "seed {seed}, {cluster} at {load}: light p99 {:.3}s vs {:.3}s alone",
+                    o.shared,
+                    o.solo
+                );
+            }
+        }
+    }
 }

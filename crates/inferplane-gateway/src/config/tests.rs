@@ -356,12 +356,12 @@ fn tenants_take_key_digests_and_refuse_plain_keys_naming_the_field() {
 fn tenant_headroom_is_a_scheduler_setting() {
     use inferplane_core::schedule::headroom::TenantHeadroom;
     let c = validate(POOL).unwrap();
-    assert_eq!(c.pools[0].scheduler.tenant_headroom, TenantHeadroom::Peak);
-    let c = validate(&format!("[scheduler]\ntenant_headroom = \"wide\"\n{POOL}")).unwrap();
     assert_eq!(c.pools[0].scheduler.tenant_headroom, TenantHeadroom::Wide);
+    let c = validate(&format!("[scheduler]\ntenant_headroom = \"peak\"\n{POOL}")).unwrap();
+    assert_eq!(c.pools[0].scheduler.tenant_headroom, TenantHeadroom::Peak);
     assert_eq!(
         c.scheduler_for("new-model").tenant_headroom,
-        TenantHeadroom::Wide
+        TenantHeadroom::Peak
     );
     let e = validate(&format!("[scheduler]\ntenant_headroom = \"lots\"\n{POOL}")).unwrap_err();
     assert!(e.contains("tenant_headroom"), "{e}");
