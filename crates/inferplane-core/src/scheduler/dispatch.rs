@@ -181,6 +181,10 @@ impl<T> Scheduler<T> {
             }
             Try::Skip
         };
+        let free = self.totals.capacity.saturating_sub(self.totals.inflight);
+        if keep.is_some_and(|k| k.over_share && free <= k.slots) {
+            return hold(&mut self.queues);
+        }
         let mut v = view(
             &self.instances,
             &self.totals,
@@ -191,17 +195,6 @@ impl<T> Scheduler<T> {
             now,
         );
         v.protected = protected;
-        if let Some(k) = keep.filter(|k| k.over_share) {
-            // the slots free now: on instances with room (one an engine's saturation or a
-            // lowered limit closes is not free, whatever the configured capacity says)
-            let free: u64 = v
-                .with_room_iter()
-                .map(|(_, i)| u64::from(i.limit().saturating_sub(i.fleet_inflight())).max(1))
-                .sum();
-            if free <= k.slots {
-                return hold(&mut self.queues);
-            }
-        }
         let elig = self.policy.candidates(&q.meta, &v, &mut self.cand);
         let base = match elig {
             Eligibility::All | Eligibility::AllBestEffort => None,
