@@ -27,6 +27,8 @@ const SUBMIT_QUEUE: usize = 4096;
 
 /// Longest wait on the shared store at a tenant's admission (then: counted locally).
 const LIMIT_STORE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(250);
+/// How often, at most, tenants' usage totals are added to the shared store's.
+const USAGE_REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Errors starting a control plane.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +59,8 @@ struct Inner {
     shared: Option<JoinHandle<()>>,
     /// Tenants' limits.
     limiter: Arc<crate::tenants::Limiter>,
+    /// The task reporting tenants' usage totals to the shared store, if configured.
+    reports: Option<JoinHandle<()>>,
 }
 
 /// A handle to a running control plane. Cheap to clone.
@@ -111,7 +115,8 @@ impl ControlPlane {
         );
         let mut dispatcher = dispatcher;
         let store = match &config.shared {
-            Some(settings) if config.tenants.iter().any(|t| t.limits.any()) => Some(
+            // the fleet's usage totals too, not only limits, need it
+            Some(settings) if !config.tenants.is_empty() => Some(
                 crate::tenants::LimitStore::new(
                     settings.redis.expose(),
                     &settings.key_prefix,
@@ -129,6 +134,10 @@ impl ControlPlane {
             store,
         ));
         dispatcher.set_limiter(limiter.clone());
+        let reports = config
+            .shared
+            .as_ref()
+            .and_then(|s| limiter.spawn_reports(s.period.max(USAGE_REPORT_EVERY)));
         let shared = match &config.shared {
             Some(settings) => {
                 let wake = Arc::new(tokio::sync::Notify::new());
@@ -155,6 +164,7 @@ impl ControlPlane {
             leaving: std::sync::atomic::AtomicBool::new(false),
             shared,
             limiter,
+            reports,
         };
         Ok(ControlPlane {
             inner: Arc::new(inner),
@@ -416,6 +426,9 @@ impl ControlPlane {
         self.inner.task.abort();
         if let Some(shared) = &self.inner.shared {
             shared.abort();
+        }
+        if let Some(reports) = &self.inner.reports {
+            reports.abort();
         }
     }
 

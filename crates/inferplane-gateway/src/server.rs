@@ -165,6 +165,11 @@ impl Gateway {
                 tokio::time::timeout(std::time::Duration::from_millis(500), &mut self.task).await;
             self.task.abort();
         }
+        // what the last requests counted reaches the fleet's totals (bounded by the
+        // store's timeout; a failure is only lost from the totals, never from limits)
+        if let Err(e) = self.cp.limiter().report_totals().await {
+            tracing::warn!(error = %e, "shared store: the last usage totals were not reported");
+        }
         self.cp.shutdown();
         finished
     }

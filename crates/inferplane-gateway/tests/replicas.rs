@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::redis::Redis;
+use common::redis::{Redis, in_fleet};
 use common::*;
 use inferplane_gateway::Gateway;
 use inferplane_sim::{EngineProfile, SimServer};
@@ -60,10 +60,10 @@ async fn replicas_with(
             named.iter().map(|(n, s)| (n.as_str(), *s)).collect();
         add_pool(&mut f, MODEL, &servers, limit);
         f.scheduler.routing = toml::from_str(routing).unwrap();
-        f.shared.redis = redis.map(str::to_string);
-        f.shared.replica_id = Some(format!("gw-{r}"));
-        f.shared.period = Duration::from_millis(20);
-        f.shared.fallback_after = Duration::from_millis(200);
+        in_fleet(&mut f, redis, r);
+        // a sync stalled by a loaded machine must not pass for a dead replica (the
+        // others would take its share of each engine and overfill it)
+        f.shared.fallback_after = Duration::from_secs(1);
         gws.push(gateway(f, sims.len()).await);
     }
     gws

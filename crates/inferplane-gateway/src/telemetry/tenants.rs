@@ -145,6 +145,58 @@ pub struct TenantTotals {
     pub rejected: [(&'static str, u64); 4],
 }
 
+impl Default for TenantTotals {
+    fn default() -> Self {
+        TenantTotals {
+            requests: 0,
+            succeeded: 0,
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            cost_usd: 0.0,
+            rejected: REJECTIONS.map(|r| (r, 0)),
+        }
+    }
+}
+
+impl TenantTotals {
+    /// What was counted since `earlier` (totals of the same counters, taken before).
+    pub fn since(&self, earlier: &TenantTotals) -> TenantTotals {
+        TenantTotals {
+            requests: self.requests.saturating_sub(earlier.requests),
+            succeeded: self.succeeded.saturating_sub(earlier.succeeded),
+            prompt_tokens: self.prompt_tokens.saturating_sub(earlier.prompt_tokens),
+            completion_tokens: self
+                .completion_tokens
+                .saturating_sub(earlier.completion_tokens),
+            cost_usd: (self.cost_usd - earlier.cost_usd).max(0.0),
+            rejected: std::array::from_fn(|i| {
+                let (reason, n) = self.rejected[i];
+                (reason, n.saturating_sub(earlier.rejected[i].1))
+            }),
+        }
+    }
+
+    /// These totals and `more` together.
+    pub fn plus(&self, more: &TenantTotals) -> TenantTotals {
+        TenantTotals {
+            requests: self.requests + more.requests,
+            succeeded: self.succeeded + more.succeeded,
+            prompt_tokens: self.prompt_tokens + more.prompt_tokens,
+            completion_tokens: self.completion_tokens + more.completion_tokens,
+            cost_usd: self.cost_usd + more.cost_usd,
+            rejected: std::array::from_fn(|i| {
+                let (reason, n) = self.rejected[i];
+                (reason, n + more.rejected[i].1)
+            }),
+        }
+    }
+
+    /// Whether nothing is counted.
+    pub fn is_zero(&self) -> bool {
+        *self == TenantTotals::default()
+    }
+}
+
 impl TenantMetrics {
     /// Counts a finished request.
     pub fn finished(

@@ -6,13 +6,16 @@
 //! With no key configured the gateway stays open: every request is anonymous and no
 //! tenant is known. With any key configured, every OpenAI route needs one. Keys can be
 //! created and revoked at run time (`/admin/tenants/{id}/keys`, `/admin/keys/{id}`); those
-//! changes live in this process only (a restart goes back to the config), and once any
-//! key exists the gateway never opens again by revoking them all.
+//! changes live in this process only (a restart goes back to the config) unless `[shared]`
+//! is set, which keeps them in Redis for every replica (`keystore.rs`); once any key
+//! exists the gateway never opens again by revoking them all.
 //!
-//! A tenant's limits are counted by [`Limiter`] (`limiter.rs`; the arithmetic in
-//! `window.rs`, its fleet-wide twin in Redis in `store.rs`).
+//! A tenant's limits are counted by [`Limiter`] (`limiter/`; the arithmetic in
+//! `window.rs`, its fleet-wide twin in Redis in `store.rs`, the fleet's usage totals
+//! in `fleet_totals.rs`).
 
 mod admin_keys;
+mod fleet_totals;
 mod keys;
 pub mod keystore;
 mod limiter;

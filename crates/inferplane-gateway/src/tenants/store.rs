@@ -11,7 +11,8 @@
 //! sync renews, so a replica that dies frees what it held; a replica starting under
 //! the same name clears its own at its first connection), `{prefix}:spend:<tenant>` (dollars spent;
 //! with a `budget_period`, `{prefix}:spend:<tenant>:d<day>` or `:m<month>`, one key per
-//! period named by this gateway's clock, expiring a day after the period ends).
+//! period named by this gateway's clock, expiring a day after the period ends), and
+//! `{prefix}:tu:<tenant>`, the fleet's usage totals (`fleet_totals.rs`).
 
 use super::period::period_of;
 use super::window::{Ask, Held, Refusal, Standing, WINDOW_MS};
@@ -112,7 +113,8 @@ pub struct LimitStore {
     admit: redis::Script,
     settle: redis::Script,
     window: redis::Script,
-    prefix: String,
+    /// `{prefix}`: the key prefix in its hash tag.
+    pub(super) prefix: String,
     replica: String,
     ttl: Duration,
     timeout: Duration,
@@ -178,7 +180,10 @@ impl LimitStore {
     }
 
     /// Runs `f` within the timeout; a failure drops the connection.
-    async fn run<T, F>(&self, f: impl FnOnce(MultiplexedConnection) -> F) -> Result<T, StoreError>
+    pub(super) async fn run<T, F>(
+        &self,
+        f: impl FnOnce(MultiplexedConnection) -> F,
+    ) -> Result<T, StoreError>
     where
         F: std::future::Future<Output = Result<T, StoreError>>,
     {

@@ -5,6 +5,7 @@
 pub mod accounting;
 pub mod answers;
 pub mod engines;
+pub mod limits;
 pub mod redis;
 
 #[allow(unused_imports)] // each test binary uses a subset
@@ -166,6 +167,11 @@ pub async fn metrics_text(gw: &Gateway) -> String {
         .text()
         .await
         .unwrap()
+}
+
+/// The JSON answer of a GET to `url` (any status).
+pub async fn get_json(http: &reqwest::Client, url: impl reqwest::IntoUrl) -> serde_json::Value {
+    http.get(url).send().await.unwrap().json().await.unwrap()
 }
 
 /// Polls `cond` until it holds (bounded: 1,000 tries 5 ms apart), else fails naming `what`.

@@ -1,8 +1,18 @@
 //! Debian's `redis-server` for the tests of state shared by replicas: started on a port
 //! from the OS, killed on drop; `None` (with a message) when it is not installed.
 
+use inferplane_gateway::config::FileConfig;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+/// Makes `f` replica `gw-<replica>` of a fleet sharing `redis` (none: on its own), with
+/// the short sync period and fallback bound the tests wait on.
+pub fn in_fleet(f: &mut FileConfig, redis: Option<&str>, replica: usize) {
+    f.shared.redis = redis.map(str::to_string);
+    f.shared.replica_id = Some(format!("gw-{replica}"));
+    f.shared.period = Duration::from_millis(20);
+    f.shared.fallback_after = Duration::from_millis(200);
+}
 
 /// A `redis-server` on 127.0.0.1, killed on drop.
 pub struct Redis {

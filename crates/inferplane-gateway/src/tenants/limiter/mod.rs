@@ -29,6 +29,10 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+mod usage;
+
+pub use usage::{TenantUsage, WindowUsage};
+
 /// How long the store is left alone after it failed.
 const STORE_RETRY_MS: u64 = 1_000;
 
@@ -51,6 +55,8 @@ struct TenantState {
     /// Spend the store did not take (it was unreachable), with the budget period it
     /// belongs to: added to the tenant's next spend there, in the same period.
     unsent: Option<(Option<u64>, f64)>,
+    /// Its totals as last added to the store's (with `[shared]`).
+    reported: TenantTotals,
 }
 
 /// Whether the store is in use.
@@ -71,6 +77,8 @@ pub struct Limiter {
     state: StoreState,
     store_up: Gauge,
     fallbacks: Counter,
+    /// Held while totals are reported to the store.
+    reporting: tokio::sync::Mutex<()>,
 }
 
 impl Limited {
@@ -105,36 +113,6 @@ pub struct Reservation {
     succeeded: AtomicBool,
 }
 
-/// One tenant's usage (`GET /admin/tenants/{id}/usage`).
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct TenantUsage {
-    /// The tenant.
-    pub tenant: String,
-    /// Its limits.
-    pub limits: TenantLimits,
-    /// The current window's counts (the fleet's with `[shared]`, while the store answers).
-    pub window: WindowUsage,
-    /// Totals since this process started.
-    pub totals: TenantTotals,
-}
-
-/// A window's counts.
-#[derive(Debug, Clone, Copy, serde::Serialize)]
-pub struct WindowUsage {
-    /// Requests admitted in it.
-    pub requests: u32,
-    /// Tokens reserved or used in it.
-    pub tokens: u64,
-    /// Requests in flight.
-    pub in_flight: u32,
-    /// Seconds until it ends.
-    pub resets_in_secs: u64,
-    /// Spend counted against the budget.
-    pub spent_usd: f64,
-    /// Whether the counts are this replica's own (`local`) or the fleet's (`shared`).
-    pub scope: &'static str,
-}
-
 impl Limiter {
     /// The limiter of `tenants`, fleet-wide through `store` when given.
     pub fn new(tenants: &[TenantConfig], telemetry: &Telemetry, store: Option<LimitStore>) -> Self {
@@ -158,6 +136,7 @@ impl Limiter {
             },
             store_up,
             fallbacks,
+            reporting: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -339,54 +318,6 @@ impl Limiter {
                 tracing::warn!(error = %e, "shared store: a request's tokens were not settled fleet-wide");
             }
         });
-    }
-
-    /// The totals of the tenant named `id` (this process's counts, no store call).
-    pub fn totals(&self, id: &str) -> Option<TenantTotals> {
-        self.tenants
-            .iter()
-            .find(|t| t.id == id)
-            .map(|t| t.metrics.totals())
-    }
-
-    /// The usage of the tenant named `id` at `now_ms`: its window as the fleet counts it
-    /// when the store answers, else as this replica does.
-    pub async fn usage(&self, id: &str, now_ms: u64) -> Option<TenantUsage> {
-        let ix = self.tenants.iter().position(|t| t.id == id)?;
-        let t = &self.tenants[ix];
-        let fleet = match &self.store {
-            Some(store) => store.window(&t.id, &t.limits, now_ms).await.ok(),
-            None => None,
-        };
-        let window = match fleet {
-            Some(w) => WindowUsage {
-                requests: w.requests,
-                tokens: w.tokens,
-                in_flight: w.in_flight,
-                resets_in_secs: w.reset_ms.div_ceil(1000),
-                spent_usd: w.spent,
-                scope: "shared",
-            },
-            None => {
-                let mut state = t.lock();
-                let u = &mut state.usage;
-                let standing = u.standing(&t.limits, now_ms);
-                WindowUsage {
-                    requests: u.requests,
-                    tokens: u.tokens,
-                    in_flight: u.inflight,
-                    resets_in_secs: standing.reset_ms.div_ceil(1000),
-                    spent_usd: u.spent(&t.limits, now_ms),
-                    scope: "local",
-                }
-            }
-        };
-        Some(TenantUsage {
-            tenant: t.id.clone(),
-            limits: t.limits,
-            window,
-            totals: t.metrics.totals(),
-        })
     }
 }
 
