@@ -53,7 +53,8 @@ struct TenantState {
     /// Output lengths of its answers, per model.
     outputs: HashMap<String, OutputLengths>,
     /// Spend the store did not take (it was unreachable), with the budget period it
-    /// belongs to: added to the tenant's next spend there, in the same period.
+    /// belongs to: sent by the next report or with the tenant's next spend, in the same
+    /// period.
     unsent: Option<(Option<u64>, f64)>,
     /// Its totals as last added to the store's (with `[shared]`).
     reported: TenantTotals,
@@ -258,28 +259,47 @@ impl Limiter {
         t.lock().usage.spend(&t.limits, usd, now);
         if self.store.is_some() {
             let me = self.clone();
-            spawn(async move {
-                let t = &me.tenants[ix as usize];
-                let Some(store) = me.store.as_ref() else {
-                    return;
-                };
-                // what an earlier failure left, if still of this period
-                let period = period_of(t.limits.budget_period, now).map(|p| p.id);
-                let owed = usd
-                    + match t.lock().unsent.take() {
-                        Some((p, v)) if p == period => v,
-                        _ => 0.0,
-                    };
-                if let Err(e) = store.spend(&t.id, &t.limits, owed, now).await {
-                    tracing::warn!(error = %e, usd = owed, "shared store: spend kept to send with the tenant's next");
-                    let mut st = t.lock();
-                    let before = match st.unsent {
-                        Some((p, v)) if p == period => v,
-                        _ => 0.0,
-                    };
-                    st.unsent = Some((period, before + owed));
-                }
-            });
+            spawn(async move { me.send_spend(ix as usize, usd, now).await });
+        }
+    }
+
+    /// Adds `usd` spent by tenant `ix` at `now_ms`, with what earlier failures left in
+    /// the same budget period, to the store's count; a failure keeps it all to send with
+    /// the tenant's next spend or the next report (`usage.rs`), whichever comes first.
+    async fn send_spend(&self, ix: usize, usd: f64, now_ms: u64) {
+        let (Some(t), Some(store)) = (self.tenants.get(ix), self.store.as_ref()) else {
+            return;
+        };
+        // what an earlier failure left, if still of this period (a past period's
+        // budget no longer refuses anything)
+        let period = period_of(t.limits.budget_period, now_ms).map(|p| p.id);
+        let owed = usd
+            + match t.lock().unsent.take() {
+                Some((p, v)) if p == period => v,
+                _ => 0.0,
+            };
+        if owed <= 0.0 {
+            return;
+        }
+        if let Err(e) = store.spend(&t.id, &t.limits, owed, now_ms).await {
+            if usd > 0.0 {
+                tracing::warn!(error = %e, usd = owed, "shared store: spend kept to send later");
+            }
+            let mut st = t.lock();
+            let before = match st.unsent {
+                Some((p, v)) if p == period => v,
+                _ => 0.0,
+            };
+            st.unsent = Some((period, before + owed));
+        }
+    }
+
+    /// Sends the spend earlier failures left (at `now_ms`), tenant by tenant.
+    async fn resend_spend(&self, now_ms: u64) {
+        for ix in 0..self.tenants.len() {
+            if self.tenants[ix].lock().unsent.is_some() {
+                self.send_spend(ix, 0.0, now_ms).await;
+            }
         }
     }
 

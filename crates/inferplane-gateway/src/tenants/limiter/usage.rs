@@ -130,8 +130,8 @@ impl Limiter {
     }
 
     /// Reports the totals every `every` until the returned task is aborted or the
-    /// limiter is gone (`None` without a store). A failure is logged once, until a
-    /// report succeeds again.
+    /// limiter is gone (`None` without a store), and sends the spend the store missed
+    /// before. A failure is logged once, until a report succeeds again.
     pub fn spawn_reports(self: &Arc<Self>, every: Duration) -> Option<JoinHandle<()>> {
         self.store.as_ref()?;
         let me = Arc::downgrade(self);
@@ -142,6 +142,7 @@ impl Limiter {
             loop {
                 tick.tick().await;
                 let Some(limiter) = me.upgrade() else { return };
+                limiter.resend_spend(super::now_ms()).await;
                 match limiter.report_totals().await {
                     Ok(()) if failing => {
                         failing = false;
