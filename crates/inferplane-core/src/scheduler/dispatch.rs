@@ -259,7 +259,19 @@ impl<T> Scheduler<T> {
                     v.with_room_iter()
                         .map(|(slot, inst)| (inst.ttft_secs(prompt, now), slot)),
                 );
-                self.ranked.sort_by(|a, b| a.0.total_cmp(&b.0));
+                // each instance with room has a free slot, so at most `k.slots` of them
+                // are kept and one more ends the walk: only those need sorting
+                let head = usize::try_from(k.slots)
+                    .unwrap_or(usize::MAX)
+                    .saturating_add(1);
+                // (ties by slot: the order a stable sort of the slots gives)
+                let order =
+                    |a: &(f64, usize), b: &(f64, usize)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
+                if self.ranked.len() > head {
+                    self.ranked.select_nth_unstable_by(head - 1, order);
+                    self.ranked.truncate(head);
+                }
+                self.ranked.sort_unstable_by(order);
                 // an instance with more free slots than are still to keep can take one
                 let mut need = k.slots;
                 let mut cut = 0;
