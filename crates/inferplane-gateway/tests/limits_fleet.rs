@@ -189,6 +189,15 @@ async fn a_token_window_shared_by_two_replicas_is_never_overshot_by_more_than_on
         local["requests"].as_u64().unwrap() < fleet["requests"].as_u64().unwrap(),
         "one replica's own totals are not the fleet's: {local} vs {fleet}"
     );
+    // the tenant list (the dashboard's top tenants) shows the same
+    let listed = get_json(&http, format!("{}/admin/tenants", gws[1].url())).await;
+    let batch = listed["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == "batch")
+        .unwrap();
+    assert_eq!(batch["fleet_totals"], fleet, "{listed}");
 
     // Redis goes away: each replica counts alone, on its share (10 / 2) of the limit
     drop(redis);

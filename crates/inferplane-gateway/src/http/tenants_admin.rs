@@ -1,6 +1,7 @@
 //! The admin API's tenant routes (behind the admin token, like the rest of `/admin`):
-//! `GET /admin/tenants` (each tenant's settings, keys (never a secret or digest) and
-//! this replica's totals: what the dashboard's top tenants are ranked by),
+//! `GET /admin/tenants` (each tenant's settings, keys (never a secret or digest), this
+//! replica's totals and with `[shared]` the fleet's: what the dashboard's top tenants
+//! are ranked by),
 //! `GET /admin/tenants/{id}/usage`, `GET/POST /admin/tenants/{id}/keys` (a new key's
 //! secret is in the creating answer only) and `DELETE /admin/keys/{id}` (revoked: 401 from
 //! then on). Keys made here live in this process only (a restart goes back to the
@@ -20,12 +21,13 @@ use std::sync::Arc;
 
 /// `GET /admin/tenants`.
 pub async fn list(State(s): State<Arc<AppState>>) -> Json<Value> {
+    let fleet = s.cp.limiter().fleet_totals().await;
     let tenants: Vec<Value> = s
         .tenants
         .list()
         .iter()
         .map(|t| {
-            json!({
+            let mut v = json!({
                 "id": t.id,
                 "weight": t.weight,
                 "default_priority": t.default_priority,
@@ -34,7 +36,11 @@ pub async fn list(State(s): State<Arc<AppState>>) -> Json<Value> {
                 "limits": t.limits,
                 "keys": s.tenants.keys(Some(&t.id)),
                 "totals": s.cp.limiter().totals(&t.id),
-            })
+            });
+            if let Some(f) = fleet.as_ref().and_then(|f| f.get(&t.id)) {
+                v["fleet_totals"] = json!(f);
+            }
+            v
         })
         .collect();
     Json(json!({ "tenants": tenants, "keys_required": s.tenants.required() }))

@@ -58,16 +58,28 @@ impl LimitStore {
         .await
     }
 
-    /// The fleet's totals of `tenant` (zero if nothing was ever reported).
-    pub async fn totals(&self, tenant: &str) -> Result<TenantTotals, StoreError> {
-        let key = self.totals_key(tenant);
-        let key = &key;
-        let fields: HashMap<String, String> =
-            self.run(|mut c| async move {
-                Ok(redis::cmd("HGETALL").arg(key).query_async(&mut c).await?)
-            })
+    /// The fleet's totals of each of `tenants`, in order (zero where nothing was ever
+    /// reported), in one round trip.
+    pub async fn totals_of(&self, tenants: &[&str]) -> Result<Vec<TenantTotals>, StoreError> {
+        if tenants.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for tenant in tenants {
+            pipe.cmd("HGETALL").arg(self.totals_key(tenant));
+        }
+        let pipe = &pipe;
+        let hashes: Vec<HashMap<String, String>> = self
+            .run(|mut c| async move { Ok(pipe.query_async(&mut c).await?) })
             .await?;
-        parse_totals(&fields)
+        if hashes.len() != tenants.len() {
+            return Err(StoreError::Answer(format!(
+                "{} hashes for {} tenants",
+                hashes.len(),
+                tenants.len()
+            )));
+        }
+        hashes.iter().map(parse_totals).collect()
     }
 }
 

@@ -5,6 +5,7 @@
 use super::Limiter;
 use crate::config::TenantLimits;
 use crate::telemetry::TenantTotals;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -87,9 +88,9 @@ impl Limiter {
         };
         let totals = t.metrics.totals();
         let fleet_totals = match &self.store {
-            Some(store) => store.totals(&t.id).await.ok().map(|fleet| {
+            Some(store) => store.totals_of(&[&t.id]).await.ok().and_then(|fleet| {
                 let unreported = totals.since(&t.lock().reported);
-                fleet.plus(&unreported)
+                fleet.first().map(|f| f.plus(&unreported))
             }),
             None => None,
         };
@@ -100,6 +101,25 @@ impl Limiter {
             totals,
             fleet_totals,
         })
+    }
+
+    /// Every tenant's totals across the fleet, by id (with `[shared]`, while the store
+    /// answers; `None` otherwise): the store's, with what this replica has not reported
+    /// yet.
+    pub async fn fleet_totals(&self) -> Option<HashMap<String, TenantTotals>> {
+        let store = self.store.as_ref()?;
+        let ids: Vec<&str> = self.tenants.iter().map(|t| t.id.as_str()).collect();
+        let fleet = store.totals_of(&ids).await.ok()?;
+        Some(
+            self.tenants
+                .iter()
+                .zip(fleet)
+                .map(|(t, f)| {
+                    let unreported = t.metrics.totals().since(&t.lock().reported);
+                    (t.id.clone(), f.plus(&unreported))
+                })
+                .collect(),
+        )
     }
 
     /// Adds what every tenant counted since the last report to the store's totals (with
