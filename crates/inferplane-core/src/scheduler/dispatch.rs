@@ -251,49 +251,16 @@ impl<T> Scheduler<T> {
                 }
             }
             if let Some(k) = keep {
-                // the slots left to the other tenants are the ones that give a first token
-                // soonest
                 let prompt = q.meta.prompt_tokens;
-                self.ranked.clear();
-                self.ranked.extend(
-                    v.with_room_iter()
-                        .map(|(slot, inst)| (inst.ttft_secs(prompt, now), slot)),
+                let other = super::kept::leave_kept(
+                    &mut self.ranked,
+                    &mut self.narrowed,
+                    &v,
+                    k.slots,
+                    prompt,
+                    now,
                 );
-                // each instance with room has a free slot, so at most `k.slots` of them
-                // are kept and one more ends the walk: only those need sorting
-                let head = usize::try_from(k.slots)
-                    .unwrap_or(usize::MAX)
-                    .saturating_add(1);
-                // (ties by slot: the order a stable sort of the slots gives)
-                let order =
-                    |a: &(f64, usize), b: &(f64, usize)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
-                if self.ranked.len() > head {
-                    self.ranked.select_nth_unstable_by(head - 1, order);
-                    self.ranked.truncate(head);
-                }
-                self.ranked.sort_unstable_by(order);
-                // an instance with more free slots than are still to keep can take one
-                let mut need = k.slots;
-                let mut cut = 0;
-                for &(_, slot) in &self.ranked {
-                    let Some(inst) = v.get(slot) else { break };
-                    let free_here = u64::from(inst.limit().saturating_sub(inst.fleet_inflight()));
-                    if need == 0 || free_here > need {
-                        break;
-                    }
-                    need -= free_here;
-                    cut += 1;
-                }
-                let kept = &self.ranked[..cut];
-                let other = self
-                    .narrowed
-                    .iter()
-                    .any(|s| !kept.iter().any(|&(_, k)| k == s));
-                if other {
-                    for &(_, slot) in kept {
-                        self.narrowed.remove(slot);
-                    }
-                } else if k.over_share {
+                if !other && k.over_share {
                     return hold(&mut self.queues);
                 }
                 // under its share, a tenant takes a kept slot when no other is free

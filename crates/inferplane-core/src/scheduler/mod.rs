@@ -23,6 +23,7 @@ mod fair_tests;
 #[cfg(test)]
 mod fleet_tests;
 mod instances;
+mod kept;
 mod lifecycle;
 mod machine;
 mod overload;
