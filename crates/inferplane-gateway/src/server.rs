@@ -165,9 +165,9 @@ impl Gateway {
                 tokio::time::timeout(std::time::Duration::from_millis(500), &mut self.task).await;
             self.task.abort();
         }
-        // what the last requests counted reaches the fleet's totals (bounded by the
-        // store's timeout; a failure is only lost from the totals, never from limits)
-        if let Err(e) = self.cp.limiter().report_totals().await {
+        // what the last requests counted and spent reaches the store (bounded by its
+        // timeout; a failed report is lost from the fleet's totals, never from limits)
+        if let Err(e) = self.cp.limiter().report(crate::tenants::now_ms()).await {
             tracing::warn!(error = %e, "shared store: the last usage totals were not reported");
         }
         self.cp.shutdown();

@@ -161,32 +161,30 @@ impl Default for TenantTotals {
 impl TenantTotals {
     /// What was counted since `earlier` (totals of the same counters, taken before).
     pub fn since(&self, earlier: &TenantTotals) -> TenantTotals {
-        TenantTotals {
-            requests: self.requests.saturating_sub(earlier.requests),
-            succeeded: self.succeeded.saturating_sub(earlier.succeeded),
-            prompt_tokens: self.prompt_tokens.saturating_sub(earlier.prompt_tokens),
-            completion_tokens: self
-                .completion_tokens
-                .saturating_sub(earlier.completion_tokens),
-            cost_usd: (self.cost_usd - earlier.cost_usd).max(0.0),
-            rejected: std::array::from_fn(|i| {
-                let (reason, n) = self.rejected[i];
-                (reason, n.saturating_sub(earlier.rejected[i].1))
-            }),
-        }
+        self.each(earlier, u64::saturating_sub, |a, b| (a - b).max(0.0))
     }
 
     /// These totals and `more` together.
     pub fn plus(&self, more: &TenantTotals) -> TenantTotals {
+        self.each(more, u64::saturating_add, |a, b| a + b)
+    }
+
+    /// Each count of these and `other` combined by `count`, the spend by `usd`.
+    fn each(
+        &self,
+        other: &TenantTotals,
+        count: impl Fn(u64, u64) -> u64,
+        usd: impl Fn(f64, f64) -> f64,
+    ) -> TenantTotals {
         TenantTotals {
-            requests: self.requests + more.requests,
-            succeeded: self.succeeded + more.succeeded,
-            prompt_tokens: self.prompt_tokens + more.prompt_tokens,
-            completion_tokens: self.completion_tokens + more.completion_tokens,
-            cost_usd: self.cost_usd + more.cost_usd,
+            requests: count(self.requests, other.requests),
+            succeeded: count(self.succeeded, other.succeeded),
+            prompt_tokens: count(self.prompt_tokens, other.prompt_tokens),
+            completion_tokens: count(self.completion_tokens, other.completion_tokens),
+            cost_usd: usd(self.cost_usd, other.cost_usd),
             rejected: std::array::from_fn(|i| {
                 let (reason, n) = self.rejected[i];
-                (reason, n + more.rejected[i].1)
+                (reason, count(n, other.rejected[i].1))
             }),
         }
     }

@@ -11,7 +11,7 @@ use crate::shared::StoreError;
 use crate::telemetry::{REJECTIONS, TenantTotals};
 use std::collections::HashMap;
 
-/// The hash field of each rejection reason, in the order of [`REJECTIONS`].
+/// The hash field of a rejection reason (one of [`REJECTIONS`]).
 fn rejected_field(reason: &str) -> String {
     format!("rejected:{reason}")
 }

@@ -87,6 +87,11 @@ impl Limited {
         // the guarded arithmetic cannot panic halfway; a poisoned lock's data stands
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// What this process counted that it has not reported to the store yet.
+    fn unreported(&self) -> TenantTotals {
+        self.metrics.totals().since(&self.lock().reported)
+    }
 }
 
 /// Refused: why, and where the tenant stands.
@@ -273,11 +278,7 @@ impl Limiter {
         // what an earlier failure left, if still of this period (a past period's
         // budget no longer refuses anything)
         let period = period_of(t.limits.budget_period, now_ms).map(|p| p.id);
-        let owed = usd
-            + match t.lock().unsent.take() {
-                Some((p, v)) if p == period => v,
-                _ => 0.0,
-            };
+        let owed = usd + of_period(t.lock().unsent.take(), period);
         if owed <= 0.0 {
             return;
         }
@@ -286,10 +287,7 @@ impl Limiter {
                 tracing::warn!(error = %e, usd = owed, "shared store: spend kept to send later");
             }
             let mut st = t.lock();
-            let before = match st.unsent {
-                Some((p, v)) if p == period => v,
-                _ => 0.0,
-            };
+            let before = of_period(st.unsent, period);
             st.unsent = Some((period, before + owed));
         }
     }
@@ -338,6 +336,14 @@ impl Limiter {
                 tracing::warn!(error = %e, "shared store: a request's tokens were not settled fleet-wide");
             }
         });
+    }
+}
+
+/// The spend left `unsent` if it belongs to budget period `period`, else nothing.
+fn of_period(unsent: Option<(Option<u64>, f64)>, period: Option<u64>) -> f64 {
+    match unsent {
+        Some((p, v)) if p == period => v,
+        _ => 0.0,
     }
 }
 

@@ -2,7 +2,7 @@
 //! fleet's with `[shared]`), this process's totals, and with `[shared]` the fleet's
 //! totals, which each replica reports to the store every second (`fleet_totals.rs`).
 
-use super::Limiter;
+use super::{Limited, Limiter};
 use crate::config::TenantLimits;
 use crate::telemetry::TenantTotals;
 use std::collections::HashMap;
@@ -86,46 +86,54 @@ impl Limiter {
                 }
             }
         };
-        let totals = t.metrics.totals();
-        let fleet_totals = match &self.store {
-            Some(store) => store.totals_of(&[&t.id]).await.ok().and_then(|fleet| {
-                let unreported = totals.since(&t.lock().reported);
-                fleet.first().map(|f| f.plus(&unreported))
-            }),
-            None => None,
-        };
+        let fleet_totals = self
+            .fleet_totals_of(&[t])
+            .await
+            .and_then(|f| f.first().copied());
         Some(TenantUsage {
             tenant: t.id.clone(),
             limits: t.limits,
             window,
-            totals,
+            totals: t.metrics.totals(),
             fleet_totals,
         })
     }
 
     /// Every tenant's totals across the fleet, by id (with `[shared]`, while the store
-    /// answers; `None` otherwise): the store's, with what this replica has not reported
-    /// yet.
+    /// answers; `None` otherwise).
     pub async fn fleet_totals(&self) -> Option<HashMap<String, TenantTotals>> {
+        let all: Vec<&Limited> = self.tenants.iter().collect();
+        let fleet = self.fleet_totals_of(&all).await?;
+        Some(all.iter().map(|t| t.id.clone()).zip(fleet).collect())
+    }
+
+    /// The fleet's totals of `tenants`, in order, in one store call: the store's, with
+    /// what this replica has not reported yet.
+    async fn fleet_totals_of(&self, tenants: &[&Limited]) -> Option<Vec<TenantTotals>> {
         let store = self.store.as_ref()?;
-        let ids: Vec<&str> = self.tenants.iter().map(|t| t.id.as_str()).collect();
+        let ids: Vec<&str> = tenants.iter().map(|t| t.id.as_str()).collect();
         let fleet = store.totals_of(&ids).await.ok()?;
         Some(
-            self.tenants
+            tenants
                 .iter()
                 .zip(fleet)
-                .map(|(t, f)| {
-                    let unreported = t.metrics.totals().since(&t.lock().reported);
-                    (t.id.clone(), f.plus(&unreported))
-                })
+                .map(|(t, f)| f.plus(&t.unreported()))
                 .collect(),
         )
+    }
+
+    /// Reports to the store at `now_ms`: the spend it missed before, then what every
+    /// tenant counted since the last report (a failed report is carried, whole, by the
+    /// next). The periodic task and shutdown both call this.
+    pub async fn report(&self, now_ms: u64) -> Result<(), crate::shared::StoreError> {
+        self.resend_spend(now_ms).await;
+        self.report_totals().await
     }
 
     /// Adds what every tenant counted since the last report to the store's totals (with
     /// `[shared]`; nothing to do without). A report that fails is carried, whole, by the
     /// next one; reports never run two at a time (each would send the same counts).
-    pub async fn report_totals(&self) -> Result<(), crate::shared::StoreError> {
+    async fn report_totals(&self) -> Result<(), crate::shared::StoreError> {
         let Some(store) = self.store.as_ref() else {
             return Ok(());
         };
@@ -134,7 +142,7 @@ impl Limiter {
             .tenants
             .iter()
             .enumerate()
-            .map(|(i, t)| (i, t.metrics.totals().since(&t.lock().reported)))
+            .map(|(i, t)| (i, t.unreported()))
             .filter(|(_, d)| !d.is_zero())
             .collect();
         let named: Vec<(&str, TenantTotals)> = deltas
@@ -162,8 +170,7 @@ impl Limiter {
             loop {
                 tick.tick().await;
                 let Some(limiter) = me.upgrade() else { return };
-                limiter.resend_spend(super::now_ms()).await;
-                match limiter.report_totals().await {
+                match limiter.report(super::now_ms()).await {
                     Ok(()) if failing => {
                         failing = false;
                         tracing::info!("tenants' usage totals reach the shared store again");
