@@ -236,14 +236,10 @@ async fn keys_made_or_revoked_on_one_replica_hold_on_every_replica() {
     let secret = made["key"].as_str().unwrap().to_string();
     let id = made["id"].as_str().unwrap().to_string();
     let status = |gw: usize, key: String| {
-        let (http, url) = (http.clone(), gws[gw].url());
+        let (http, gw) = (http.clone(), &gws[gw]);
         async move {
-            http.post(format!("{url}/v1/chat/completions"))
-                .bearer_auth(key)
-                .json(&chat(MODEL, 4, false))
-                .send()
+            post(&http, gw, &key, &chat(MODEL, 4, false))
                 .await
-                .unwrap()
                 .status()
                 .as_u16()
         }

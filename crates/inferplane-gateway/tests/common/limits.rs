@@ -24,6 +24,7 @@ pub async fn fresh_window(secs: u64) {
     }
 }
 
+/// A chat request with `key` as its bearer token.
 pub async fn post(
     http: &reqwest::Client,
     gw: &Gateway,
@@ -39,6 +40,7 @@ pub async fn post(
         .unwrap()
 }
 
+/// The response header `name`, if present.
 pub fn header<'a>(r: &'a reqwest::Response, name: &str) -> Option<&'a str> {
     r.headers().get(name).map(|v| v.to_str().unwrap())
 }
